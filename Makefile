@@ -1,0 +1,54 @@
+# Every target builds .venv first when it is missing; nothing but Python 3.11 and make is needed.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PROTOS := $(wildcard protos/facepay/*/v1/*.proto)
+PROTO_INCLUDE = $(shell $(BIN)/python -c "import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), '_proto'))")
+# adbutils ships its own adb; tests and the demo pin that one.
+export ADB_LIBUSB := 0
+
+.PHONY: setup proto proto-check lint test test-fast demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' 
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iprotos -I$(PROTO_INCLUDE) \
+		--python_out=daemon --pyi_out=daemon --grpc_python_out=daemon $(PROTOS)
+
+# The committed generated code must match protos/.
+proto-check: $(STAMP)
+	@rm -rf .venv/proto-check && mkdir -p .venv/proto-check
+	@$(BIN)/python -m grpc_tools.protoc -Iprotos -I$(PROTO_INCLUDE) \
+		--python_out=.venv/proto-check --pyi_out=.venv/proto-check \
+		--grpc_python_out=.venv/proto-check $(PROTOS)
+	@for f in $$(cd .venv/proto-check && find . -name '*.py*' -type f); do \
+		cmp -s .venv/proto-check/$$f daemon/$$f || { echo "generated code is stale: daemon/$$f (run make proto)"; exit 1; }; \
+	done
+	@echo "generated code is current"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(STAMP) proto-check lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -x -p no:cacheprovider tests --ignore=tests/chaos
+
+demo: $(STAMP)
+	$(BIN)/python -m facepayd.demo
+
+bench: $(STAMP)
+	$(BIN)/python tests/bench/bench_bridge_rtt.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

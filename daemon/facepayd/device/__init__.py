@@ -1,0 +1,1 @@
+"""The peripheral: transports below, the bridge protocol client above them."""

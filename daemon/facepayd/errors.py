@@ -1,0 +1,151 @@
+"""The daemon's exception tree; every foreign error is translated into one of these at its boundary.
+
+FacepayError
+├── ConfigError                  bad or unsafe configuration (unknown key, readable secret file)
+├── InvalidArgument              a request field breaks a rule (field, rule)
+├── TerminalBusy                 the camera is held by another face session (session_id)
+├── NotFound                     no such payment, session or order
+├── AlreadyExists                same key, different parameters
+├── NotSupported                 the peripheral's SDK version lacks the call
+├── DeviceError                  the peripheral side
+│   ├── DeviceLost               the bridge stream closed or could not be opened
+│   ├── DeviceTimeout            a call or callback missed its deadline (frozen peripheral)
+│   └── SdkError                 the SDK answered return_code != SUCCESS (return_code, err_code)
+│       └── FaceSessionEnded     the user cancelled, chose to scan, timed out, or the camera failed
+├── SdkNotReady                  the lifecycle is not in a state that allows the call
+└── BackendError                 WeChat Pay's side
+    ├── BackendUnavailable       no answer we can use; the outcome of a sent request is unknown
+    ├── ResponseNotTrusted       an answer that is not XML/JSON, unsigned, forged or oversized
+    └── BackendRejected          a signed, definite error answer (code, message)
+"""
+
+from __future__ import annotations
+
+# SDK secondary codes (err_code) from the reference.
+SDK_NOT_INITIALIZED = "271378620"
+SDK_INITIALIZING = "271378621"
+
+
+class FacepayError(Exception):
+    """Root of every error the daemon raises on purpose."""
+
+    reason = "INTERNAL"
+
+
+class ConfigError(FacepayError):
+    """Configuration is missing, malformed or unsafe."""
+
+    reason = "CONFIG_INVALID"
+
+
+class InvalidArgument(FacepayError):
+    """A request field breaks a rule."""
+
+    reason = "INVALID_FIELD"
+
+    def __init__(self, field: str, rule: str, *more: tuple[str, str]) -> None:
+        self.violations = [(field, rule), *more]
+        super().__init__("; ".join(f"{f}: {r}" for f, r in self.violations))
+        self.field = field
+        self.rule = rule
+
+
+class TerminalBusy(FacepayError):
+    """The camera is held by another face session."""
+
+    reason = "TERMINAL_BUSY"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"face session {session_id} holds the terminal")
+        self.session_id = session_id
+
+
+class NotFound(FacepayError):
+    """The named payment, session or order does not exist."""
+
+    reason = "NOT_FOUND"
+
+
+class AlreadyExists(FacepayError):
+    """The key exists with different parameters."""
+
+    reason = "ALREADY_EXISTS"
+
+
+class NotSupported(FacepayError):
+    """The peripheral's SDK version does not offer this call."""
+
+    reason = "NOT_SUPPORTED_BY_SDK"
+
+
+class DeviceError(FacepayError):
+    """Something went wrong on the peripheral side."""
+
+    reason = "DEVICE_ERROR"
+
+
+class DeviceLost(DeviceError):
+    """The bridge stream closed or could not be opened."""
+
+    reason = "DEVICE_LOST"
+
+
+class DeviceTimeout(DeviceError):
+    """A bridge call or callback missed its deadline."""
+
+    reason = "DEVICE_TIMEOUT"
+
+
+class SdkError(DeviceError):
+    """The face SDK answered with a return_code other than SUCCESS."""
+
+    reason = "SDK_ERROR"
+
+    def __init__(self, method: str, return_code: str, return_msg: str, err_code: str = "") -> None:
+        detail = f" err_code={err_code}" if err_code else ""
+        super().__init__(f"{method}: {return_code}{detail}: {return_msg}")
+        self.method = method
+        self.return_code = return_code
+        self.return_msg = return_msg
+        self.err_code = err_code
+
+
+class FaceSessionEnded(SdkError):
+    """The face UI ended without a face code (cancel, scan instead, timeout, camera error)."""
+
+    reason = "FACE_SESSION_ENDED"
+
+
+class SdkNotReady(FacepayError):
+    """The SDK lifecycle is not in a state that allows the call."""
+
+    reason = "SDK_NOT_READY"
+
+
+class BackendError(FacepayError):
+    """Something went wrong talking to WeChat Pay."""
+
+    reason = "BACKEND_ERROR"
+
+
+class BackendUnavailable(BackendError):
+    """No usable answer; if the request was sent its outcome is unknown."""
+
+    reason = "BACKEND_UNAVAILABLE"
+
+
+class ResponseNotTrusted(BackendError):
+    """An answer that is malformed, oversized, unsigned or fails verification."""
+
+    reason = "BACKEND_RESPONSE_NOT_TRUSTED"
+
+
+class BackendRejected(BackendError):
+    """A verified, definite error answer from WeChat Pay."""
+
+    reason = "BACKEND_REJECTED"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message

@@ -1,0 +1,1 @@
+"""Face payments: the micropay state machine, driven from the journal."""

@@ -1,0 +1,1 @@
+"""The POS-facing gRPC API: a thin adapter over the domain."""

@@ -1,0 +1,1 @@
+"""Simulators shipped with the daemon: the terminal (bridge peripheral), adbd and WeChat Pay."""
