@@ -1,0 +1,206 @@
+"""Logging: structlog over the stdlib, JSON off a terminal, readable on one, secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+import structlog
+from structlog.types import EventDict, Processor, WrappedLogger
+
+from facepayd.errors import ConfigError
+
+__all__ = [
+    "REDACTED",
+    "configure_logging",
+    "get_logger",
+    "redact_event",
+    "register_secret",
+]
+
+REDACTED = "[redacted]"
+
+# Keys whose values are secret wherever they appear, compared case-insensitively.
+SECRET_KEYS = frozenset(
+    {
+        "api_key",
+        "key",
+        "authinfo",
+        "face_code",
+        "auth_code",
+        "rawdata",
+        "sign",
+        "passwd",
+        "password",
+        "token",
+        "cert",
+        "private_key",
+    }
+)
+# Compound names such as cert_password or access_token are secret too.
+_SECRET_KEY_SUFFIXES = ("_api_key", "_private_key", "_password", "_passwd", "_token", "_secret")
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+# Marks the handler this module installs, so reconfiguring replaces it and leaves others alone.
+_HANDLER_MARK = "_facepayd_handler"
+
+
+def register_secret(value: str | bytes) -> None:
+    """Mask every later occurrence of ``value`` in log output."""
+    _SECRETS.add(value)
+
+
+def configure_logging(
+    *, json: bool | None = None, level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Route structlog and stdlib logging to one handler on ``stream`` (stderr by default)."""
+    numeric_level = _LEVELS.get(level.lower())
+    if numeric_level is None:
+        raise ConfigError(f"log.level: must be one of {', '.join(_LEVELS)}, got {level!r}")
+    out = sys.stderr if stream is None else stream
+    as_json = not _is_tty(out) if json is None else json
+
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+    # Exceptions become plain data before redaction, so the redactor sees their text;
+    # neither path renders frame locals (they would carry keys and face codes).
+    render: list[Processor]
+    if as_json:
+        render = [
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False, use_rich=False)
+            ),
+            redact_event,
+            structlog.processors.JSONRenderer(sort_keys=False),
+        ]
+    else:
+        render = [
+            structlog.processors.format_exc_info,
+            redact_event,
+            structlog.dev.ConsoleRenderer(
+                colors=_is_tty(out), exception_formatter=structlog.dev.plain_traceback
+            ),
+        ]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            *shared,
+            structlog.stdlib.ExtraAdder(),
+            structlog.processors.StackInfoRenderer(),
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *render],
+    )
+
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    setattr(handler, _HANDLER_MARK, True)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric_level)
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A structlog logger that goes through the stdlib logger ``name``."""
+    return structlog.stdlib.get_logger(name)
+
+
+def redact_event(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Processor: mask secret-named keys and registered secret values anywhere in the event."""
+    pattern = _SECRETS.pattern()
+    return {key: _redact_item(key, value, pattern) for key, value in event_dict.items()}
+
+
+class _SecretRegistry:
+    """Registered secret values and one regex that finds any of them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, value: str | bytes) -> None:
+        if isinstance(value, bytes):
+            try:
+                value = value.decode()
+            except UnicodeDecodeError:
+                # Binary secrets (PKCS#12) are never rendered as text, so nothing to match.
+                return
+        value = value.strip()
+        if not value:
+            return
+        with self._lock:
+            if value in self._values:
+                return
+            self._values.add(value)
+            # Longest first, so a secret containing another is masked whole.
+            ordered = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+    def pattern(self) -> re.Pattern[str] | None:
+        return self._pattern
+
+
+_SECRETS = _SecretRegistry()
+
+
+def _is_secret_key(key: object) -> bool:
+    if not isinstance(key, str):
+        return False
+    lowered = key.lower()
+    return lowered in SECRET_KEYS or lowered.endswith(_SECRET_KEY_SUFFIXES)
+
+
+def _redact_item(key: object, value: Any, pattern: re.Pattern[str] | None) -> Any:
+    if _is_secret_key(key) and value is not None and value != "":
+        return REDACTED
+    return _redact_value(value, pattern)
+
+
+def _redact_value(value: Any, pattern: re.Pattern[str] | None) -> Any:
+    if isinstance(value, str):
+        return value if pattern is None else pattern.sub(REDACTED, value)
+    if isinstance(value, Mapping):
+        return {k: _redact_item(k, v, pattern) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(v, pattern) for v in value]
+    if isinstance(value, bytes | bytearray):
+        text = bytes(value).decode("utf-8", "replace")
+        return text if pattern is None else pattern.sub(REDACTED, text)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # Anything else is rendered with str() by the renderer; do it here so it is checked.
+    return _redact_value(str(value), pattern)
+
+
+def _is_tty(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
