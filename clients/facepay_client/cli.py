@@ -1,0 +1,842 @@
+"""The `facepay` command line: drive and inspect facepayd over its Unix socket.
+
+Output is aligned `key: value` lines (payment events one line each) or, with --json, one JSON
+object per line (proto3 JSON mapping, field names as in the proto; errors as {"error": ...}).
+
+Exit codes (ExitCode below is the one table):
+
+    0    ok; a payment ended SUCCEEDED; a PayScore check ended SUCCESS
+    1    a payment ended FAILED, REVERSED or CANCELLED; a face session ended without a code;
+         a PayScore check ended otherwise; any other error
+    2    usage error
+    3    terminal busy (the session holding the camera is printed)
+    4    device problem: SDK_NOT_READY, DEVICE_LOST, DEVICE_TIMEOUT, SDK_ERROR,
+         NOT_SUPPORTED_BY_SDK
+    5    backend problem: BACKEND_UNAVAILABLE, BACKEND_RESPONSE_NOT_TRUSTED, BACKEND_REJECTED
+    6    invalid argument (each field violation is printed)
+    7    not found, already exists, or a PayScore order in the wrong state
+    8    daemon unreachable, not answering in time, or starting/stopping
+    130  interrupted (a payment goes on in the daemon; `facepay payment watch` re-attaches)
+
+face_code is printed by `capture` only (the POS asked for it) and never anywhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import sys
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from datetime import UTC, datetime
+from enum import IntEnum
+from typing import Any, TextIO
+
+from facepay.terminal.v1 import terminal_pb2
+from google.protobuf import json_format
+from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from facepay_client.client import (
+    DEFAULT_SOCKET_PATH,
+    AlreadyExistsError,
+    BackendError,
+    DaemonUnavailableError,
+    DeviceError,
+    FacepayClientError,
+    InvalidArgumentError,
+    NotFoundError,
+    OrderStateError,
+    TerminalBusyError,
+    TerminalClient,
+)
+
+__all__ = ["ExitCode", "main"]
+
+
+class ExitCode(IntEnum):
+    """What the process exit status means; the module docstring says the same."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    BUSY = 3
+    DEVICE = 4
+    BACKEND = 5
+    INVALID_ARGUMENT = 6
+    CONFLICT = 7
+    UNREACHABLE = 8
+    INTERRUPTED = 130
+
+
+_EXIT_BY_ERROR: tuple[tuple[type[FacepayClientError], ExitCode], ...] = (
+    (TerminalBusyError, ExitCode.BUSY),
+    (DeviceError, ExitCode.DEVICE),
+    (BackendError, ExitCode.BACKEND),
+    (InvalidArgumentError, ExitCode.INVALID_ARGUMENT),
+    (NotFoundError, ExitCode.CONFLICT),
+    (AlreadyExistsError, ExitCode.CONFLICT),
+    (OrderStateError, ExitCode.CONFLICT),
+    (DaemonUnavailableError, ExitCode.UNREACHABLE),
+)
+
+_EXIT_BY_FINAL_STATE: dict[int, ExitCode] = {
+    terminal_pb2.PAYMENT_STATE_SUCCEEDED: ExitCode.OK,
+    terminal_pb2.PAYMENT_STATE_FAILED: ExitCode.FAILED,
+    terminal_pb2.PAYMENT_STATE_REVERSED: ExitCode.FAILED,
+    terminal_pb2.PAYMENT_STATE_CANCELLED: ExitCode.FAILED,
+}
+
+_Handler = Callable[[TerminalClient, argparse.Namespace, "_Output"], Awaitable[int]]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one facepay command; returns the exit code."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        # argparse exits 0 for --help and 2 for usage errors; main() returns instead of exiting.
+        return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
+    out = _Output(args.json, sys.stdout, sys.stderr)
+    try:
+        return asyncio.run(_run(args, out))
+    except KeyboardInterrupt:
+        out.note("interrupted")
+        return ExitCode.INTERRUPTED
+
+
+async def _run(args: argparse.Namespace, out: _Output) -> int:
+    handler: _Handler = args.handler
+    client = TerminalClient(args.socket, timeout=args.timeout, wait_for_ready=args.wait)
+    try:
+        async with client:
+            if args.wait:
+                await client.wait_until_serving(args.timeout)
+            return await handler(client, args, out)
+    except FacepayClientError as exc:
+        return out.error(exc, args.socket)
+    except _UsageError as exc:
+        out.note(f"usage: {exc}")
+        return ExitCode.USAGE
+
+
+class _UsageError(Exception):
+    """A combination of arguments argparse cannot reject by itself."""
+
+
+# ---------------------------------------------------------------- output
+
+
+class _Output:
+    """Readable or JSON-lines output; everything the CLI prints goes through here."""
+
+    def __init__(self, json_mode: bool, out: TextIO, err: TextIO) -> None:
+        self.json_mode = json_mode
+        self._out = out
+        self._err = err
+
+    def message(self, msg: Message) -> None:
+        """One message: a JSON line, or aligned key: value lines."""
+        if self.json_mode:
+            self.record(_to_json(msg))
+        else:
+            self.pairs(_flatten(msg))
+
+    def record(self, obj: dict[str, Any]) -> None:
+        """One JSON line (JSON mode only)."""
+        print(json.dumps(obj, ensure_ascii=False, sort_keys=True), file=self._out, flush=True)
+
+    def pairs(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Aligned key: value lines (readable mode only)."""
+        width = max((len(key) for key, _ in pairs), default=0) + 1
+        for key, value in pairs:
+            print(f"{key + ':':<{width}} {value}", file=self._out, flush=True)
+
+    def line(self, text: str) -> None:
+        """One readable line on stdout."""
+        print(text, file=self._out, flush=True)
+
+    def note(self, text: str) -> None:
+        """A remark for the person at the terminal, on stderr."""
+        print(f"facepay: {text}", file=self._err, flush=True)
+
+    def error(self, exc: FacepayClientError, socket_path: str) -> int:
+        """Print a failed call and return its exit code."""
+        code = _exit_code_for(exc)
+        if self.json_mode:
+            self.record(
+                {
+                    "error": {
+                        "code": exc.code.name,
+                        "reason": exc.reason,
+                        "message": exc.message,
+                        "field_violations": [
+                            {"field": field, "description": description}
+                            for field, description in exc.field_violations
+                        ],
+                        "metadata": exc.metadata,
+                    },
+                    "exit_code": int(code),
+                }
+            )
+            return code
+        if isinstance(exc, DaemonUnavailableError) and not exc.reason:
+            self.note(f"cannot reach facepayd at {socket_path}: {exc}")
+        else:
+            self.note(str(exc))
+        for field, description in exc.field_violations:
+            print(f"  - {field}: {description}", file=self._err)
+        for key, value in sorted(exc.metadata.items()):
+            print(f"  {key}: {value}", file=self._err)
+        return code
+
+
+def _exit_code_for(exc: FacepayClientError) -> ExitCode:
+    for cls, code in _EXIT_BY_ERROR:
+        if isinstance(exc, cls):
+            return code
+    return ExitCode.FAILED
+
+
+def _to_json(msg: Message) -> dict[str, Any]:
+    converted: dict[str, Any] = json_format.MessageToDict(
+        msg, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
+    )
+    return converted
+
+
+def _flatten(msg: Message, prefix: str = "") -> list[tuple[str, str]]:
+    """A message as (dotted key, text) pairs; empty strings and unset messages left out."""
+    pairs: list[tuple[str, str]] = []
+    for field in msg.DESCRIPTOR.fields:
+        key = prefix + field.name
+        value = getattr(msg, field.name)
+        if field.is_repeated:
+            if field.message_type is not None:
+                for index, item in enumerate(value):
+                    pairs.extend(_flatten(item, f"{key}[{index}]."))
+            elif value:
+                pairs.append((key, ", ".join(_scalar_text(field, item) for item in value)))
+        elif field.message_type is not None:
+            if not msg.HasField(field.name):
+                continue
+            if field.message_type.full_name == "google.protobuf.Timestamp":
+                pairs.append((key, _time_text(value)))
+            else:
+                pairs.extend(_flatten(value, key + "."))
+        elif value != "":
+            pairs.append((key, _scalar_text(field, value)))
+    return pairs
+
+
+def _scalar_text(field: Any, value: Any) -> str:
+    if field.enum_type is not None:
+        return _enum_text(field.enum_type, value)
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _enum_text(enum: EnumDescriptor, number: int) -> str:
+    """The value's name without its enum's prefix: LIFECYCLE_STATE_READY → READY."""
+    value = enum.values_by_number.get(number)
+    if value is None:
+        return str(number)
+    prefix = enum.values_by_number[0].name.removesuffix("UNSPECIFIED")
+    return value.name.removeprefix(prefix)
+
+
+def _time_text(timestamp: Any) -> str:
+    moment: datetime = timestamp.ToDatetime(tzinfo=UTC)
+    return moment.astimezone().isoformat(timespec="seconds")
+
+
+def _inline(pairs: Sequence[tuple[str, str]]) -> str:
+    return " ".join(f"{key}={json.dumps(value) if ' ' in value else value}" for key, value in pairs)
+
+
+def _redacted_event(event: terminal_pb2.PaymentEvent) -> terminal_pb2.PaymentEvent:
+    """The event without its face_code: only `capture` prints one."""
+    if event.HasField("face_captured") and event.face_captured.face_code:
+        copy = terminal_pb2.PaymentEvent()
+        copy.CopyFrom(event)
+        copy.face_captured.ClearField("face_code")
+        return copy
+    return event
+
+
+def _print_event(out: _Output, event: terminal_pb2.PaymentEvent) -> None:
+    event = _redacted_event(event)
+    if out.json_mode:
+        out.record(_to_json(event))
+        return
+    state = _enum_text(terminal_pb2.PaymentState.DESCRIPTOR, event.state)
+    kind = event.WhichOneof("kind") or "-"
+    when = _time_text(event.time) if event.HasField("time") else "-"
+    detail = _flatten(getattr(event, kind)) if kind != "-" else []
+    out.line(f"#{event.seq:<3} {when}  {state:<10} {kind:<16} {_inline(detail)}".rstrip())
+
+
+async def _follow_payment(
+    out: _Output, out_trade_no: str, events: AsyncGenerator[terminal_pb2.PaymentEvent, None]
+) -> int:
+    """Print events up to the final state; the exit code says how the payment ended."""
+    last_seq = 0
+    async with aclosing(events):
+        async for event in events:
+            last_seq = event.seq
+            _print_event(out, event)
+            if event.state in _EXIT_BY_FINAL_STATE:
+                return _EXIT_BY_FINAL_STATE[event.state]
+    out.note(
+        f"stream ended before a final state; re-attach with: "
+        f"facepay payment watch {out_trade_no} --after-seq {last_seq}"
+    )
+    return ExitCode.FAILED
+
+
+# ---------------------------------------------------------------- commands
+
+
+async def _cmd_status(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    out.message(await client.get_status())
+    return ExitCode.OK
+
+
+_WATCH_FIELDS = (
+    "state",
+    "mode",
+    "active_session_id",
+    "fault",
+    "firewall_enabled",
+    "unfinished_payments",
+)
+
+
+async def _cmd_watch(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    async with aclosing(client.watch_status()) as statuses:
+        async for status in statuses:
+            if out.json_mode:
+                out.record(_to_json(status))
+            else:
+                pairs = dict(_flatten(status))
+                out.line(_inline([(name, pairs[name]) for name in _WATCH_FIELDS if name in pairs]))
+    return ExitCode.OK
+
+
+async def _cmd_lifecycle(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    calls = {
+        "reinit": client.reinitialize,
+        "release": client.release,
+        "on": client.enable_firewall,
+        "off": client.disable_firewall,
+    }
+    out.message(await calls[args.action]())
+    return ExitCode.OK
+
+
+async def _cmd_capture(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    captured = False
+    events = client.capture_face_code(args.out_trade_no, args.amount, face=_face_options(args))
+    try:
+        async with aclosing(events), asyncio.timeout(None) as deadline:
+            captured = await _follow_capture(client, args, out, events, deadline)
+    except TimeoutError:
+        # The report was accepted; newer SDKs may never confirm it on the stream.
+        out.note("the terminal did not confirm the reported result")
+        return ExitCode.OK
+    if not captured:
+        out.note("capture ended without a face code")
+        return ExitCode.FAILED
+    return ExitCode.OK
+
+
+async def _follow_capture(
+    client: TerminalClient,
+    args: argparse.Namespace,
+    out: _Output,
+    events: AsyncGenerator[terminal_pb2.CaptureEvent, None],
+    deadline: asyncio.Timeout,
+) -> bool:
+    """Print capture events; report the result if asked; True once a face code came."""
+    session_id = ""
+    captured = False
+    async for event in events:
+        kind = event.WhichOneof("kind")
+        if out.json_mode:
+            out.record(_to_json(event))
+        elif kind is not None:
+            out.pairs(_flatten(getattr(event, kind)))
+        if kind == "session_started":
+            session_id = event.session_started.session_id
+        elif kind == "cancelled":
+            break
+        elif kind == "face_captured":
+            captured = True
+            if args.report is None:
+                break
+            await client.report_pay_result(session_id, args.report == "success")
+            _print_reported(out, session_id, args.report)
+            # Wait a bounded time for the SDK's confirmation, which old SDKs send on the stream.
+            deadline.reschedule(asyncio.get_running_loop().time() + args.timeout)
+        elif kind == "pay_result_confirmed":
+            break
+    return captured
+
+
+def _print_reported(out: _Output, session_id: str, result: str) -> None:
+    if out.json_mode:
+        out.record({"reported": {"session_id": session_id, "result": result}})
+    else:
+        out.pairs([("reported", result)])
+
+
+async def _cmd_cancel(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    session_id = await client.cancel_session(args.session, args.toast)
+    if out.json_mode:
+        out.record({"session_id": session_id})
+    else:
+        out.pairs([("cancelled", session_id)])
+    return ExitCode.OK
+
+
+async def _cmd_userinfo(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    out.message(await client.get_user_info(_face_options(args)))
+    return ExitCode.OK
+
+
+async def _cmd_pay(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    out_trade_no = args.out_trade_no or _new_out_trade_no()
+    # Printed before anything can fail, so the order can always be looked up afterwards.
+    if out.json_mode:
+        out.record({"out_trade_no": out_trade_no})
+    else:
+        out.pairs([("out_trade_no", out_trade_no)])
+    optional = {
+        "attach": args.attach,
+        "detail": args.detail,
+        "goods_tag": args.goods_tag,
+        "limit_pay": args.limit_pay,
+        "time_expire": args.time_expire,
+        "scene_info": args.scene_info,
+        "receipt": args.receipt,
+        "fee_type": args.fee_type,
+    }
+    events = client.start_face_pay(
+        out_trade_no,
+        args.amount,
+        args.body,
+        face=_face_options(args),
+        **{name: value for name, value in optional.items() if value is not None},
+    )
+    return await _follow_payment(out, out_trade_no, events)
+
+
+def _new_out_trade_no() -> str:
+    """FP + local time + 10 random hex digits: 26 characters, unique without coordination."""
+    return f"FP{datetime.now().astimezone():%Y%m%d%H%M%S}{secrets.token_hex(5)}"
+
+
+async def _cmd_payment_get(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    out.message(await client.get_payment(args.out_trade_no))
+    return ExitCode.OK
+
+
+async def _cmd_payment_list(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    page = await client.list_payments(
+        page_size=args.limit, page_token=args.page_token, states=args.state
+    )
+    if out.json_mode:
+        out.record(_to_json(page))
+        return ExitCode.OK
+    for payment in page.payments:
+        state = _enum_text(terminal_pb2.PaymentState.DESCRIPTOR, payment.state)
+        created = _time_text(payment.created_at) if payment.HasField("created_at") else "-"
+        out.line(
+            f"{payment.out_trade_no:<32} {state:<10} {payment.total_fee:>9} "
+            f"{created}  {payment.transaction_id or '-'}"
+        )
+    if page.next_page_token:
+        out.pairs([("next_page_token", page.next_page_token)])
+    return ExitCode.OK
+
+
+async def _cmd_payment_watch(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    events = client.watch_payment(args.out_trade_no, args.after_seq)
+    return await _follow_payment(out, args.out_trade_no, events)
+
+
+async def _cmd_payment_reverse(
+    client: TerminalClient, args: argparse.Namespace, out: _Output
+) -> int:
+    out.message(await client.reverse_payment(args.out_trade_no))
+    return ExitCode.OK
+
+
+async def _cmd_payscore_check(
+    client: TerminalClient, args: argparse.Namespace, out: _Output
+) -> int:
+    response = await client.check_pay_score_status(
+        args.out_order_no,
+        payscore_out_request_no=args.out_request_no,
+        payscore_service_id=args.service_id,
+        face=_face_options(args),
+    )
+    out.message(response)
+    ok = response.outcome == terminal_pb2.PAY_SCORE_OUTCOME_SUCCESS
+    return ExitCode.OK if ok else ExitCode.FAILED
+
+
+async def _cmd_payscore_create(
+    client: TerminalClient, args: argparse.Namespace, out: _Output
+) -> int:
+    request = terminal_pb2.CreateServiceOrderRequest(
+        out_order_no=args.out_order_no,
+        service_id=args.service_id,
+        service_introduction=args.introduction,
+        post_payments=args.post_payment,
+        post_discounts=args.post_discount,
+        time_range=_time_range(args),
+        location=_location(args),
+        risk_fund=args.risk_fund,
+        attach=args.attach,
+        notify_url=args.notify_url,
+        openid=args.openid,
+        need_user_confirm=args.need_user_confirm,
+    )
+    out.message(await client.create_service_order(request))
+    return ExitCode.OK
+
+
+async def _cmd_payscore_complete(
+    client: TerminalClient, args: argparse.Namespace, out: _Output
+) -> int:
+    if not args.post_payment:
+        raise _UsageError("complete needs at least one --post-payment")
+    total = args.total_amount
+    if total is None:
+        total = sum(p.amount for p in args.post_payment) - sum(d.amount for d in args.post_discount)
+    request = terminal_pb2.CompleteServiceOrderRequest(
+        out_order_no=args.out_order_no,
+        post_payments=args.post_payment,
+        post_discounts=args.post_discount,
+        total_amount=total,
+        time_range=_time_range(args),
+        location=_location(args),
+        profit_sharing=args.profit_sharing,
+        goods_tag=args.goods_tag,
+    )
+    out.message(await client.complete_service_order(request))
+    return ExitCode.OK
+
+
+async def _cmd_payscore_sync(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    out.message(await client.sync_service_order(args.out_order_no, args.paid_time, args.type))
+    return ExitCode.OK
+
+
+async def _cmd_payscore_get(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    out.message(await client.get_service_order(args.out_order_no))
+    return ExitCode.OK
+
+
+async def _cmd_payscore_cancel(
+    client: TerminalClient, args: argparse.Namespace, out: _Output
+) -> int:
+    out.message(await client.cancel_service_order(args.out_order_no, args.reason))
+    return ExitCode.OK
+
+
+async def _cmd_unionid(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    out.message(await client.get_union_id(args.face_sid))
+    return ExitCode.OK
+
+
+def _face_options(args: argparse.Namespace) -> terminal_pb2.FaceOptions:
+    return terminal_pb2.FaceOptions(
+        openid=args.face_openid,
+        screen_index=args.screen_index,
+        overlay_option=args.overlay_option,
+        face_authtype=args.face_authtype,
+        wait_if_busy=args.wait_if_busy,
+        ask_unionid=args.ask_unionid,
+    )
+
+
+def _time_range(args: argparse.Namespace) -> terminal_pb2.TimeRange | None:
+    fields = {
+        "start_time": args.start_time,
+        "start_time_remark": args.start_time_remark,
+        "end_time": args.end_time,
+        "end_time_remark": args.end_time_remark,
+    }
+    present = {name: value for name, value in fields.items() if value}
+    return terminal_pb2.TimeRange(**present) if present else None
+
+
+def _location(args: argparse.Namespace) -> terminal_pb2.Location | None:
+    if not (args.start_location or args.end_location):
+        return None
+    return terminal_pb2.Location(start_location=args.start_location, end_location=args.end_location)
+
+
+# ---------------------------------------------------------------- argument types
+
+
+def _fen(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an amount in fen: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"amount must not be negative: {text}")
+    return value
+
+
+def _name_amount(text: str) -> tuple[str, int, list[str]]:
+    name, sep, rest = text.partition(":")
+    if not name or not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME:AMOUNT..., got {text!r}")
+    amount, *extra = rest.split(":")
+    return name, _fen(amount), extra
+
+
+def _post_payment(text: str) -> terminal_pb2.PostPayment:
+    name, amount, extra = _name_amount(text)
+    if len(extra) > 1:
+        raise argparse.ArgumentTypeError(f"expected NAME:AMOUNT[:COUNT], got {text!r}")
+    count = _fen(extra[0]) if extra else 0
+    return terminal_pb2.PostPayment(name=name, amount=amount, count=count)
+
+
+def _post_discount(text: str) -> terminal_pb2.PostDiscount:
+    name, amount, extra = _name_amount(text)
+    if extra:
+        raise argparse.ArgumentTypeError(f"expected NAME:AMOUNT, got {text!r}")
+    return terminal_pb2.PostDiscount(name=name, amount=amount)
+
+
+def _risk_fund(text: str) -> terminal_pb2.RiskFund:
+    name, amount, extra = _name_amount(text)
+    if extra:
+        raise argparse.ArgumentTypeError(f"expected NAME:AMOUNT, got {text!r}")
+    return terminal_pb2.RiskFund(name=name, amount=amount)
+
+
+_PAYMENT_STATES = {
+    _enum_text(terminal_pb2.PaymentState.DESCRIPTOR, value.number): value.number
+    for value in terminal_pb2.PaymentState.DESCRIPTOR.values
+    if value.number != 0
+}
+
+
+def _payment_state(text: str) -> int:
+    name = text.upper().removeprefix("PAYMENT_STATE_")
+    if name not in _PAYMENT_STATES:
+        raise argparse.ArgumentTypeError(
+            f"unknown state {text!r}; one of {', '.join(_PAYMENT_STATES)}"
+        )
+    return _PAYMENT_STATES[name]
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text}")
+    return value
+
+
+# ---------------------------------------------------------------- parser
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facepay",
+        description="Drive and inspect the facepayd face-payment daemon.",
+        epilog="Exit codes: 0 ok, 1 payment not successful or other error, 2 usage, "
+        "3 terminal busy, 4 device, 5 backend, 6 invalid argument, "
+        "7 not found/already exists/order state, 8 daemon unreachable, 130 interrupted.",
+    )
+    parser.add_argument(
+        "--socket",
+        default=os.environ.get("FACEPAY_SOCKET") or DEFAULT_SOCKET_PATH,
+        metavar="PATH",
+        help="facepayd's socket (default: $FACEPAY_SOCKET or %(default)s)",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="deadline for quick calls and for --wait (default %(default)g); calls that wait "
+        "for a face allow 120 s, streams have none",
+    )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait (up to --timeout) for a starting daemon to serve instead of failing",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    face = argparse.ArgumentParser(add_help=False)
+    group = face.add_argument_group("face UI options")
+    group.add_argument("--face-openid", default="", metavar="OPENID", help="quick mode user")
+    group.add_argument("--screen-index", default="", choices=["", "0", "1", "2", "3", "4"])
+    group.add_argument("--overlay-option", default="", choices=["", "0", "1"])
+    group.add_argument(
+        "--face-authtype", default="", choices=["", "FACEPAY", "FACEPAY_DELAY", "FACE_AUTH"]
+    )
+    group.add_argument(
+        "--wait-if-busy", action="store_true", help="wait for the camera instead of exit 3"
+    )
+    group.add_argument("--ask-unionid", action="store_true")
+
+    def command(
+        name: str,
+        handler: _Handler | None,
+        help_text: str,
+        parents: Sequence[argparse.ArgumentParser] = (),
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text, parents=parents)
+        if handler is not None:
+            sub.set_defaults(handler=handler)
+        return sub
+
+    command("status", _cmd_status, "terminal status")
+    command("watch", _cmd_watch, "follow terminal status changes")
+    command("reinit", _cmd_lifecycle, "re-initialize the SDK").set_defaults(action="reinit")
+    command("release", _cmd_lifecycle, "release the SDK").set_defaults(action="release")
+    firewall = command("firewall", _cmd_lifecycle, "turn the SDK firewall on or off")
+    firewall.add_argument("action", choices=["on", "off"])
+
+    capture = command("capture", _cmd_capture, "capture-only: print face_code and openid", [face])
+    capture.add_argument("--out-trade-no", default="")
+    capture.add_argument("--amount", type=_fen, default=0, metavar="FEN")
+    capture.add_argument(
+        "--report",
+        choices=["success", "error"],
+        help="after the capture, report the POS's payment result",
+    )
+
+    cancel = command("cancel", _cmd_cancel, "quit the face UI")
+    cancel.add_argument("--session", default="", metavar="ID", help="default: whichever holds it")
+    cancel.add_argument("--toast", default="", metavar="TEXT", help="shown by the face UI")
+
+    command("userinfo", _cmd_userinfo, "identify the user by face", [face])
+
+    pay = command("pay", _cmd_pay, "capture a face and pay; follows the payment", [face])
+    pay.add_argument("--amount", type=_fen, required=True, metavar="FEN")
+    pay.add_argument("--body", required=True, metavar="TEXT")
+    pay.add_argument("--out-trade-no", metavar="ID", help="default: generated and printed first")
+    pay.add_argument("--attach", metavar="TEXT")
+    pay.add_argument("--detail", metavar="JSON")
+    pay.add_argument("--goods-tag")
+    pay.add_argument("--limit-pay", choices=["no_credit"])
+    pay.add_argument("--time-expire", metavar="yyyyMMddHHmmss")
+    pay.add_argument("--scene-info", metavar="JSON")
+    pay.add_argument("--receipt", choices=["Y"])
+    pay.add_argument("--fee-type", metavar="CUR")
+
+    payment = command("payment", None, "payments in the journal")
+    payment_commands = payment.add_subparsers(dest="payment_command", required=True)
+    get = payment_commands.add_parser("get", help="one payment")
+    get.add_argument("out_trade_no", metavar="ID")
+    get.set_defaults(handler=_cmd_payment_get)
+    listing = payment_commands.add_parser("list", help="one page of payments")
+    listing.add_argument(
+        "--state",
+        type=_payment_state,
+        action="append",
+        default=[],
+        metavar="S",
+        help=f"only this state (repeatable): {', '.join(_PAYMENT_STATES)}",
+    )
+    listing.add_argument("--limit", type=int, default=0, metavar="N", help="page size")
+    listing.add_argument("--page-token", default="", metavar="T")
+    listing.set_defaults(handler=_cmd_payment_list)
+    watch = payment_commands.add_parser("watch", help="replay and follow a payment's events")
+    watch.add_argument("out_trade_no", metavar="ID")
+    watch.add_argument("--after-seq", type=int, default=0, metavar="N")
+    watch.set_defaults(handler=_cmd_payment_watch)
+    reverse = payment_commands.add_parser("reverse", help="reverse (refund or close) a payment")
+    reverse.add_argument("out_trade_no", metavar="ID")
+    reverse.set_defaults(handler=_cmd_payment_reverse)
+
+    _add_payscore(command("payscore", None, "PayScore service orders"), face)
+
+    unionid = command("unionid", _cmd_unionid, "the user's UnionID from a face_sid")
+    unionid.add_argument("face_sid", metavar="FACE_SID")
+    return parser
+
+
+def _add_payscore(payscore: argparse.ArgumentParser, face: argparse.ArgumentParser) -> None:
+    sub = payscore.add_subparsers(dest="payscore_command", required=True)
+
+    def order(
+        name: str, handler: _Handler, help_text: str, *parents: argparse.ArgumentParser
+    ) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=help_text, description=help_text, parents=parents)
+        parser.add_argument("out_order_no", metavar="OUT_ORDER_NO")
+        parser.set_defaults(handler=handler)
+        return parser
+
+    amounts = argparse.ArgumentParser(add_help=False)
+    amounts.add_argument(
+        "--post-payment",
+        type=_post_payment,
+        action="append",
+        default=[],
+        metavar="NAME:AMOUNT[:COUNT]",
+        help="repeatable",
+    )
+    amounts.add_argument(
+        "--post-discount",
+        type=_post_discount,
+        action="append",
+        default=[],
+        metavar="NAME:AMOUNT",
+        help="repeatable",
+    )
+    amounts.add_argument("--start-time", default="", metavar="yyyyMMddHHmmss|OnAccept")
+    amounts.add_argument("--start-time-remark", default="")
+    amounts.add_argument("--end-time", default="", metavar="yyyyMMddHHmmss")
+    amounts.add_argument("--end-time-remark", default="")
+    amounts.add_argument("--start-location", default="")
+    amounts.add_argument("--end-location", default="")
+
+    check = order("check", _cmd_payscore_check, "recognise the user, check PayScore", face)
+    check.add_argument("--out-request-no", default="")
+    check.add_argument("--service-id", default="")
+
+    create = order("create", _cmd_payscore_create, "create a service order", amounts)
+    create.add_argument("--service-id", default="", help="default: the configured one")
+    create.add_argument("--introduction", default="", metavar="TEXT")
+    create.add_argument("--risk-fund", type=_risk_fund, metavar="NAME:AMOUNT")
+    create.add_argument("--attach", default="")
+    create.add_argument("--notify-url", default="")
+    create.add_argument("--openid", default="")
+    create.add_argument("--need-user-confirm", action="store_true")
+
+    complete = order("complete", _cmd_payscore_complete, "complete a service order", amounts)
+    complete.add_argument(
+        "--total-amount", type=_fen, metavar="FEN", help="default: payments minus discounts"
+    )
+    complete.add_argument("--profit-sharing", action="store_true")
+    complete.add_argument("--goods-tag", default="")
+
+    sync = order("sync", _cmd_payscore_sync, "report a service order paid elsewhere")
+    sync.add_argument("--paid-time", required=True, metavar="yyyyMMddHHmmss")
+    sync.add_argument("--type", default="Order_Paid")
+
+    order("get", _cmd_payscore_get, "one service order")
+
+    cancel = order("cancel", _cmd_payscore_cancel, "cancel a service order")
+    cancel.add_argument("--reason", required=True, metavar="TEXT", help="at most 50 characters")

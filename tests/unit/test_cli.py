@@ -1,0 +1,491 @@
+"""The facepay CLI and client end to end against a fake TerminalService on a real Unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from facepay.terminal.v1 import terminal_pb2, terminal_pb2_grpc
+from facepay_client import (
+    DaemonUnavailableError,
+    TerminalBusyError,
+    TerminalClient,
+)
+from facepay_client.cli import ExitCode, main
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+_DEADLINE = 10.0
+_FACE_CODE = "FACECODE-must-stay-secret-7731"
+
+
+def rich_error(
+    code: grpc.StatusCode,
+    reason: str,
+    message: str,
+    *,
+    metadata: dict[str, str] | None = None,
+    violations: Sequence[tuple[str, str]] = (),
+) -> grpc.Status:
+    """A google.rpc.Status with ErrorInfo (and BadRequest), as the daemon sends it."""
+    info = any_pb2.Any()
+    info.Pack(
+        error_details_pb2.ErrorInfo(
+            reason=reason, domain="facepay.terminal.v1", metadata=metadata or {}
+        )
+    )
+    details = [info]
+    if violations:
+        bad = any_pb2.Any()
+        bad.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                    for f, d in violations
+                ]
+            )
+        )
+        details.append(bad)
+    status = status_pb2.Status(code=code.value[0], message=message, details=details)
+    return rpc_status.to_status(status)
+
+
+def event(seq: int, state: int, **kind: Any) -> terminal_pb2.PaymentEvent:
+    return terminal_pb2.PaymentEvent(out_trade_no="", seq=seq, state=state, **kind)
+
+
+class FakeTerminal(terminal_pb2_grpc.TerminalServiceServicer):
+    """Answers from canned data, records requests, fails a method on request."""
+
+    def __init__(self) -> None:
+        self.status = terminal_pb2.TerminalStatus(
+            state=terminal_pb2.LIFECYCLE_STATE_READY,
+            mode=terminal_pb2.SDK_MODE_NON_AGGREGATE,
+            device=terminal_pb2.DeviceInfo(transport="tcp 127.0.0.1:7100", serial="SIM-0001"),
+            counters=terminal_pb2.TerminalCounters(inits=1, captures=3),
+            daemon_version="0.1.0",
+            firewall_enabled=True,
+        )
+        self.failures: dict[str, grpc.Status] = {}
+        self.requests: dict[str, list[Any]] = {}
+        self.pay_events: list[terminal_pb2.PaymentEvent] = []
+        self.page = terminal_pb2.ListPaymentsResponse()
+        self.reported = asyncio.Event()
+
+    async def _enter(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
+        self.requests.setdefault(method, []).append(request)
+        if method in self.failures:
+            await context.abort_with_status(self.failures[method])
+
+    async def GetStatus(self, request: Any, context: Any) -> Any:
+        await self._enter("GetStatus", request, context)
+        return terminal_pb2.GetStatusResponse(status=self.status)
+
+    async def StartFacePay(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        await self._enter("StartFacePay", request, context)
+        for item in self.pay_events:
+            copy = terminal_pb2.PaymentEvent()
+            copy.CopyFrom(item)
+            copy.out_trade_no = request.out_trade_no
+            yield terminal_pb2.StartFacePayResponse(event=copy)
+
+    async def CaptureFaceCode(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        await self._enter("CaptureFaceCode", request, context)
+        started = terminal_pb2.SessionStarted(session_id="sess-42")
+        yield terminal_pb2.CaptureFaceCodeResponse(
+            event=terminal_pb2.CaptureEvent(session_started=started)
+        )
+        captured = terminal_pb2.FaceCaptured(face_code=_FACE_CODE, openid="o-user-1")
+        yield terminal_pb2.CaptureFaceCodeResponse(
+            event=terminal_pb2.CaptureEvent(face_captured=captured)
+        )
+        # Old SDKs confirm the POS's report on the same stream.
+        await self.reported.wait()
+        confirmed = terminal_pb2.PayResultConfirmed(return_code="SUCCESS")
+        yield terminal_pb2.CaptureFaceCodeResponse(
+            event=terminal_pb2.CaptureEvent(pay_result_confirmed=confirmed)
+        )
+
+    async def ReportPayResult(self, request: Any, context: Any) -> Any:
+        await self._enter("ReportPayResult", request, context)
+        self.reported.set()
+        return terminal_pb2.ReportPayResultResponse()
+
+    async def GetPayment(self, request: Any, context: Any) -> Any:
+        await self._enter("GetPayment", request, context)
+        return terminal_pb2.GetPaymentResponse(
+            payment=terminal_pb2.Payment(out_trade_no=request.out_trade_no, total_fee=1)
+        )
+
+    async def ListPayments(self, request: Any, context: Any) -> Any:
+        await self._enter("ListPayments", request, context)
+        return self.page
+
+    async def CompleteServiceOrder(self, request: Any, context: Any) -> Any:
+        await self._enter("CompleteServiceOrder", request, context)
+        return terminal_pb2.CompleteServiceOrderResponse(
+            order=terminal_pb2.ServiceOrder(
+                out_order_no=request.out_order_no,
+                state=terminal_pb2.SERVICE_ORDER_STATE_DOING,
+                total_amount=request.total_amount,
+            )
+        )
+
+
+class WatchedHealth(health.aio.HealthServicer):
+    """The stock health servicer, telling the test when a watcher has arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watching = asyncio.Event()
+
+    async def Watch(self, request: Any, context: Any) -> None:
+        self.watching.set()
+        await super().Watch(request, context)
+
+
+@dataclass
+class Daemon:
+    fake: FakeTerminal
+    health: WatchedHealth
+    socket: str
+
+    async def run(self, *argv: str) -> int:
+        """Run the CLI in a thread (it owns its event loop) against this daemon."""
+        return await asyncio.to_thread(main, ["--socket", self.socket, *argv])
+
+
+@pytest.fixture
+async def daemon() -> AsyncIterator[Daemon]:
+    # tmp_path can exceed the 108-byte sun_path limit; a short directory under /tmp cannot.
+    with tempfile.TemporaryDirectory(prefix="fpc") as directory:
+        socket = str(Path(directory) / "facepayd.sock")
+        server = grpc.aio.server()
+        fake = FakeTerminal()
+        checker = WatchedHealth()
+        terminal_pb2_grpc.add_TerminalServiceServicer_to_server(fake, server)
+        health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+        server.add_insecure_port("unix:" + socket)
+        await server.start()
+        try:
+            yield Daemon(fake, checker, socket)
+        finally:
+            await server.stop(None)
+
+
+def lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------- status
+
+
+async def test_status_prints_aligned_fields(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await daemon.run("status") == ExitCode.OK
+    out = capsys.readouterr().out
+    assert re.search(r"^state:\s+READY$", out, re.MULTILINE)
+    assert re.search(r"^device\.serial:\s+SIM-0001$", out, re.MULTILINE)
+    assert re.search(r"^counters\.captures:\s+3$", out, re.MULTILINE)
+    assert re.search(r"^firewall_enabled:\s+yes$", out, re.MULTILINE)
+    value_columns = {len(line) - len(line.split(":", 1)[1].lstrip()) for line in lines(out)}
+    assert len(value_columns) == 1, out
+
+
+async def test_status_json_is_one_object(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await daemon.run("--json", "status") == ExitCode.OK
+    [line] = lines(capsys.readouterr().out)
+    status = json.loads(line)
+    assert status["state"] == "LIFECYCLE_STATE_READY"
+    assert status["device"]["serial"] == "SIM-0001"
+    assert status["fault"] == ""
+
+
+# ---------------------------------------------------------------- errors
+
+
+async def test_busy_terminal_exits_3_naming_the_session(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.fake.failures["StartFacePay"] = rich_error(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "TERMINAL_BUSY",
+        "another face session holds the camera",
+        metadata={"session_id": "sess-holder-9"},
+    )
+    code = await daemon.run("pay", "--amount", "1", "--body", "water", "--out-trade-no", "T1")
+    captured = capsys.readouterr()
+    assert code == ExitCode.BUSY
+    assert "sess-holder-9" in captured.err
+    assert "TERMINAL_BUSY" in captured.err
+    assert lines(captured.out) == ["out_trade_no: T1"]
+
+
+async def test_busy_terminal_json_error_carries_reason_and_metadata(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.fake.failures["StartFacePay"] = rich_error(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "TERMINAL_BUSY",
+        "busy",
+        metadata={"session_id": "sess-holder-9"},
+    )
+    code = await daemon.run("--json", "pay", "--amount", "1", "--body", "b", "--out-trade-no", "T")
+    first, error = (json.loads(line) for line in lines(capsys.readouterr().out))
+    assert code == ExitCode.BUSY
+    assert first == {"out_trade_no": "T"}
+    assert error["exit_code"] == ExitCode.BUSY
+    assert error["error"]["reason"] == "TERMINAL_BUSY"
+    assert error["error"]["metadata"] == {"session_id": "sess-holder-9"}
+
+
+async def test_invalid_argument_exits_6_listing_each_field(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.fake.failures["StartFacePay"] = rich_error(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+        "the request breaks 2 rules",
+        violations=[
+            ("total_fee", "must be 1..100000"),
+            ("out_trade_no", "must match [0-9A-Za-z_-|*@]{1,32}"),
+        ],
+    )
+    code = await daemon.run("pay", "--amount", "0", "--body", "x", "--out-trade-no", "bad id")
+    err = capsys.readouterr().err
+    assert code == ExitCode.INVALID_ARGUMENT
+    assert "total_fee: must be 1..100000" in err
+    assert "out_trade_no: must match" in err
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "expected"),
+    [
+        (grpc.StatusCode.FAILED_PRECONDITION, "SDK_NOT_READY", ExitCode.DEVICE),
+        (grpc.StatusCode.UNAVAILABLE, "DEVICE_LOST", ExitCode.DEVICE),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "DEVICE_TIMEOUT", ExitCode.DEVICE),
+        (grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE", ExitCode.BACKEND),
+        (grpc.StatusCode.FAILED_PRECONDITION, "BACKEND_REJECTED", ExitCode.BACKEND),
+        (grpc.StatusCode.NOT_FOUND, "NOT_FOUND", ExitCode.CONFLICT),
+        (grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", ExitCode.UNREACHABLE),
+        (grpc.StatusCode.INTERNAL, "", ExitCode.FAILED),
+    ],
+)
+async def test_error_reason_decides_exit_code(
+    daemon: Daemon,
+    capsys: pytest.CaptureFixture[str],
+    code: grpc.StatusCode,
+    reason: str,
+    expected: ExitCode,
+) -> None:
+    # The reason, not the gRPC code, decides: DEVICE_LOST is UNAVAILABLE but means exit 4.
+    daemon.fake.failures["GetPayment"] = rich_error(code, reason, "it went wrong")
+    assert await daemon.run("payment", "get", "T1") == expected
+    assert "it went wrong" in capsys.readouterr().err
+
+
+async def test_unreachable_daemon_exits_8(capsys: pytest.CaptureFixture[str]) -> None:
+    with tempfile.TemporaryDirectory(prefix="fpc") as directory:
+        socket = str(Path(directory) / "nobody-listens.sock")
+        code = await asyncio.to_thread(main, ["--socket", socket, "status"])
+    assert code == ExitCode.UNREACHABLE
+    assert f"cannot reach facepayd at {socket}" in capsys.readouterr().err
+
+
+def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["payment", "list", "--state", "PAID_TWICE"]) == ExitCode.USAGE
+    assert "SUCCEEDED" in capsys.readouterr().err
+    assert main(["payscore", "create", "O1", "--post-payment", "rent"]) == ExitCode.USAGE
+    assert main([]) == ExitCode.USAGE
+
+
+# ---------------------------------------------------------------- payments
+
+
+def _happy_events() -> list[terminal_pb2.PaymentEvent]:
+    return [
+        event(1, terminal_pb2.PAYMENT_STATE_CAPTURING,
+              session_started=terminal_pb2.SessionStarted(session_id="sess-1")),
+        event(2, terminal_pb2.PAYMENT_STATE_PAYING,
+              face_captured=terminal_pb2.FaceCaptured(face_code=_FACE_CODE, openid="o-user-1")),
+        event(3, terminal_pb2.PAYMENT_STATE_PENDING,
+              pending=terminal_pb2.PaymentPending(reason="USERPAYING")),
+        event(4, terminal_pb2.PAYMENT_STATE_SUCCEEDED,
+              succeeded=terminal_pb2.PaymentSucceeded(transaction_id="4200001", total_fee=1)),
+    ]  # fmt: skip
+
+
+async def test_pay_prints_events_in_order_without_the_face_code(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.fake.pay_events = _happy_events()
+    code = await daemon.run("pay", "--amount", "1", "--body", "water", "--attach", "lane 3")
+    out = capsys.readouterr().out
+    assert code == ExitCode.OK
+    first, *rest = lines(out)
+    [request] = daemon.fake.requests["StartFacePay"]
+    assert first == f"out_trade_no: {request.out_trade_no}"
+    assert re.fullmatch(r"FP\d{14}[0-9a-f]{10}", request.out_trade_no)
+    assert (request.total_fee, request.body, request.attach) == (1, "water", "lane 3")
+    assert [line.split()[0] for line in rest] == ["#1", "#2", "#3", "#4"]
+    assert [line.split()[2] for line in rest] == ["CAPTURING", "PAYING", "PENDING", "SUCCEEDED"]
+    assert "session_id=sess-1" in rest[0]
+    assert "openid=o-user-1" in rest[1]
+    assert "reason=USERPAYING" in rest[2]
+    assert "transaction_id=4200001" in rest[3]
+    assert _FACE_CODE not in out
+
+
+async def test_pay_json_hides_the_face_code_too(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.fake.pay_events = _happy_events()
+    code = await daemon.run("--json", "pay", "--amount", "1", "--body", "w", "--out-trade-no", "T")
+    out = capsys.readouterr().out
+    records = [json.loads(line) for line in lines(out)]
+    assert code == ExitCode.OK
+    assert [r.get("seq") for r in records] == [None, "1", "2", "3", "4"]
+    assert records[2]["face_captured"]["openid"] == "o-user-1"
+    assert _FACE_CODE not in out
+
+
+@pytest.mark.parametrize(
+    ("final", "expected"),
+    [
+        (event(2, terminal_pb2.PAYMENT_STATE_FAILED,
+               failed=terminal_pb2.PaymentFailed(err_code="NOTENOUGH")), ExitCode.FAILED),
+        (event(2, terminal_pb2.PAYMENT_STATE_CANCELLED,
+               cancelled=terminal_pb2.SessionCancelled(reason="USER_CANCEL")), ExitCode.FAILED),
+        (event(2, terminal_pb2.PAYMENT_STATE_REVERSED,
+               reversed=terminal_pb2.PaymentReversed(reason="TIMEOUT")), ExitCode.FAILED),
+    ],
+)  # fmt: skip
+async def test_pay_that_does_not_succeed_exits_1(
+    daemon: Daemon, final: terminal_pb2.PaymentEvent, expected: ExitCode
+) -> None:
+    daemon.fake.pay_events = [_happy_events()[0], final]
+    assert await daemon.run("pay", "--amount", "1", "--body", "w") == expected
+
+
+async def test_stream_ending_early_tells_how_to_reattach(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.fake.pay_events = _happy_events()[:3]
+    assert await daemon.run("pay", "--amount", "1", "--body", "w", "--out-trade-no", "T7") == 1
+    assert "facepay payment watch T7 --after-seq 3" in capsys.readouterr().err
+
+
+async def test_payment_list_sends_paging_flags(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.fake.page = terminal_pb2.ListPaymentsResponse(
+        payments=[
+            terminal_pb2.Payment(
+                out_trade_no="T1", state=terminal_pb2.PAYMENT_STATE_SUCCEEDED, total_fee=100
+            ),
+            terminal_pb2.Payment(out_trade_no="T2", state=terminal_pb2.PAYMENT_STATE_FAILED),
+        ],
+        next_page_token="page-3",
+    )
+    code = await daemon.run(
+        "payment", "list", "--state", "succeeded", "--state", "PAYMENT_STATE_FAILED",
+        "--limit", "2", "--page-token", "page-2",
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == ExitCode.OK
+    [request] = daemon.fake.requests["ListPayments"]
+    assert request.page_size == 2
+    assert request.page_token == "page-2"
+    assert list(request.states) == [
+        terminal_pb2.PAYMENT_STATE_SUCCEEDED,
+        terminal_pb2.PAYMENT_STATE_FAILED,
+    ]
+    rows = lines(out)
+    assert rows[0].split()[:3] == ["T1", "SUCCEEDED", "100"]
+    assert rows[1].split()[:2] == ["T2", "FAILED"]
+    assert rows[2] == "next_page_token: page-3"
+
+
+# ---------------------------------------------------------------- capture and PayScore
+
+
+async def test_capture_prints_face_code_and_reports_the_result(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = await daemon.run(
+        "capture", "--out-trade-no", "T9", "--amount", "250", "--report", "success"
+    )
+    out = capsys.readouterr().out
+    assert code == ExitCode.OK
+    assert re.search(rf"^face_code:\s+{_FACE_CODE}$", out, re.MULTILINE)
+    assert re.search(r"^openid:\s+o-user-1$", out, re.MULTILINE)
+    assert re.search(r"^return_code:\s+SUCCESS$", out, re.MULTILINE)
+    [capture] = daemon.fake.requests["CaptureFaceCode"]
+    assert (capture.out_trade_no, capture.total_fee) == ("T9", 250)
+    [report] = daemon.fake.requests["ReportPayResult"]
+    assert (report.session_id, report.result) == ("sess-42", terminal_pb2.PAY_RESULT_SUCCESS)
+
+
+async def test_payscore_complete_totals_payments_minus_discounts(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = await daemon.run(
+        "payscore", "complete", "O1",
+        "--post-payment", "rent:300", "--post-payment", "bags:200:2",
+        "--post-discount", "welcome:100",
+    )  # fmt: skip
+    assert code == ExitCode.OK
+    [request] = daemon.fake.requests["CompleteServiceOrder"]
+    assert request.total_amount == 400
+    assert [(p.name, p.amount, p.count) for p in request.post_payments] == [
+        ("rent", 300, 0),
+        ("bags", 200, 2),
+    ]
+    assert re.search(r"^state:\s+DOING$", capsys.readouterr().out, re.MULTILINE)
+
+
+# ---------------------------------------------------------------- library
+
+
+async def test_client_raises_typed_busy_error(daemon: Daemon) -> None:
+    daemon.fake.failures["StartFacePay"] = rich_error(
+        grpc.StatusCode.FAILED_PRECONDITION, "TERMINAL_BUSY", "busy", metadata={"session_id": "s9"}
+    )
+    async with TerminalClient(daemon.socket) as client:
+        with pytest.raises(TerminalBusyError) as caught:
+            async for _ in client.start_face_pay("T1", 1, "water"):
+                pass
+    assert caught.value.session_id == "s9"
+    assert caught.value.domain == "facepay.terminal.v1"
+    assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_wait_until_serving_returns_once_serving(daemon: Daemon) -> None:
+    await daemon.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    async with TerminalClient(daemon.socket) as client:
+        waiter = asyncio.create_task(client.wait_until_serving(_DEADLINE))
+        await asyncio.wait_for(daemon.health.watching.wait(), _DEADLINE)
+        assert not waiter.done()
+        await daemon.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await asyncio.wait_for(waiter, _DEADLINE)
+
+
+async def test_wait_until_serving_gives_up_at_its_deadline(daemon: Daemon) -> None:
+    await daemon.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    async with TerminalClient(daemon.socket) as client:
+        with pytest.raises(DaemonUnavailableError):
+            await client.wait_until_serving(0.2)
