@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,7 @@ class MicropayOrder:
     out_trade_no: str
     total_fee: int
     body: str
-    auth_code: str
+    auth_code: str = field(repr=False)  # the face code: a secret
     spbill_create_ip: str = "127.0.0.1"
     device_info: str = ""
     attach: str = ""

@@ -1,0 +1,877 @@
+"""A simulated WeChat Pay backend: a real HTTPS server on loopback speaking the v2 XML protocol.
+
+State (an order ledger, issued authinfos) + service (TLS, HTTP/1.1 keep-alive via h11, signed
+XML; /secapi only with a client certificate signed by the sim CA) + scenarios.
+
+Scenarios are picked by the micropay amount (total_fee, in fen), see AMOUNT_SCENARIOS, or
+scripted for the next call with `script(out_trade_no or "*", scenario)`:
+
+  fen  scenario                  micropay answers            the order really is
+  ---  ------------------------  --------------------------  -----------------------------------
+  any  SUCCESS (default)         SUCCESS                     paid
+  101  USERPAYING_THEN_SUCCESS   USERPAYING                  paid after userpaying_seconds
+  102  USERPAYING_FOREVER        USERPAYING                  USERPAYING until reversed
+  103  USERPAYING_THEN_PAYERROR  USERPAYING                  PAYERROR after userpaying_seconds
+  104  REVERSE_RECALL            USERPAYING                  USERPAYING; reverse answers
+                                                             SYSTEMERROR recall=Y reverse_recalls
+                                                             times before it succeeds
+  201  SYSTEMERROR_PAID          SYSTEMERROR                 paid (query shows SUCCESS)
+  202  SYSTEMERROR_NOT_PAID      SYSTEMERROR                 never created (ORDERNOTEXIST)
+  203  BANKERROR                 BANKERROR                   PAYERROR, nothing taken
+  301  NOTENOUGH                 NOTENOUGH                   PAYERROR, nothing taken
+  302  AUTHCODEEXPIRE            AUTHCODEEXPIRE              PAYERROR, nothing taken
+  401  FORGED_SUCCESS            SUCCESS signed with a       PAYERROR, nothing taken
+                                 key that is not ours
+  501  SLOW                      answer after slow_seconds   paid
+  502  DROP_CONNECTION           connection cut after the    paid
+                                 request was read
+  503  MALFORMED_XML             truncated XML               paid
+  504  TAMPERED                  field changed after signing paid
+  505  UNSIGNED                  no sign                     paid
+  506  XML_BOMB                  billion-laughs DTD          paid
+  507  DTD_ENTITY                external entity             paid
+  508  OVERSIZED                 signed, oversized_bytes big paid
+  509  WRONG_APPID               signed, another appid       paid
+  510  HTTP_500                  HTTP 500                    paid
+
+Amount scenarios act on an order's first micropay only. A scripted reply fault (SLOW ...
+HTTP_500) acts on the next matching call of any endpoint, authinfo included; a scripted
+outcome (SUCCESS ... FORGED_SUCCESS) on the next matching micropay. The same out_trade_no is
+never charged twice: a repeated micropay of a paid order answers ORDERPAID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import secrets
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import h11
+
+from facepayd.clock import Clock
+from facepayd.errors import ResponseNotTrusted
+from facepayd.logs import get_logger
+from facepayd.sim.tls import TestPki
+from facepayd.wxpay.models import Merchant
+from facepayd.wxpay.sign import MD5, SIGN_TYPES, sign, verify
+from facepayd.wxpay.xml import build_xml, parse_xml
+
+__all__ = [
+    "AMOUNT_SCENARIOS",
+    "AUTHINFO_PATH",
+    "OrderRecord",
+    "Scenario",
+    "SimHttpsServer",
+    "SimRequest",
+    "SimResponse",
+    "WxPaySimulator",
+]
+
+_log = get_logger(__name__)
+
+AUTHINFO_PATH = "/face/get_wxpayface_authinfo"
+MICROPAY_PATH = "/pay/micropay"
+ORDERQUERY_PATH = "/pay/orderquery"
+REVERSE_PATH = "/secapi/pay/reverse"
+
+
+class Scenario(enum.StrEnum):
+    """A scripted behaviour: an outcome of micropay, or a fault in the reply of any call."""
+
+    SUCCESS = "SUCCESS"
+    USERPAYING_THEN_SUCCESS = "USERPAYING_THEN_SUCCESS"
+    USERPAYING_FOREVER = "USERPAYING_FOREVER"
+    USERPAYING_THEN_PAYERROR = "USERPAYING_THEN_PAYERROR"
+    REVERSE_RECALL = "REVERSE_RECALL"
+    SYSTEMERROR_PAID = "SYSTEMERROR_PAID"
+    SYSTEMERROR_NOT_PAID = "SYSTEMERROR_NOT_PAID"
+    BANKERROR = "BANKERROR"
+    NOTENOUGH = "NOTENOUGH"
+    AUTHCODEEXPIRE = "AUTHCODEEXPIRE"
+    FORGED_SUCCESS = "FORGED_SUCCESS"
+    # Reply faults: the call is processed as usual, only its answer is spoiled.
+    SLOW = "SLOW"
+    DROP_CONNECTION = "DROP_CONNECTION"
+    MALFORMED_XML = "MALFORMED_XML"
+    TAMPERED = "TAMPERED"
+    UNSIGNED = "UNSIGNED"
+    XML_BOMB = "XML_BOMB"
+    DTD_ENTITY = "DTD_ENTITY"
+    OVERSIZED = "OVERSIZED"
+    WRONG_APPID = "WRONG_APPID"
+    HTTP_500 = "HTTP_500"
+
+
+REPLY_FAULTS = frozenset(
+    {
+        Scenario.SLOW,
+        Scenario.DROP_CONNECTION,
+        Scenario.MALFORMED_XML,
+        Scenario.TAMPERED,
+        Scenario.UNSIGNED,
+        Scenario.XML_BOMB,
+        Scenario.DTD_ENTITY,
+        Scenario.OVERSIZED,
+        Scenario.WRONG_APPID,
+        Scenario.HTTP_500,
+    }
+)
+
+AMOUNT_SCENARIOS: Mapping[int, Scenario] = MappingProxyType(
+    {
+        101: Scenario.USERPAYING_THEN_SUCCESS,
+        102: Scenario.USERPAYING_FOREVER,
+        103: Scenario.USERPAYING_THEN_PAYERROR,
+        104: Scenario.REVERSE_RECALL,
+        201: Scenario.SYSTEMERROR_PAID,
+        202: Scenario.SYSTEMERROR_NOT_PAID,
+        203: Scenario.BANKERROR,
+        301: Scenario.NOTENOUGH,
+        302: Scenario.AUTHCODEEXPIRE,
+        401: Scenario.FORGED_SUCCESS,
+        501: Scenario.SLOW,
+        502: Scenario.DROP_CONNECTION,
+        503: Scenario.MALFORMED_XML,
+        504: Scenario.TAMPERED,
+        505: Scenario.UNSIGNED,
+        506: Scenario.XML_BOMB,
+        507: Scenario.DTD_ENTITY,
+        508: Scenario.OVERSIZED,
+        509: Scenario.WRONG_APPID,
+        510: Scenario.HTTP_500,
+    }
+)
+
+_XML_BOMB = (
+    b'<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY a "aaaaaaaaaa">'
+    b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">'
+    b'<!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;"><!ENTITY e "&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;">'
+    b'<!ENTITY f "&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;"><!ENTITY g "&f;&f;&f;&f;&f;&f;&f;&f;&f;&f;">]>'
+    b"<xml><return_code>SUCCESS</return_code><return_msg>&g;</return_msg></xml>"
+)
+_DTD_ENTITY = (
+    b'<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+    b"<xml><return_code>SUCCESS</return_code><return_msg>&x;</return_msg></xml>"
+)
+
+
+# --- the generic HTTPS service ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SimRequest:
+    """One HTTP request as a route handler sees it."""
+
+    method: str
+    path: str
+    query: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    client_cert: bool  # the peer presented a certificate the sim CA verified
+
+    def header(self, name: str) -> str:
+        """The first value of header name (case-insensitive), or ""."""
+        wanted = name.lower()
+        return next((v for k, v in self.headers if k == wanted), "")
+
+
+@dataclass(frozen=True, slots=True)
+class SimResponse:
+    """What a handler answers; delay and drop let it play a slow or vanishing backend."""
+
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    delay_seconds: float = 0.0  # on the simulator's clock, before anything is sent
+    drop_connection: bool = False  # cut the connection instead of answering
+
+
+Handler = Callable[[SimRequest], Awaitable[SimResponse]]
+
+
+class SimHttpsServer:
+    """A small HTTPS/1.1 server on loopback (asyncio + ssl + h11) with a method+path router."""
+
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext,
+        clock: Clock,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_request_bytes: int = 1024 * 1024,
+    ) -> None:
+        self._ssl_context = ssl_context
+        self._clock = clock
+        self._host = host
+        self._port = port
+        self._max_request_bytes = max_request_bytes
+        self._routes: dict[tuple[str, str], Handler] = {}
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.connections_accepted = 0  # completed TLS handshakes
+        self.requests_served = 0
+
+    def add_route(self, method: str, path: str, handler: Handler) -> None:
+        """Serve method+path (exact path, query ignored) with handler."""
+        self._routes[(method.upper(), path)] = handler
+
+    @property
+    def port(self) -> int:
+        """The bound port; valid after start()."""
+        if self._server is None:
+            raise RuntimeError("the server is not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        """Listen; returns once the socket is bound."""
+        self._server = await asyncio.start_server(
+            self._on_connection, self._host, self._port, ssl=self._ssl_context
+        )
+
+    async def stop(self) -> None:
+        """Stop listening and cut every open connection."""
+        if self._server is None:
+            return
+        self._server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.connections_accepted += 1
+        try:
+            await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            writer.transport.abort()
+            raise
+        except (ConnectionError, ssl.SSLError, OSError):
+            writer.transport.abort()
+        else:
+            await _close(writer)
+        finally:
+            self._tasks.discard(task)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        has_cert = bool(writer.get_extra_info("peercert"))
+        conn = h11.Connection(h11.SERVER)
+        while True:
+            try:
+                request = await self._read_request(conn, reader, has_cert)
+            except h11.RemoteProtocolError:
+                await _send(conn, writer, SimResponse(400, body=b"bad request"))
+                return
+            except _TooLarge:
+                await _send(conn, writer, SimResponse(413, body=b"request too large"))
+                return
+            if request is None:
+                return
+            response = await self._dispatch(request)
+            if response.delay_seconds > 0:
+                await self._clock.sleep(response.delay_seconds)
+            if response.drop_connection:
+                writer.transport.abort()
+                return
+            await _send(conn, writer, response)
+            self.requests_served += 1
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
+
+    async def _read_request(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, has_cert: bool
+    ) -> SimRequest | None:
+        head: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(65536))
+            elif isinstance(event, h11.Request):
+                head = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > self._max_request_bytes:
+                    raise _TooLarge
+            elif isinstance(event, h11.EndOfMessage):
+                assert head is not None
+                target = head.target.decode("ascii", "replace")
+                path, _, query = target.partition("?")
+                return SimRequest(
+                    method=head.method.decode("ascii", "replace"),
+                    path=path,
+                    query=query,
+                    headers=tuple(
+                        (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in head.headers
+                    ),
+                    body=bytes(body),
+                    client_cert=has_cert,
+                )
+            else:  # ConnectionClosed, or PAUSED which cannot happen before a full request
+                return None
+
+    async def _dispatch(self, request: SimRequest) -> SimResponse:
+        handler = self._routes.get((request.method, request.path))
+        if handler is None:
+            known = any(path == request.path for _, path in self._routes)
+            return SimResponse(405 if known else 404, body=b"no such route")
+        try:
+            return await handler(request)
+        except Exception:  # noqa: BLE001 - a broken handler answers 500, the server goes on
+            _log.exception("simulator handler failed", path=request.path)
+            return SimResponse(500, body=b"simulator handler failed")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, response: SimResponse) -> None:
+    headers = [
+        *response.headers,
+        ("Content-Length", str(len(response.body))),
+        ("Server", "facepay-wxpay-sim"),
+    ]
+    data = conn.send(h11.Response(status_code=response.status, headers=headers))
+    data = (data or b"") + (conn.send(h11.Data(data=response.body)) or b"")
+    data += conn.send(h11.EndOfMessage()) or b""
+    writer.write(data)
+    await writer.drain()
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    try:
+        # A peer that never answers the TLS close_notify must not hold the task.
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
+    except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
+        writer.transport.abort()
+
+
+# --- WeChat Pay state and service ------------------------------------------------------------
+
+
+class OrderState(enum.StrEnum):
+    """Where a simulated order really stands (not what its last answer claimed)."""
+
+    SUCCESS = "SUCCESS"
+    USERPAYING = "USERPAYING"
+    PAYERROR = "PAYERROR"
+    REVOKED = "REVOKED"
+    NOT_EXIST = "NOT_EXIST"  # the micropay was lost inside WeChat Pay: queries say ORDERNOTEXIST
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    """A snapshot of one ledger entry, for tests and chaos checks."""
+
+    out_trade_no: str
+    total_fee: int
+    state: OrderState
+    charged: bool  # money is held now (paid, not refunded)
+    charge_count: int  # times money was taken; more than 1 is a double charge
+    refunded: bool
+    micropay_calls: int
+    query_calls: int
+    reverse_calls: int
+    transaction_id: str
+    scenario: Scenario | None
+
+
+@dataclass(slots=True)
+class _Order:
+    out_trade_no: str
+    total_fee: int
+    transaction_id: str
+    openid: str
+    attach: str = ""
+    device_info: str = ""
+    state: OrderState = OrderState.NOT_EXIST
+    charge_count: int = 0
+    refunded: bool = False
+    paid_at: float = 0.0
+    settle_at: float | None = None
+    settle_to: OrderState = OrderState.SUCCESS
+    reverse_recalls_left: int = 0
+    micropay_calls: int = 0
+    query_calls: int = 0
+    reverse_calls: int = 0
+    scenario: Scenario | None = None
+
+    def snapshot(self) -> OrderRecord:
+        return OrderRecord(
+            out_trade_no=self.out_trade_no,
+            total_fee=self.total_fee,
+            state=self.state,
+            charged=self.charge_count > 0 and not self.refunded,
+            charge_count=self.charge_count,
+            refunded=self.refunded,
+            micropay_calls=self.micropay_calls,
+            query_calls=self.query_calls,
+            reverse_calls=self.reverse_calls,
+            transaction_id=self.transaction_id,
+            scenario=self.scenario,
+        )
+
+
+@dataclass(slots=True)
+class _Script:
+    target: str
+    scenario: Scenario
+    times: int
+
+
+@dataclass(slots=True)
+class _Answer:
+    """Business fields of a reply plus how to spoil it."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    fault: Scenario | None = None
+    forged: bool = False  # sign with a key that is not the merchant's
+
+
+class WxPaySimulator:
+    """Simulated WeChat Pay v2: authinfo, micropay, orderquery and reverse over real HTTPS."""
+
+    def __init__(
+        self,
+        *,
+        merchant: Merchant,
+        api_key: str,
+        pki: TestPki,
+        clock: Clock,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        authinfo_expires_in: int = 7200,
+        userpaying_seconds: float = 10.0,
+        slow_seconds: float = 60.0,
+        reverse_recalls: int = 2,
+        oversized_bytes: int = 256 * 1024,
+    ) -> None:
+        self._merchant = merchant
+        self._api_key = api_key
+        self._pki = pki
+        self._clock = clock
+        self._host = host
+        self.authinfo_expires_in = authinfo_expires_in
+        self.userpaying_seconds = userpaying_seconds
+        self.slow_seconds = slow_seconds
+        self.reverse_recalls = reverse_recalls
+        self.oversized_bytes = oversized_bytes
+        self._orders: dict[str, _Order] = {}
+        self._authinfos: dict[str, float] = {}
+        self._issued: list[str] = []
+        self._authinfo_fetches = 0
+        self._scripts: list[_Script] = []
+        self.signature_failures = 0
+        self.unverified_secapi_calls = 0
+        self._server = SimHttpsServer(_server_context(pki), clock, host=host, port=port)
+        for path, endpoint in (
+            (AUTHINFO_PATH, self._authinfo),
+            (MICROPAY_PATH, self._micropay),
+            (ORDERQUERY_PATH, self._orderquery),
+            (REVERSE_PATH, self._reverse),
+        ):
+            self._server.add_route("POST", path, self._v2(path, endpoint))
+
+    # --- lifecycle and wiring
+
+    async def start(self) -> None:
+        """Start serving HTTPS on the configured host and port."""
+        await self._server.start()
+
+    async def stop(self) -> None:
+        """Stop serving and cut open connections."""
+        await self._server.stop()
+
+    @property
+    def base_url(self) -> str:
+        """https://127.0.0.1:PORT, the api_base_url for the client."""
+        return f"https://{self._host}:{self._server.port}"
+
+    @property
+    def authinfo_url(self) -> str:
+        """The full get_wxpayface_authinfo URL."""
+        return self.base_url + AUTHINFO_PATH
+
+    @property
+    def ca_file(self) -> str:
+        """The CA that signed the server certificate, for the client's trust store."""
+        return str(self._pki.ca_cert)
+
+    @property
+    def connections_accepted(self) -> int:
+        """TLS handshakes completed; stays low when clients keep connections alive."""
+        return self._server.connections_accepted
+
+    @property
+    def requests_served(self) -> int:
+        """HTTP answers sent."""
+        return self._server.requests_served
+
+    def add_route(self, method: str, path: str, handler: Handler) -> None:
+        """Register another endpoint (e.g. v3 JSON) on the same HTTPS server."""
+        self._server.add_route(method, path, handler)
+
+    # --- scenarios
+
+    def script(self, target: str, scenario: Scenario, *, times: int = 1) -> None:
+        """Play scenario on the next `times` matching calls; target is an out_trade_no or "*"."""
+        self._scripts.append(_Script(target, scenario, times))
+
+    def clear_scripts(self) -> None:
+        """Forget every pending script."""
+        self._scripts.clear()
+
+    # --- authinfo state, for the simulated terminal
+
+    @property
+    def authinfo_fetches(self) -> int:
+        """How many authinfos were issued."""
+        return self._authinfo_fetches
+
+    def is_authinfo_valid(self, authinfo: str) -> bool:
+        """Whether authinfo was issued here, is not revoked and has not expired."""
+        expires_at = self._authinfos.get(authinfo)
+        return expires_at is not None and self._clock.time() < expires_at
+
+    def issued_authinfos(self) -> tuple[str, ...]:
+        """Every authinfo ever issued here, revoked and expired ones included (leak checks)."""
+        return tuple(self._issued)
+
+    def revoke_authinfo(self, authinfo: str | None = None) -> None:
+        """Invalidate one issued authinfo, or all of them."""
+        if authinfo is None:
+            self._authinfos.clear()
+        else:
+            self._authinfos.pop(authinfo, None)
+
+    # --- ledger
+
+    @property
+    def ledger(self) -> dict[str, OrderRecord]:
+        """Every order by out_trade_no, settled to the current time."""
+        for order in self._orders.values():
+            self._settle(order)
+        return {k: o.snapshot() for k, o in self._orders.items()}
+
+    def order(self, out_trade_no: str) -> OrderRecord | None:
+        """One order's ledger entry, or None."""
+        order = self._orders.get(out_trade_no)
+        if order is None:
+            return None
+        self._settle(order)
+        return order.snapshot()
+
+    # --- service
+
+    def _v2(
+        self, path: str, endpoint: Callable[[dict[str, str], Scenario | None], _Answer]
+    ) -> Handler:
+        async def handle(request: SimRequest) -> SimResponse:
+            if path.startswith("/secapi/") and not request.client_cert:
+                self.unverified_secapi_calls += 1
+                return _fail("certificate required: no verified client certificate")
+            try:
+                fields = parse_xml(request.body, len(request.body))
+            except ResponseNotTrusted:
+                return _fail("XML_FORMAT_ERROR")
+            sign_type = fields.get("sign_type") or MD5
+            if sign_type not in SIGN_TYPES or not verify(fields, self._api_key, sign_type):
+                self.signature_failures += 1
+                return _fail("SIGNERROR")
+            if (fields.get("appid"), fields.get("mch_id")) != (
+                self._merchant.appid,
+                self._merchant.mch_id,
+            ):
+                return _fail("APPID_MCHID_NOT_MATCH")
+            scripted = self._take_script(path, fields.get("out_trade_no", ""))
+            answer = endpoint(fields, scripted)
+            if scripted in REPLY_FAULTS:
+                answer.fault = scripted
+            return self._reply(fields, answer, sign_type)
+
+        return handle
+
+    def _take_script(self, path: str, out_trade_no: str) -> Scenario | None:
+        for script in self._scripts:
+            if script.target not in ("*", out_trade_no):
+                continue
+            if script.scenario not in REPLY_FAULTS and path != MICROPAY_PATH:
+                continue
+            script.times -= 1
+            if script.times <= 0:
+                self._scripts.remove(script)
+            return script.scenario
+        return None
+
+    def _authinfo(self, fields: dict[str, str], _scripted: Scenario | None) -> _Answer:
+        required = ("store_id", "store_name", "device_id", "rawdata", "now", "version", "nonce_str")
+        if any(not fields.get(name) for name in required) or fields.get("version") != "1":
+            return _Answer({"return_code": "FAIL", "return_msg": "PARAM_ERROR"})
+        token = secrets.token_urlsafe(48)
+        self._authinfos[token] = self._clock.time() + self.authinfo_expires_in
+        self._issued.append(token)
+        self._authinfo_fetches += 1
+        return _Answer({"authinfo": token, "expires_in": str(self.authinfo_expires_in)})
+
+    def _micropay(self, fields: dict[str, str], scripted: Scenario | None) -> _Answer:
+        out_trade_no = fields.get("out_trade_no", "")
+        total_fee = fields.get("total_fee", "")
+        for name in ("out_trade_no", "total_fee", "body", "auth_code", "spbill_create_ip"):
+            if not fields.get(name):
+                return _result_fail("LACK_PARAMS", f"missing {name}")
+        if not total_fee.isdigit() or int(total_fee) <= 0:
+            return _result_fail("PARAM_ERROR", "total_fee must be a positive integer")
+        fee = int(total_fee)
+        order = self._orders.get(out_trade_no)
+        if order is None:
+            order = _Order(
+                out_trade_no=out_trade_no,
+                total_fee=fee,
+                transaction_id="4200" + "".join(secrets.choice("0123456789") for _ in range(24)),
+                openid="oSim" + secrets.token_hex(12),
+                attach=fields.get("attach", ""),
+                device_info=fields.get("device_info", ""),
+            )
+            self._orders[out_trade_no] = order
+        order.micropay_calls += 1
+        # A scripted reply fault spoils the answer only (see _v2); the amount still decides.
+        scenario = None if scripted in REPLY_FAULTS else scripted
+        if scenario is None and order.micropay_calls == 1:
+            scenario = AMOUNT_SCENARIOS.get(fee, Scenario.SUCCESS)
+        if order.scenario is None:
+            order.scenario = scenario
+        self._settle(order)
+        repeated = {
+            OrderState.SUCCESS: ("ORDERPAID", "order already paid"),
+            OrderState.REVOKED: ("ORDERREVERSED", "order reversed"),
+            OrderState.USERPAYING: ("USERPAYING", "waiting for the user to confirm"),
+        }.get(order.state)
+        if repeated is not None:
+            return _result_fail(*repeated)
+        if order.total_fee != fee:
+            return _result_fail("OUT_TRADE_NO_USED", "same out_trade_no, different order")
+        return self._play(order, scenario or Scenario.SUCCESS)
+
+    def _play(self, order: _Order, scenario: Scenario) -> _Answer:
+        """Run a micropay outcome on an order that holds no money yet."""
+        now = self._clock.time()
+        outcome = Scenario.SUCCESS if scenario in REPLY_FAULTS else scenario
+        fault = scenario if scenario in REPLY_FAULTS else None
+        if outcome is Scenario.SUCCESS:
+            self._charge(order, now)
+            return _Answer(self._paid_fields(order), fault=fault)
+        if outcome in (
+            Scenario.USERPAYING_THEN_SUCCESS,
+            Scenario.USERPAYING_FOREVER,
+            Scenario.USERPAYING_THEN_PAYERROR,
+            Scenario.REVERSE_RECALL,
+        ):
+            order.state = OrderState.USERPAYING
+            order.settle_at = None
+            if outcome is Scenario.USERPAYING_THEN_SUCCESS:
+                order.settle_at, order.settle_to = now + self.userpaying_seconds, OrderState.SUCCESS
+            elif outcome is Scenario.USERPAYING_THEN_PAYERROR:
+                order.settle_at, order.settle_to = (
+                    now + self.userpaying_seconds,
+                    OrderState.PAYERROR,
+                )
+            elif outcome is Scenario.REVERSE_RECALL:
+                order.reverse_recalls_left = self.reverse_recalls
+            return _result_fail("USERPAYING", "waiting for the user to confirm")
+        if outcome is Scenario.SYSTEMERROR_PAID:
+            self._charge(order, now)
+            return _result_fail("SYSTEMERROR", "system error")
+        if outcome is Scenario.SYSTEMERROR_NOT_PAID:
+            order.state = OrderState.NOT_EXIST
+            return _result_fail("SYSTEMERROR", "system error")
+        if outcome is Scenario.FORGED_SUCCESS:
+            order.state = OrderState.PAYERROR
+            fake = _Order(order.out_trade_no, order.total_fee, order.transaction_id, order.openid)
+            fake.paid_at = now
+            return _Answer(self._paid_fields(fake), forged=True)
+        order.state = OrderState.PAYERROR
+        descriptions = {
+            Scenario.BANKERROR: "bank system error",
+            Scenario.NOTENOUGH: "balance not enough",
+            Scenario.AUTHCODEEXPIRE: "auth code expired",
+        }
+        return _result_fail(str(outcome), descriptions.get(outcome, "failed"))
+
+    def _orderquery(self, fields: dict[str, str], _scripted: Scenario | None) -> _Answer:
+        out_trade_no = fields.get("out_trade_no", "")
+        transaction_id = fields.get("transaction_id", "")
+        if not out_trade_no and not transaction_id:
+            return _result_fail("PARAM_ERROR", "out_trade_no or transaction_id required")
+        order = self._orders.get(out_trade_no) if out_trade_no else None
+        if order is None and transaction_id:
+            order = next(
+                (o for o in self._orders.values() if o.transaction_id == transaction_id), None
+            )
+        if order is None or order.state is OrderState.NOT_EXIST:
+            if order is not None:
+                order.query_calls += 1
+            return _result_fail("ORDERNOTEXIST", "order does not exist")
+        order.query_calls += 1
+        self._settle(order)
+        answer = {
+            "result_code": "SUCCESS",
+            "trade_state": str(order.state),
+            "trade_state_desc": _TRADE_STATE_DESC[order.state],
+            "out_trade_no": order.out_trade_no,
+            "attach": order.attach,
+        }
+        if order.state is OrderState.SUCCESS:
+            answer.update(self._paid_fields(order))
+        return _Answer(answer)
+
+    def _reverse(self, fields: dict[str, str], _scripted: Scenario | None) -> _Answer:
+        out_trade_no = fields.get("out_trade_no", "")
+        if not out_trade_no:
+            return _result_fail("PARAM_ERROR", "out_trade_no required")
+        order = self._orders.get(out_trade_no)
+        if order is None:
+            # Reversing an order never seen closes its number: a late micropay is refused.
+            order = _Order(out_trade_no, 0, "", "", state=OrderState.REVOKED)
+            self._orders[out_trade_no] = order
+        order.reverse_calls += 1
+        if order.reverse_recalls_left > 0:
+            order.reverse_recalls_left -= 1
+            answer = _result_fail("SYSTEMERROR", "system error, call again")
+            answer.fields["recall"] = "Y"
+            return answer
+        self._settle(order)
+        if order.state is OrderState.SUCCESS:
+            order.refunded = True
+        order.state = OrderState.REVOKED
+        order.settle_at = None
+        return _Answer({"result_code": "SUCCESS", "recall": "N"})
+
+    # --- helpers
+
+    def _settle(self, order: _Order) -> None:
+        """Apply a pending USERPAYING outcome whose time has come."""
+        due = order.settle_at
+        if order.state is OrderState.USERPAYING and due is not None and self._clock.time() >= due:
+            order.settle_at = None
+            if order.settle_to is OrderState.SUCCESS:
+                self._charge(order, self._clock.time())
+            else:
+                order.state = order.settle_to
+
+    @staticmethod
+    def _charge(order: _Order, now: float) -> None:
+        if order.charge_count:
+            raise AssertionError(f"simulator bug: {order.out_trade_no} charged twice")
+        order.state = OrderState.SUCCESS
+        order.charge_count += 1
+        order.paid_at = now
+
+    @staticmethod
+    def _paid_fields(order: _Order) -> dict[str, str]:
+        return {
+            "result_code": "SUCCESS",
+            "openid": order.openid,
+            "is_subscribe": "N",
+            "trade_type": "MICROPAY",
+            "bank_type": "OTHERS",
+            "total_fee": str(order.total_fee),
+            "fee_type": "CNY",
+            "cash_fee": str(order.total_fee),
+            "transaction_id": order.transaction_id,
+            "out_trade_no": order.out_trade_no,
+            "attach": order.attach,
+            "device_info": order.device_info,
+            # WeChat Pay reports times in China Standard Time (UTC+8).
+            "time_end": time.strftime("%Y%m%d%H%M%S", time.gmtime(order.paid_at + 8 * 3600)),
+        }
+
+    def _reply(self, request: Mapping[str, str], answer: _Answer, sign_type: str) -> SimResponse:
+        if answer.fields.get("return_code") == "FAIL":
+            return _fail(answer.fields.get("return_msg", "FAIL"))
+        fields = {
+            "return_code": "SUCCESS",
+            "return_msg": "OK",
+            "appid": request.get("appid", ""),
+            "mch_id": request.get("mch_id", ""),
+            "sub_appid": request.get("sub_appid", ""),
+            "sub_mch_id": request.get("sub_mch_id", ""),
+            "nonce_str": secrets.token_hex(16),
+            **answer.fields,
+        }
+        fault = answer.fault
+        if fault is Scenario.WRONG_APPID:
+            fields["appid"] = "wx00000000forgedapp"
+        if fault is Scenario.OVERSIZED:
+            fields["attach"] = "A" * self.oversized_bytes
+        fields = {k: v for k, v in fields.items() if v}
+        key = secrets.token_hex(16) if answer.forged else self._api_key
+        if fault is not Scenario.UNSIGNED:
+            fields["sign"] = sign(fields, key, sign_type)
+        if fault is Scenario.TAMPERED:
+            fields["return_msg"] = "OK."
+            if "authinfo" in fields:
+                fields["authinfo"] = secrets.token_urlsafe(48)
+            if "total_fee" in fields:
+                fields["total_fee"] = str(int(fields["total_fee"]) + 1)
+        body = build_xml(fields)
+        headers = (("Content-Type", "text/xml; charset=utf-8"),)
+        if fault is Scenario.SLOW:
+            return SimResponse(headers=headers, body=body, delay_seconds=self.slow_seconds)
+        if fault is Scenario.DROP_CONNECTION:
+            return SimResponse(drop_connection=True)
+        if fault is Scenario.HTTP_500:
+            return SimResponse(500, body=b"internal server error")
+        if fault is Scenario.MALFORMED_XML:
+            body = body[: len(body) // 2]
+        elif fault is Scenario.XML_BOMB:
+            body = _XML_BOMB
+        elif fault is Scenario.DTD_ENTITY:
+            body = _DTD_ENTITY
+        return SimResponse(headers=headers, body=body)
+
+
+_TRADE_STATE_DESC: Mapping[OrderState, str] = MappingProxyType(
+    {
+        OrderState.SUCCESS: "支付成功",
+        OrderState.USERPAYING: "用户支付中",
+        OrderState.PAYERROR: "支付失败",
+        OrderState.REVOKED: "已撤销",
+        OrderState.NOT_EXIST: "订单不存在",
+    }
+)
+
+
+def _fail(message: str) -> SimResponse:
+    """A return_code FAIL answer; like WeChat Pay's, it is not signed."""
+    body = build_xml({"return_code": "FAIL", "return_msg": message})
+    return SimResponse(headers=(("Content-Type", "text/xml; charset=utf-8"),), body=body)
+
+
+def _result_fail(err_code: str, description: str) -> _Answer:
+    return _Answer({"result_code": "FAIL", "err_code": err_code, "err_code_des": description})
+
+
+def _server_context(pki: TestPki) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    # Optional so /pay/* works without a certificate; /secapi/* checks that one was verified.
+    context.verify_mode = ssl.CERT_OPTIONAL
+    context.load_verify_locations(cafile=pki.ca_cert)
+    return context
