@@ -253,3 +253,12 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{name}: must be greater than 0")
     if config.payments.give_up_after < config.payments.reverse_after:
         raise ConfigError("payments.give_up_after: must not be less than payments.reverse_after")
+
+
+def override(config: Config, *, socket: Path | None = None, state_dir: Path | None = None) -> Config:
+    """The config with command-line overrides applied."""
+    if socket is not None:
+        config = dataclasses.replace(config, server=dataclasses.replace(config.server, socket=str(socket)))
+    if state_dir is not None:
+        config = dataclasses.replace(config, state=StateConfig(dir=str(state_dir)))
+    return config

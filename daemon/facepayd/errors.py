@@ -13,6 +13,7 @@ FacepayError
 │   └── SdkError                 the SDK answered return_code != SUCCESS (return_code, err_code)
 │       └── FaceSessionEnded     the user cancelled, chose to scan, timed out, or the camera failed
 ├── SdkNotReady                  the lifecycle is not in a state that allows the call
+├── Unavailable                  the daemon is starting or stopping
 └── BackendError                 WeChat Pay's side
     ├── BackendUnavailable       no answer we can use; the outcome of a sent request is unknown
     ├── ResponseNotTrusted       an answer that is not XML/JSON, unsigned, forged or oversized
@@ -120,6 +121,12 @@ class SdkNotReady(FacepayError):
     """The SDK lifecycle is not in a state that allows the call."""
 
     reason = "SDK_NOT_READY"
+
+
+class Unavailable(FacepayError):
+    """The daemon is starting or stopping."""
+
+    reason = "UNAVAILABLE"
 
 
 class BackendError(FacepayError):

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from facepayd.clock import Clock
-from facepayd.errors import BackendRejected, FacepayError, InvalidArgument, NotFound
+from facepayd.errors import BackendRejected, FacepayError, InvalidArgument, NotFound, Unavailable
 from facepayd.journal import Journal, PaymentList
 from facepayd.payments.machine import (
     DAEMON_RESTARTED,
@@ -36,7 +36,7 @@ log = structlog.get_logger(__name__)
 _OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_\-|*@]{1,32}")
 
 
-class PaymentServiceClosed(FacepayError):
+class PaymentServiceClosed(Unavailable):
     """The daemon is stopping: no new payment work is accepted."""
 
     reason = "UNAVAILABLE"

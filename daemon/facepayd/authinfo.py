@@ -1,0 +1,193 @@
+"""The authinfo cache: keyed, shared between callers, refreshed ahead of expiry, kept on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import structlog
+
+from facepayd import logs
+from facepayd.clock import Clock
+from facepayd.errors import FacepayError
+from facepayd.wxpay.models import AuthinfoGrant
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthinfoKey:
+    """What an authinfo is valid for: one device, one merchant identity, one store."""
+
+    device_id: str
+    appid: str
+    mch_id: str
+    sub_appid: str
+    sub_mch_id: str
+    store_id: str
+
+    def as_text(self) -> str:
+        """A stable string form, the key in the cache file."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAuthinfo:
+    """One authinfo and when it stops being valid (unix seconds)."""
+
+    authinfo: str
+    expires_at: float
+
+
+# Fetches rawdata from the SDK, then exchanges it with WeChat Pay for an authinfo.
+Fetcher = Callable[[], Awaitable[AuthinfoGrant]]
+
+
+class AuthinfoCache:
+    """Hands out a valid authinfo without a fetch whenever one is cached."""
+
+    def __init__(
+        self,
+        *,
+        key: AuthinfoKey,
+        fetch: Fetcher,
+        clock: Clock,
+        path: Path,
+        refresh_ahead: float,
+        can_refresh: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._key = key
+        self._fetch = fetch
+        self._clock = clock
+        self._path = path
+        self._refresh_ahead = refresh_ahead
+        self._can_refresh = can_refresh
+        self._current: CachedAuthinfo | None = None
+        self._inflight: asyncio.Future[CachedAuthinfo] | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.fetches = 0
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the cached authinfo expires, None when nothing is cached."""
+        return self._current.expires_at if self._current else None
+
+    def load(self) -> None:
+        """Read the cache file kept across restarts; a bad file is ignored and replaced."""
+        try:
+            raw = json.loads(self._path.read_text())
+            entry = raw[self._key.as_text()]
+            cached = CachedAuthinfo(str(entry["authinfo"]), float(entry["expires_at"]))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("authinfo_cache_unreadable", path=str(self._path))
+            return
+        if cached.expires_at > self._clock.time():
+            logs.register_secret(cached.authinfo)
+            self._current = cached
+            log.info("authinfo_cache_loaded", expires_in=int(cached.expires_at - self._clock.time()))
+
+    def valid(self) -> bool:
+        """Whether the cached authinfo can be used now."""
+        return self._current is not None and self._current.expires_at > self._clock.time()
+
+    async def get(self) -> str:
+        """A valid authinfo: the cached one, or one fetch shared by every concurrent caller."""
+        if self._current is not None and self._current.expires_at > self._clock.time():
+            return self._current.authinfo
+        return (await self._refresh()).authinfo
+
+    async def replace(self, rejected: str) -> str:
+        """The SDK refused `rejected`: drop it and fetch a new one (shared with other callers)."""
+        if self._current is not None and self._current.authinfo == rejected:
+            self._current = None
+        return await self.get()
+
+    def start(self) -> None:
+        """Start refreshing ahead of expiry in the background."""
+        if self._refresher is None:
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
+
+    def poke(self) -> None:
+        """Re-check the refresh deadline now (after a reconnect or init)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop the background refresher."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+
+    async def _refresh(self) -> CachedAuthinfo:
+        if self._inflight is None:
+            self._inflight = asyncio.get_running_loop().create_future()
+            inflight = self._inflight
+            try:
+                cached = await self._fetch_once()
+            except BaseException as exc:
+                self._inflight = None
+                inflight.set_exception(exc)
+                # Every caller saw the error through the future; mark it retrieved.
+                inflight.exception()
+                raise
+            self._inflight = None
+            inflight.set_result(cached)
+            return cached
+        return await asyncio.shield(self._inflight)
+
+    async def _fetch_once(self) -> CachedAuthinfo:
+        grant = await self._fetch()
+        logs.register_secret(grant.authinfo)
+        self.fetches += 1
+        cached = CachedAuthinfo(grant.authinfo, self._clock.time() + max(grant.expires_in, 0))
+        self._current = cached
+        self._save(cached)
+        log.info("authinfo_refreshed", expires_in=grant.expires_in)
+        self._wake.set()
+        return cached
+
+    def _save(self, cached: CachedAuthinfo) -> None:
+        # Written whole to a 0600 temporary file, then renamed, so a power cut leaves the old file.
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_suffix(".tmp")
+        data = {self._key.as_text(): {"authinfo": cached.authinfo, "expires_at": cached.expires_at}}
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._path)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            delay = self._seconds_until_refresh()
+            if delay <= 0 and self._can_refresh():
+                try:
+                    await self._refresh()
+                except FacepayError as exc:
+                    log.warning("authinfo_refresh_failed", error=str(exc))
+                    delay = 5.0
+                else:
+                    continue
+            sleep = asyncio.ensure_future(self._clock.sleep(max(delay, 1.0)))
+            wake = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({sleep, wake}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleep.cancel()
+                wake.cancel()
+
+    def _seconds_until_refresh(self) -> float:
+        if self._current is None:
+            return 0.0
+        return self._current.expires_at - self._refresh_ahead - self._clock.time()

@@ -1,0 +1,285 @@
+"""The composition root: builds every layer from the config and runs them in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import structlog
+
+from facepayd import logs, secrets
+from facepayd.authinfo import AuthinfoCache, AuthinfoKey
+from facepayd.clock import Clock, SystemClock
+from facepayd.config import Config
+from facepayd.device.adb import AdbSettings, AdbTransport
+from facepayd.device.tcp import TcpTransport
+from facepayd.device.transport import Transport
+from facepayd.errors import ConfigError, SdkError
+from facepayd.face_pay import FacePayFlows
+from facepayd.journal import Journal
+from facepayd.lifecycle import Lifecycle, State
+from facepayd.payments.machine import PaymentTimings
+from facepayd.payments.service import PaymentService
+from facepayd.rpc.server import RpcServer
+from facepayd.rpc.service import Domain, TerminalService
+from facepayd.sessions import FaceSessions
+from facepayd.systemd import Notifier, watchdog_loop
+from facepayd.wxpay.http import ClientCert, WxPayHttpClients, build_http_clients
+from facepayd.wxpay.models import AuthinfoGrant, Merchant
+from facepayd.wxpay.v2 import WxPayV2Client
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Outside:
+    """Connections to the outside world, injectable for tests."""
+
+    clock: Clock
+    transport: Transport
+    http: WxPayHttpClients
+    api_key: str
+
+
+def build_outside(config: Config, clock: Clock | None = None) -> Outside:
+    """The real outside connections described by the config."""
+    api_key = secrets.read_secret_text(config.merchant.api_key) if config.merchant.api_key else ""
+    if not api_key:
+        raise ConfigError("merchant.api_key: is required (a credential name or a 0600 file)")
+    logs.register_secret(api_key)
+    timeout = httpx.Timeout(config.wxpay.read_timeout, connect=config.wxpay.connect_timeout)
+    http = build_http_clients(config.wxpay.ca_file or None, _client_cert(config), timeout)
+    return Outside(
+        clock=clock or SystemClock(), transport=build_transport(config), http=http, api_key=api_key
+    )
+
+
+def build_transport(config: Config) -> Transport:
+    """TCP or ADB, as configured."""
+    device = config.device
+    if device.transport == "tcp":
+        host, _, port = device.tcp_address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError("device.tcp_address: must be host:port")
+        return TcpTransport(host, int(port))
+    server_host, _, server_port = device.adb_server.rpartition(":")
+    if not server_host or not server_port.isdigit():
+        raise ConfigError("device.adb_server: must be host:port")
+    return AdbTransport(
+        AdbSettings(
+            adb_path=device.adb_path,
+            server_host=server_host,
+            server_port=int(server_port),
+            serial=device.serial,
+            address=device.address,
+            bridge_socket=device.bridge_socket,
+            op_timeout=device.call_timeout,
+            reconnect_backoff_cap=device.reconnect_max_backoff,
+        )
+    )
+
+
+def _client_cert(config: Config) -> ClientCert | None:
+    ref = config.merchant.cert
+    if not ref:
+        return None
+    password = (
+        secrets.read_secret_bytes(config.merchant.cert_password)
+        if config.merchant.cert_password
+        else None
+    )
+    path = secrets.locate_secret(ref)
+    if path.suffix.lower() in (".p12", ".pfx"):
+        return ClientCert.load_pkcs12_file(path, password)
+    return ClientCert.load_pem_files(path, path, password)
+
+
+class InstanceLock:
+    """An flock in the state directory, so a second daemon cannot steal the socket."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or fail at once naming the holder's lock file."""
+        self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(f"another facepayd is running (it holds {self._path})") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Drop the lock."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Daemon:
+    """Owns every layer; start() recovers before reporting ready, stop() unwinds in order."""
+
+    def __init__(self, config: Config, outside: Outside, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self._outside = outside
+        self._notifier = notifier or Notifier()
+        clock = outside.clock
+        state_dir = config.state_dir
+        merchant = config.merchant
+        self._lock = InstanceLock(state_dir / "facepayd.lock")
+        self.wxpay = WxPayV2Client(
+            Merchant(merchant.appid, merchant.mch_id, merchant.sub_appid, merchant.sub_mch_id),
+            outside.api_key,
+            merchant.sign_type,
+            api_base_url=config.wxpay.api_base_url,
+            authinfo_url=config.wxpay.authinfo_url,
+            http=outside.http.api,
+            secapi_http=outside.http.secapi,
+            clock=clock,
+            max_response_bytes=config.wxpay.max_response_bytes,
+        )
+        self.lifecycle = Lifecycle(
+            transport=outside.transport,
+            clock=clock,
+            device=config.device,
+            sdk=config.sdk,
+            merchant=merchant,
+        )
+        self.authinfo = AuthinfoCache(
+            key=AuthinfoKey(
+                merchant.device_id,
+                merchant.appid,
+                merchant.mch_id,
+                merchant.sub_appid,
+                merchant.sub_mch_id,
+                merchant.store_id,
+            ),
+            fetch=self._fetch_authinfo,
+            clock=clock,
+            path=state_dir / "authinfo.json",
+            refresh_ahead=config.authinfo.refresh_ahead,
+            can_refresh=lambda: self.lifecycle.state is State.READY,
+        )
+        self.sessions = FaceSessions(
+            lifecycle=self.lifecycle, authinfo=self.authinfo, merchant=merchant, device=config.device
+        )
+        self._journal: Journal | None = None
+        self.payments: PaymentService | None = None
+        self.flows: FacePayFlows | None = None
+        self._server: RpcServer | None = None
+        self._recovered = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Lock, open the journal, resume payments, serve, connect; READY after recovery."""
+        self._lock.acquire()
+        config = self.config
+        clock = self._outside.clock
+        self._journal = await Journal.open(config.state_dir / "journal.sqlite3", clock=clock)
+        p = config.payments
+        self.payments = PaymentService(
+            self._journal,
+            self.wxpay,
+            clock,
+            PaymentTimings(
+                poll_interval=p.poll_interval,
+                reverse_after=p.reverse_after,
+                give_up_after=p.give_up_after,
+                reverse_backoff=p.reverse_backoff,
+                reverse_backoff_max=p.reverse_backoff_max,
+            ),
+            merchant_spbill_ip=config.merchant.spbill_create_ip,
+            device_info=config.merchant.device_id,
+        )
+        self.flows = FacePayFlows(
+            sessions=self.sessions, payments=self.payments, lifecycle=self.lifecycle
+        )
+        domain = Domain(
+            config=config,
+            lifecycle=self.lifecycle,
+            authinfo=self.authinfo,
+            sessions=self.sessions,
+            flows=self.flows,
+            payments=self.payments,
+        )
+        self._server = RpcServer(
+            TerminalService(domain), Path(config.server.socket), reflection_on=config.server.reflection
+        )
+        resumed = await self.payments.resume_unfinished()
+        log.info("payments_resumed", count=resumed)
+        self._recovered = True
+        self.authinfo.load()
+        await self._server.start()
+        self.lifecycle.add_listener(self._on_lifecycle_change)
+        await self.lifecycle.start()
+        self.authinfo.start()
+        self._tasks.append(
+            asyncio.get_running_loop().create_task(
+                watchdog_loop(self._notifier, clock, lambda: self._recovered)
+            )
+        )
+        self._notifier.ready(status="serving")
+        log.info("daemon_ready", socket=config.server.socket)
+
+    async def stop(self) -> None:
+        """NOT_SERVING → no new sessions → stop the server → persist → close everything."""
+        self._notifier.stopping()
+        log.info("daemon_stopping")
+        grace = self.config.server.stop_grace
+        if self._server is not None:
+            await self._server.set_serving(False)
+            await self._server.stop(grace)
+        if self.flows is not None:
+            await self.flows.close()
+        if self.payments is not None:
+            await self.payments.close(grace)
+        await self.authinfo.stop()
+        await self.lifecycle.stop()
+        await self._outside.transport.close()
+        await self._outside.http.aclose()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._journal is not None:
+            await self._journal.close()
+        self._lock.release()
+        log.info("daemon_stopped")
+
+    def _on_lifecycle_change(self) -> None:
+        if self._server is None:
+            return
+        serving = (self._recovered and self.lifecycle.usable()) or (
+            self.lifecycle.state is State.IN_SESSION
+        )
+        task = asyncio.get_running_loop().create_task(self._server.set_serving(serving))
+        task.add_done_callback(lambda _t: None)
+        if self.lifecycle.state is State.READY:
+            self.authinfo.poke()
+
+    async def _fetch_authinfo(self) -> AuthinfoGrant:
+        info = await self.lifecycle.call("getWxpayfaceRawdata", {})
+        if info.get("return_code") != "SUCCESS" or not info.get("rawdata"):
+            raise SdkError(
+                "getWxpayfaceRawdata",
+                info.get("return_code", ""),
+                info.get("return_msg", ""),
+                info.get("err_code", ""),
+            )
+        merchant = self.config.merchant
+        return await self.wxpay.get_authinfo(
+            rawdata=info["rawdata"],
+            store_id=merchant.store_id,
+            store_name=merchant.store_name,
+            device_id=merchant.device_id,
+        )

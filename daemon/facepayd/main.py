@@ -1,0 +1,80 @@
+"""`facepayd`: run the daemon from a config file, or wired to the simulators with --simulate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+
+from facepayd import config as config_module
+from facepayd import logs
+from facepayd.daemon import Daemon, build_outside
+from facepayd.errors import FacepayError
+
+log = structlog.get_logger(__name__)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="facepayd", description=__doc__)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help="the TOML config file")
+    source.add_argument(
+        "--simulate",
+        action="store_true",
+        help="run against the embedded simulators (no hardware, no WeChat account)",
+    )
+    parser.add_argument("--socket", type=Path, help="gRPC Unix socket (overrides the config)")
+    parser.add_argument("--state-dir", type=Path, help="state directory (overrides the config)")
+    parser.add_argument("--log-level", help="debug, info, warning or error")
+    parser.add_argument("--json-logs", action="store_true", default=None, help="JSON log lines")
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Start, wait for SIGTERM/SIGINT, stop gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stack = None
+    if args.simulate:
+        from facepayd.sim.stack import SimStack
+
+        state_dir = args.state_dir or Path("facepayd-sim-state")
+        stack = SimStack(state_dir / "sim")
+        await stack.start()
+        cfg = stack.daemon_config(
+            socket=args.socket or state_dir / "facepayd.sock", state_dir=state_dir
+        )
+    else:
+        cfg = config_module.load(args.config)
+        cfg = config_module.override(cfg, socket=args.socket, state_dir=args.state_dir)
+    logs.configure_logging(json=args.json_logs or cfg.log.json, level=args.log_level or cfg.log.level)
+    daemon = Daemon(cfg, build_outside(cfg))
+    try:
+        await daemon.start()
+        await stop.wait()
+    finally:
+        await daemon.stop()
+        if stack is not None:
+            await stack.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point."""
+    args = parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except FacepayError as exc:
+        print(f"facepayd: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

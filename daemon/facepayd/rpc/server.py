@@ -1,0 +1,70 @@
+"""grpc.aio on a Unix socket: the TerminalService, health and reflection."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from facepay.terminal.v1 import terminal_pb2, terminal_pb2_grpc
+from facepayd.errors import ConfigError
+from facepayd.rpc.service import TerminalService
+
+SERVICE_NAME = terminal_pb2.DESCRIPTOR.services_by_name["TerminalService"].full_name
+
+# 0660 for the socket, set before bind: a chmod after bind leaves a window with looser modes.
+_SOCKET_UMASK = 0o117
+
+
+class RpcServer:
+    """The POS-facing server; health reports SERVING only while the terminal is usable."""
+
+    def __init__(self, service: TerminalService, socket_path: Path, *, reflection_on: bool) -> None:
+        self._socket_path = socket_path
+        self._server = grpc.aio.server(
+            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1 << 20)]
+        )
+        terminal_pb2_grpc.add_TerminalServiceServicer_to_server(service, self._server)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        if reflection_on:
+            names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+            reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), self._server)
+
+    async def start(self) -> None:
+        """Bind the socket (mode 0660 via umask) and start serving, NOT_SERVING until told."""
+        await self.set_serving(False)
+        path = self._socket_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The caller holds the instance lock, so a socket file left here is stale.
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        old = os.umask(_SOCKET_UMASK)
+        try:
+            port = self._server.add_insecure_port(f"unix:{path}")
+            if port == 0:
+                raise ConfigError(f"server.socket: cannot bind {path}")
+            await self._server.start()
+        finally:
+            os.umask(old)
+
+    async def set_serving(self, serving: bool) -> None:
+        """Report SERVING or NOT_SERVING for the service and overall."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self._health.set(SERVICE_NAME, status)
+        await self._health.set("", status)
+
+    async def stop(self, grace: float) -> None:
+        """NOT_SERVING, then stop accepting and give in-flight calls `grace` seconds."""
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+        with contextlib.suppress(FileNotFoundError):
+            self._socket_path.unlink()

@@ -1,0 +1,170 @@
+"""The simulators wired together: WeChat Pay over HTTPS and the terminal behind its bridge.
+
+Used by `facepayd --simulate`, `make demo` and the integration tests. It also writes the
+daemon config (and the 0600 secret files it names) that points a daemon at the simulators.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from facepayd import config as config_module
+from facepayd.clock import Clock, SystemClock
+from facepayd.config import Config
+from facepayd.sim.terminal import SimLatencies, SimTerminal
+from facepayd.sim.tls import TestPki, generate_test_pki
+from facepayd.sim.wxpay import WxPaySimulator
+from facepayd.wxpay.models import Merchant
+
+MERCHANT = Merchant(appid="wxsim0000000000001", mch_id="1900000109")
+STORE_ID = "SIMSTORE001"
+STORE_NAME = "Simulated store"
+DEVICE_ID = "SIMDEVICE001"
+
+
+@dataclass(frozen=True, slots=True)
+class SimOptions:
+    """How the simulated world behaves."""
+
+    sdk_version: str = "2.22.0"
+    latencies: SimLatencies = SimLatencies(init=0.05, rawdata=0.01, face_capture=0.2)
+    authinfo_expires_in: int = 7200
+    userpaying_seconds: float = 2.0
+    slow_seconds: float = 30.0
+    reverse_recalls: int = 2
+    sign_type: str = "HMAC-SHA256"
+
+
+class SimStack:
+    """Starts and stops the simulators; hands out a daemon config that points at them."""
+
+    def __init__(self, directory: Path, options: SimOptions | None = None, clock: Clock | None = None) -> None:
+        self.directory = directory
+        self.options = options or SimOptions()
+        self.clock = clock or SystemClock()
+        self.api_key = secrets.token_hex(16)
+        self.pki: TestPki | None = None
+        self.wxpay: WxPaySimulator | None = None
+        self.terminal: SimTerminal | None = None
+        self.bridge_port = 0
+
+    async def start(self) -> None:
+        """Generate keys, start WeChat Pay and the terminal."""
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pki_dir = self.directory / "pki"
+        pki_dir.mkdir(exist_ok=True, mode=0o700)
+        self.pki = generate_test_pki(pki_dir)
+        _write_secret(self.directory / "api_key", self.api_key.encode())
+        _write_secret(self.directory / "cert_password", self.pki.client_p12_password)
+        o = self.options
+        self.wxpay = WxPaySimulator(
+            merchant=MERCHANT,
+            api_key=self.api_key,
+            pki=self.pki,
+            clock=self.clock,
+            authinfo_expires_in=o.authinfo_expires_in,
+            userpaying_seconds=o.userpaying_seconds,
+            slow_seconds=o.slow_seconds,
+            reverse_recalls=o.reverse_recalls,
+        )
+        await self.wxpay.start()
+        self.terminal = SimTerminal(
+            clock=self.clock,
+            sdk_version=o.sdk_version,
+            face_app_version=o.sdk_version,
+            latencies=o.latencies,
+            authinfo_valid=self.wxpay.is_authinfo_valid,
+        )
+        self.bridge_port = await self.terminal.serve_tcp()
+
+    async def stop(self) -> None:
+        """Stop both simulators."""
+        if self.terminal is not None:
+            await self.terminal.stop()
+        if self.wxpay is not None:
+            await self.wxpay.stop()
+
+    def daemon_settings(self, *, socket: Path, state_dir: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+        """The daemon's config as a TOML-shaped mapping; sections override per key."""
+        assert self.wxpay is not None and self.pki is not None
+        settings: dict[str, Any] = {
+            "server": {"socket": str(socket)},
+            "state": {"dir": str(state_dir)},
+            "merchant": {
+                "appid": MERCHANT.appid,
+                "mch_id": MERCHANT.mch_id,
+                "store_id": STORE_ID,
+                "store_name": STORE_NAME,
+                "device_id": DEVICE_ID,
+                "api_key": str(self.directory / "api_key"),
+                "sign_type": self.options.sign_type,
+                "cert": str(self.pki.client_p12),
+                "cert_password": str(self.directory / "cert_password"),
+            },
+            "wxpay": {
+                "api_base_url": self.wxpay.base_url,
+                "authinfo_url": self.wxpay.authinfo_url,
+                "ca_file": self.wxpay.ca_file,
+                "read_timeout": 5.0,
+            },
+            "device": {
+                "transport": "tcp",
+                "tcp_address": f"127.0.0.1:{self.bridge_port}",
+                "call_timeout": 5.0,
+                "face_timeout": 30.0,
+                "heartbeat_interval": 0.5,
+                "heartbeat_timeout": 0.5,
+                "reconnect_max_backoff": 1.0,
+            },
+            "payments": {"poll_interval": 0.5, "reverse_after": 1.5, "give_up_after": 4.0},
+        }
+        for name, values in sections.items():
+            settings.setdefault(name, {}).update(values)
+        return settings
+
+    def daemon_config(self, *, socket: Path, state_dir: Path, **sections: dict[str, Any]) -> Config:
+        """The daemon's Config pointing at these simulators."""
+        return config_module.from_mapping(self.daemon_settings(socket=socket, state_dir=state_dir, **sections))
+
+    def write_daemon_config(self, path: Path, *, socket: Path, state_dir: Path, **sections: dict[str, Any]) -> Path:
+        """Write the daemon's TOML config file (for a daemon in another process)."""
+        path.write_text(to_toml(self.daemon_settings(socket=socket, state_dir=state_dir, **sections)))
+        return path
+
+
+def to_toml(settings: dict[str, Any]) -> str:
+    """A tiny TOML writer for two-level tables of strings, numbers and booleans."""
+    lines: list[str] = []
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        escaped = str(v).replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+
+    def table(prefix: str, mapping: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in mapping.items() if not isinstance(v, dict)}
+        lines.append(f"[{prefix}]")
+        lines.extend(f"{k} = {value(v)}" for k, v in scalars.items())
+        lines.append("")
+        for k, v in mapping.items():
+            if isinstance(v, dict):
+                table(f"{prefix}.{k}", v)
+
+    for name, section in settings.items():
+        table(name, section)
+    return "\n".join(lines)
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)

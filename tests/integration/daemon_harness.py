@@ -1,0 +1,99 @@
+"""Runs the real daemon as a child process against simulators living in the test's process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from facepay_client import TerminalClient
+from facepayd.sim.stack import SimStack
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class DaemonProcess:
+    """One facepayd child process with its own socket, state directory and log file."""
+
+    def __init__(self, stack: SimStack, workdir: Path, **sections: dict[str, Any]) -> None:
+        self.stack = stack
+        self.workdir = workdir
+        # Unix socket paths are limited to 108 bytes; tmp_path can be longer.
+        self.socket = Path(tempfile.mkdtemp(prefix="fpd", dir="/tmp")) / "facepayd.sock"
+        self.state_dir = workdir / "state"
+        self.config_path = workdir / "facepayd.toml"
+        self.log_path = workdir / "facepayd.log"
+        self.sections = sections
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self, *, wait_serving: bool = True, timeout: float = 30.0) -> None:
+        """Write the config, spawn the daemon, wait until health says SERVING."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.stack.write_daemon_config(
+            self.config_path, socket=self.socket, state_dir=self.state_dir, **self.sections
+        )
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "daemon"), str(REPO / "clients")])
+        env.pop("NOTIFY_SOCKET", None)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child for its lifetime
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "facepayd",
+                "--config",
+                str(self.config_path),
+                "--json-logs",
+                "--log-level",
+                "debug",
+                stdout=log,
+                stderr=log,
+                env=env,
+            )
+        finally:
+            log.close()
+        if wait_serving:
+            await self.wait_serving(timeout)
+
+    async def wait_serving(self, timeout: float = 30.0) -> None:
+        """Wait for health SERVING, failing fast if the process died."""
+        async with TerminalClient(self.socket) as client:
+            waiter = asyncio.ensure_future(client.wait_until_serving(timeout))
+            assert self.process is not None
+            died = asyncio.ensure_future(self.process.wait())
+            done, _ = await asyncio.wait({waiter, died}, return_when=asyncio.FIRST_COMPLETED)
+            if died in done:
+                waiter.cancel()
+                raise AssertionError(f"facepayd exited with {died.result()}:\n{self.log()}")
+            died.cancel()
+            waiter.result()
+
+    def client(self, **kwargs: Any) -> TerminalClient:
+        """A client for this daemon's socket."""
+        return TerminalClient(self.socket, **kwargs)
+
+    def log(self) -> str:
+        """Everything the daemon wrote."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait; SIGKILL if it does not stop in time."""
+        if self.process is None or self.process.returncode is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+            raise AssertionError(f"facepayd did not stop on SIGTERM:\n{self.log()}") from None
+
+    async def kill(self) -> None:
+        """SIGKILL, as a power cut or the OOM killer would."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
