@@ -35,11 +35,11 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any, TextIO
 
-from facepay.terminal.v1 import terminal_pb2
 from google.protobuf import json_format
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from facepay.terminal.v1 import terminal_pb2
 from facepay_client.client import (
     DEFAULT_SOCKET_PATH,
     AlreadyExistsError,

@@ -9,10 +9,11 @@ from typing import Any, Self
 
 import grpc
 import grpc.aio
-from facepay.terminal.v1 import terminal_pb2, terminal_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+
+from facepay.terminal.v1 import terminal_pb2, terminal_pb2_grpc
 
 __all__ = [
     "DEFAULT_SOCKET_PATH",
@@ -236,7 +237,7 @@ class TerminalClient:
         await self.close()
 
     # A gRPC deadline for the health watch, not an asyncio timeout around it.
-    async def wait_until_serving(self, timeout: float, service: str = "") -> None:  # noqa: ASYNC109
+    async def wait_until_serving(self, timeout: float, service: str = "") -> None:
         """Wait until gRPC health reports SERVING; DaemonUnavailableError after timeout."""
         request = health_pb2.HealthCheckRequest(service=service)
         call = self._stubs()[1].Watch(request, timeout=timeout, wait_for_ready=True)
@@ -495,7 +496,7 @@ class TerminalClient:
 async def connect(
     socket_path: str | os.PathLike[str] = DEFAULT_SOCKET_PATH,
     *,
-    timeout: float | None = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the client's per-call deadline
+    timeout: float | None = DEFAULT_TIMEOUT,
     face_timeout: float | None = DEFAULT_FACE_TIMEOUT,
     wait_for_ready: bool = False,
 ) -> TerminalClient:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import pytest
 from adbutils import AdbClient
+
 from facepayd.device.adb import (
     AdbSettings,
     AdbTransport,

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+
 from facepayd.clock import ManualClock
 from facepayd.errors import (
     BackendRejected,

@@ -14,6 +14,11 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
 from facepay.terminal.v1 import terminal_pb2, terminal_pb2_grpc
 from facepay_client import (
     DaemonUnavailableError,
@@ -21,10 +26,6 @@ from facepay_client import (
     TerminalClient,
 )
 from facepay_client.cli import ExitCode, main
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 
 _DEADLINE = 10.0
 _FACE_CODE = "FACECODE-must-stay-secret-7731"

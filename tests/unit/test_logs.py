@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import structlog
+
 from facepayd.errors import ConfigError
 from facepayd.logs import REDACTED, configure_logging, get_logger, register_secret
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+
 from facepayd.errors import ConfigError
 from facepayd.logs import configure_logging, get_logger
 from facepayd.secrets import locate_secret, read_secret_bytes, read_secret_text

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from facepayd.clock import ManualClock
 from facepayd.systemd import Notifier, watchdog_loop
 

@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
 from facepayd import config
 
 SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"

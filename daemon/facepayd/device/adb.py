@@ -154,7 +154,7 @@ class AdbTransport(Transport):
         target = s.target or "the only device"
         return f"adb {s.server_host}:{s.server_port} {target} localabstract:{s.bridge_socket}"
 
-    async def open(self, timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:  # noqa: ASYNC109 - the deadline also bounds blocking adb sockets in a thread
+    async def open(self, timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Open a new bridge stream; DeviceLost when the device or the bridge does not answer."""
         deadline = time.monotonic() + timeout
         await self._ensure_server(deadline)
@@ -166,13 +166,13 @@ class AdbTransport(Transport):
             sock.close()
             raise
 
-    async def inspect(self, timeout: float) -> PeripheralInfo:  # noqa: ASYNC109 - the deadline also bounds blocking adb sockets in a thread
+    async def inspect(self, timeout: float) -> PeripheralInfo:
         """Read serial, model and the face and bridge apps' versions over adb shell."""
         deadline = time.monotonic() + timeout
         await self._ensure_server(deadline)
         return await self._in_thread(self._inspect, deadline)
 
-    async def require_apps(self, timeout: float) -> PeripheralInfo:  # noqa: ASYNC109 - the deadline also bounds blocking adb sockets in a thread
+    async def require_apps(self, timeout: float) -> PeripheralInfo:
         """inspect(), raising AppMissing when the face app or the bridge app is not installed."""
         info = await self.inspect(timeout)
         missing = [
@@ -187,7 +187,7 @@ class AdbTransport(Transport):
             raise AppMissing(missing, info.serial or self._settings.target)
         return info
 
-    async def start_bridge(self, timeout: float) -> None:  # noqa: ASYNC109 - the deadline also bounds blocking adb sockets in a thread
+    async def start_bridge(self, timeout: float) -> None:
         """`am start-foreground-service -n <component>`; AppMissing when its app is missing."""
         deadline = time.monotonic() + timeout
         await self._ensure_server(deadline)
