@@ -28,6 +28,8 @@ from facepayd.errors import (
 
 log = structlog.get_logger(__name__)
 
+FACE_APP_PACKAGE = "com.tencent.wxpayface"
+
 # SDK version gates from the reference.
 UPDATE_PAY_RESULT_BELOW = (2, 13)
 FIREWALL_FROM = (2, 21)
@@ -294,6 +296,16 @@ class Lifecycle:
         bridge = self._bridge_factory(self._transport)
         try:
             hello = await bridge.connect()
+        except FacepayError as exc:
+            await bridge.close()
+            # Status shows why the peripheral cannot be reached while the reconnector retries.
+            self._fault = str(exc)
+            await self._notify()
+            if isinstance(exc, DeviceLost):
+                # A bridge app that is installed but not running is started for the next round.
+                with contextlib.suppress(FacepayError):
+                    await self._transport.start_bridge(self._device.call_timeout)
+            raise
         except BaseException:
             await bridge.close()
             raise
@@ -307,8 +319,13 @@ class Lifecycle:
         self.counters.reconnects += 1
         with contextlib.suppress(FacepayError):
             self._info = await self._transport.inspect(self._device.call_timeout)
-        self._fault = ""
         self._firewall = False
+        if self._info.face_app_installed is False:
+            await self._enter_fault(
+                f"the WeChat face app ({FACE_APP_PACKAGE}) is not installed on the peripheral"
+            )
+            return
+        self._fault = ""
         await self._set_state(State.UNINITIALIZED)
         if self._sdk.mode is SdkMode.NON_AGGREGATE:
             try:

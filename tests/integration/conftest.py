@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from facepayd.sim.stack import SimOptions, SimStack
-from tests.integration.daemon_harness import DaemonProcess
+from facepayd.sim.daemon_process import DaemonProcess
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from typing import Any
 from facepayd import config as config_module
 from facepayd.clock import Clock, SystemClock
 from facepayd.config import Config
+from facepayd.device.adb import bundled_adb_path
+from facepayd.sim.adbd import AdbServer, FakeAdbd
 from facepayd.sim.terminal import SimLatencies, SimTerminal
 from facepayd.sim.tls import TestPki, generate_test_pki
 from facepayd.sim.wxpay import WxPaySimulator
@@ -37,6 +39,9 @@ class SimOptions:
     slow_seconds: float = 30.0
     reverse_recalls: int = 2
     sign_type: str = "HMAC-SHA256"
+    # "adb": the real adb server and a fake adbd in front of the terminal; "tcp": plain TCP.
+    device: str = "adb"
+    face_app_installed: bool = True
 
 
 class SimStack:
@@ -51,6 +56,8 @@ class SimStack:
         self.wxpay: WxPaySimulator | None = None
         self.terminal: SimTerminal | None = None
         self.bridge_port = 0
+        self.adbd: FakeAdbd | None = None
+        self.adb_server: AdbServer | None = None
 
     async def start(self) -> None:
         """Generate keys, start WeChat Pay and the terminal."""
@@ -79,10 +86,32 @@ class SimStack:
             latencies=o.latencies,
             authinfo_valid=self.wxpay.is_authinfo_valid,
         )
-        self.bridge_port = await self.terminal.serve_tcp()
+        if o.device == "adb":
+            await self._start_adb()
+        else:
+            self.bridge_port = await self.terminal.serve_tcp()
+
+    async def _start_adb(self) -> None:
+        assert self.terminal is not None
+        packages = {"com.facepay.bridge": self.terminal.bridge_version}
+        if self.options.face_app_installed:
+            packages["com.tencent.wxpayface"] = self.terminal.face_app_version
+        self.adbd = FakeAdbd(
+            {"localabstract:facepay-bridge": self.terminal.handle_stream},
+            props={"ro.serialno": self.terminal.serial, "ro.product.model": self.terminal.model},
+            packages=packages,
+        )
+        await self.adbd.start()
+        self.adb_server = AdbServer(bundled_adb_path())
+        await self.adb_server.start()
+        await self.adb_server.connect(self.adbd.address)
 
     async def stop(self) -> None:
-        """Stop both simulators."""
+        """Stop the simulators and the adb server they started; nothing is left listening."""
+        if self.adb_server is not None:
+            await self.adb_server.stop()
+        if self.adbd is not None:
+            await self.adbd.stop()
         if self.terminal is not None:
             await self.terminal.stop()
         if self.wxpay is not None:
@@ -112,8 +141,7 @@ class SimStack:
                 "read_timeout": 5.0,
             },
             "device": {
-                "transport": "tcp",
-                "tcp_address": f"127.0.0.1:{self.bridge_port}",
+                **self._device_settings(),
                 "call_timeout": 5.0,
                 "face_timeout": 30.0,
                 "heartbeat_interval": 0.5,
@@ -125,6 +153,16 @@ class SimStack:
         for name, values in sections.items():
             settings.setdefault(name, {}).update(values)
         return settings
+
+    def _device_settings(self) -> dict[str, Any]:
+        if self.adb_server is not None and self.adbd is not None:
+            return {
+                "transport": "adb",
+                "adb_path": bundled_adb_path(),
+                "adb_server": f"127.0.0.1:{self.adb_server.port}",
+                "address": self.adbd.address,
+            }
+        return {"transport": "tcp", "tcp_address": f"127.0.0.1:{self.bridge_port}"}
 
     def daemon_config(self, *, socket: Path, state_dir: Path, **sections: dict[str, Any]) -> Config:
         """The daemon's Config pointing at these simulators."""

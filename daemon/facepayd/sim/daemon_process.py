@@ -1,4 +1,4 @@
-"""Runs the real daemon as a child process against simulators living in the test's process."""
+"""Runs the real daemon as a child process against simulators living in the caller's process."""
 
 from __future__ import annotations
 
@@ -10,10 +10,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import facepay_client
 from facepay_client import TerminalClient
+
+import facepayd
 from facepayd.sim.stack import SimStack
 
-REPO = Path(__file__).resolve().parents[2]
+# Where the child finds our packages, installed or not.
+_IMPORT_PATHS = [
+    str(Path(facepayd.__file__).resolve().parents[1]),
+    str(Path(facepay_client.__file__).resolve().parents[1]),
+]
 
 
 class DaemonProcess:
@@ -30,14 +37,16 @@ class DaemonProcess:
         self.sections = sections
         self.process: asyncio.subprocess.Process | None = None
 
-    async def start(self, *, wait_serving: bool = True, timeout: float = 30.0) -> None:
+    async def start(
+        self, *, wait_serving: bool = True, timeout: float = 30.0, log_level: str = "debug"
+    ) -> None:
         """Write the config, spawn the daemon, wait until health says SERVING."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.stack.write_daemon_config(
             self.config_path, socket=self.socket, state_dir=self.state_dir, **self.sections
         )
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "daemon"), str(REPO / "clients")])
+        env["PYTHONPATH"] = os.pathsep.join(_IMPORT_PATHS)
         env.pop("NOTIFY_SOCKET", None)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child for its lifetime
         try:
@@ -49,7 +58,7 @@ class DaemonProcess:
                 str(self.config_path),
                 "--json-logs",
                 "--log-level",
-                "debug",
+                log_level,
                 stdout=log,
                 stderr=log,
                 env=env,
