@@ -185,7 +185,7 @@ def load(path: str | Path) -> Config:
 
 def from_mapping(raw: dict[str, Any]) -> Config:
     """Build a Config from parsed TOML, refusing unknown keys and wrong types."""
-    config = _build(Config, raw, "")
+    config: Config = _build(Config, raw, "")
     _validate(config)
     return config
 
@@ -204,7 +204,7 @@ def _build(cls: type[Any], raw: Any, where: str) -> Any:
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, where + ".")
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         try:

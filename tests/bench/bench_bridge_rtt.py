@@ -1,8 +1,10 @@
-"""Round-trip time of small echo messages: plain TCP loopback versus the real adb path.
+"""Round trip of one bridge call (Call frame → SDK callback) over the adb path vs plain TCP.
 
-Run: PYTHONPATH=daemon:clients python tests/bench/bench_bridge_rtt.py [--count N] [--size BYTES]
-The adb path is the one the daemon uses: adbutils -> a private real adb server -> the fake
-adbd -> an echo handler on localabstract:facepay-bridge.
+Run: make bench   (or PYTHONPATH=daemon:clients python tests/bench/bench_bridge_rtt.py [--count N])
+Both paths use the daemon's BridgeClient against the simulated terminal with instant SDK
+latencies, so what differs is the transport alone. Plain TCP is the baseline, measured in the
+same run. The adb path is the daemon's: adbutils → a private real adb server → the fake adbd →
+the simulated terminal on localabstract:facepay-bridge.
 """
 
 from __future__ import annotations
@@ -12,81 +14,72 @@ import asyncio
 import statistics
 import time
 
+from facepayd import logs
+from facepayd.clock import SystemClock
 from facepayd.device.adb import AdbSettings, AdbTransport, bundled_adb_path
+from facepayd.device.bridge import BridgeClient
+from facepayd.device.tcp import TcpTransport
+from facepayd.device.transport import Transport
 from facepayd.sim.adbd import AdbServer, FakeAdbd
+from facepayd.sim.terminal import SimLatencies, SimTerminal
 
-BRIDGE = "localabstract:facepay-bridge"
-
-
-async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Send back every byte received until EOF."""
-    while data := await reader.read(65536):
-        writer.write(data)
-        await writer.drain()
-    writer.close()
+WARMUP = 50
 
 
-async def measure(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: int, size: int
-) -> list[float]:
-    """Round-trip times in milliseconds, after a short warm-up."""
-    payload = b"x" * size
-    samples: list[float] = []
-    for i in range(count + 20):
-        start = time.perf_counter()
-        writer.write(payload)
-        await reader.readexactly(size)
-        if i >= 20:
-            samples.append((time.perf_counter() - start) * 1000)
-    return samples
+async def measure(transport: Transport, count: int) -> tuple[list[float], float]:
+    """Bridge call round trips in ms, and the time to open the stream and get the hello."""
+    client = BridgeClient(transport, SystemClock(), heartbeat_interval=60.0)
+    start = time.perf_counter()
+    await client.connect()
+    opened = (time.perf_counter() - start) * 1000
+    try:
+        await client.call("initWxpayface", {}, timeout=5.0)
+        samples: list[float] = []
+        for i in range(count + WARMUP):
+            start = time.perf_counter()
+            await client.call("getWxpayfaceRawdata", {}, timeout=5.0)
+            if i >= WARMUP:
+                samples.append((time.perf_counter() - start) * 1000)
+        return samples, opened
+    finally:
+        await client.close()
 
 
-def summary(name: str, samples: list[float]) -> tuple[float, float]:
+def summary(name: str, samples: list[float], opened: float) -> float:
+    """Print one line of figures; return the median."""
     median = statistics.median(samples)
     p95 = statistics.quantiles(samples, n=20)[-1]
-    print(f"{name:<14} median {median:7.3f} ms   p95 {p95:7.3f} ms   (n={len(samples)})")
-    return median, p95
+    print(
+        f"{name:<22} median {median:7.3f} ms   p95 {p95:7.3f} ms   "
+        f"open {opened:6.1f} ms   (n={len(samples)})"
+    )
+    return median
 
 
-async def bench_tcp(count: int, size: int) -> list[float]:
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        return await measure(reader, writer, count, size)
-    finally:
-        writer.close()
-        server.close()
-        await server.wait_closed()
+async def main(count: int) -> None:
+    """Measure both paths in one run and compare."""
+    logs.configure_logging(level="warning")  # per-call debug lines would dominate the figures
+    terminal = SimTerminal(clock=SystemClock(), latencies=SimLatencies.instant())
+    port = await terminal.serve_tcp()
+    tcp_samples, tcp_open = await measure(TcpTransport("127.0.0.1", port), count)
 
+    async with FakeAdbd({"localabstract:facepay-bridge": terminal.handle_stream}) as adbd:
+        async with AdbServer(bundled_adb_path()) as server:
+            await server.connect(adbd.address)
+            transport = AdbTransport(AdbSettings(server_port=server.port, address=adbd.address))
+            try:
+                adb_samples, adb_open = await measure(transport, count)
+            finally:
+                await transport.close()
+    await terminal.stop()
 
-async def bench_adb(count: int, size: int) -> tuple[list[float], float]:
-    async with FakeAdbd({BRIDGE: echo}) as fake, AdbServer(bundled_adb_path()) as server:
-        await server.connect(fake.address)
-        transport = AdbTransport(AdbSettings(server_port=server.port, address=fake.address))
-        start = time.perf_counter()
-        reader, writer = await transport.open(10.0)
-        open_ms = (time.perf_counter() - start) * 1000
-        try:
-            return await measure(reader, writer, count, size), open_ms
-        finally:
-            writer.close()
-            await transport.close()
-
-
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=2000)
-    parser.add_argument("--size", type=int, default=64)
-    args = parser.parse_args()
-    tcp = await bench_tcp(args.count, args.size)
-    adb, open_ms = await bench_adb(args.count, args.size)
-    print(f"{args.size}-byte echo round trips")
-    tcp_median, tcp_p95 = summary("tcp loopback", tcp)
-    adb_median, adb_p95 = summary("adb bridge", adb)
-    print(f"adb / tcp      median x{adb_median / tcp_median:.1f}   p95 x{adb_p95 / tcp_p95:.1f}")
-    print(f"adb stream open took {open_ms:.1f} ms")
+    base = summary("plain TCP (baseline)", tcp_samples, tcp_open)
+    adb = summary("adb server + adbd", adb_samples, adb_open)
+    print(f"adb / TCP median ratio: {adb / base:.1f}x")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=2000)
+    args = parser.parse_args()
+    asyncio.run(main(args.count))

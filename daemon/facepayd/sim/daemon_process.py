@@ -91,8 +91,10 @@ class DaemonProcess:
 
     async def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM and wait; SIGKILL if it does not stop in time."""
-        if self.process is None or self.process.returncode is not None:
-            return self.process.returncode if self.process else 0
+        if self.process is None:
+            return 0
+        if self.process.returncode is not None:
+            return self.process.returncode
         self.process.send_signal(signal.SIGTERM)
         try:
             return await asyncio.wait_for(self.process.wait(), timeout)
