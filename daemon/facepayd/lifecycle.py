@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -99,6 +99,7 @@ class Lifecycle:
         self._listeners: list[Callable[[], None]] = []
         self._firewall = False
         self._bridge_calls_before = 0
+        self._connected_once = False
         self.counters = Counters()
         self._reconnector = Reconnector(
             connect=self._connect,
@@ -316,7 +317,9 @@ class Lifecycle:
         bridge.add_lost_listener(self._on_lost)
 
     async def _on_connected(self) -> None:
-        self.counters.reconnects += 1
+        if self._connected_once:
+            self.counters.reconnects += 1
+        self._connected_once = True
         with contextlib.suppress(FacepayError):
             self._info = await self._transport.inspect(self._device.call_timeout)
         self._firewall = False
@@ -455,10 +458,3 @@ class Lifecycle:
         for listener in list(self._listeners):
             listener()
 
-
-async def run_guarded(coro: Awaitable[None]) -> None:
-    """Await a background coroutine, logging instead of raising."""
-    try:
-        await coro
-    except FacepayError as exc:
-        log.warning("background_task_failed", error=str(exc))

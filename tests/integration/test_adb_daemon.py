@@ -52,7 +52,7 @@ async def test_killed_adbd_ends_the_session_with_device_lost_and_recovers(
         await daemon.wait_serving()
         status = await client.get_status()
         assert status.state == pb.LIFECYCLE_STATE_READY
-        assert status.counters.reconnects >= 2
+        assert status.counters.reconnects >= 1
         events = [e async for e in client.start_face_pay("KILL2", 1, "after revive")]
     assert events[-1].state == pb.PAYMENT_STATE_SUCCEEDED
 
