@@ -36,6 +36,7 @@ class DaemonProcess:
         self.log_path = workdir / "facepayd.log"
         self.sections = sections
         self.process: asyncio.subprocess.Process | None = None
+        self.extra_env: dict[str, str] = {}
 
     async def start(
         self, *, wait_serving: bool = True, timeout: float = 30.0, log_level: str = "debug"
@@ -48,6 +49,7 @@ class DaemonProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(_IMPORT_PATHS)
         env.pop("NOTIFY_SOCKET", None)
+        env.update(self.extra_env)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child for its lifetime
         try:
             self.process = await asyncio.create_subprocess_exec(
