@@ -148,6 +148,20 @@ class PayScoreConfig:
     public_key: str = ""
     public_key_id: str = ""
     notify_url: str = ""
+    # 429 and 5xx answers are retried with the same body: attempts and backoff (seconds).
+    max_attempts: int = 4
+    backoff_initial: float = 0.5
+    backoff_max: float = 5.0
+    # How long start-up waits for unresolved service orders before serving anyway, and the
+    # backoff of the background queries that resolve them after an unknown outcome.
+    resolve_wait: float = 10.0
+    resolve_backoff: float = 2.0
+    resolve_backoff_max: float = 60.0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether service orders are configured."""
+        return bool(self.service_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +267,25 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{name}: must be greater than 0")
     if config.payments.give_up_after < config.payments.reverse_after:
         raise ConfigError("payments.give_up_after: must not be less than payments.reverse_after")
+    _validate_payscore(config.payscore)
+
+
+def _validate_payscore(payscore: PayScoreConfig) -> None:
+    if not payscore.enabled:
+        return
+    for name in ("private_key", "serial_no"):
+        if not getattr(payscore, name):
+            raise ConfigError(f"payscore.{name}: is required when payscore.service_id is set")
+    if not payscore.platform_certs and not payscore.public_key:
+        raise ConfigError("payscore: give platform_certs or public_key (with public_key_id)")
+    if bool(payscore.public_key) != bool(payscore.public_key_id):
+        raise ConfigError("payscore.public_key and payscore.public_key_id go together")
+    if payscore.max_attempts < 1:
+        raise ConfigError("payscore.max_attempts: must be at least 1")
+    if payscore.backoff_initial < 0 or payscore.backoff_max < payscore.backoff_initial:
+        raise ConfigError("payscore.backoff_initial/backoff_max: need 0 <= initial <= max")
+    if payscore.resolve_backoff <= 0 or payscore.resolve_backoff_max < payscore.resolve_backoff:
+        raise ConfigError("payscore.resolve_backoff/resolve_backoff_max: need 0 < backoff <= max")
 
 
 def override(config: Config, *, socket: Path | None = None, state_dir: Path | None = None) -> Config:

@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import fcntl
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 from facepayd import logs, secrets
 from facepayd.authinfo import AuthinfoCache, AuthinfoKey
@@ -25,6 +28,7 @@ from facepayd.journal import Journal
 from facepayd.lifecycle import Lifecycle, State
 from facepayd.payments.machine import PaymentTimings
 from facepayd.payments.service import PaymentService
+from facepayd.payscore import PayScoreService
 from facepayd.rpc.server import RpcServer
 from facepayd.rpc.service import Domain, TerminalService
 from facepayd.sessions import FaceSessions
@@ -32,6 +36,7 @@ from facepayd.systemd import Notifier, watchdog_loop
 from facepayd.wxpay.http import ClientCert, WxPayHttpClients, build_http_clients
 from facepayd.wxpay.models import AuthinfoGrant, Merchant
 from facepayd.wxpay.v2 import WxPayV2Client
+from facepayd.wxpay.v3 import PayScoreClient, platform_key_from_certificate
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +49,16 @@ class Outside:
     transport: Transport
     http: WxPayHttpClients
     api_key: str
+    payscore_keys: PayScoreKeys | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PayScoreKeys:
+    """The v3 merchant signing key and the WeChat Pay keys answers are verified with."""
+
+    merchant_key: RSAPrivateKey = field(repr=False)
+    merchant_serial_no: str
+    platform_keys: dict[str, RSAPublicKey]
 
 
 def build_outside(config: Config, clock: Clock | None = None) -> Outside:
@@ -55,8 +70,47 @@ def build_outside(config: Config, clock: Clock | None = None) -> Outside:
     timeout = httpx.Timeout(config.wxpay.read_timeout, connect=config.wxpay.connect_timeout)
     http = build_http_clients(config.wxpay.ca_file or None, _client_cert(config), timeout)
     return Outside(
-        clock=clock or SystemClock(), transport=build_transport(config), http=http, api_key=api_key
+        clock=clock or SystemClock(),
+        transport=build_transport(config),
+        http=http,
+        api_key=api_key,
+        payscore_keys=load_payscore_keys(config),
     )
+
+
+def load_payscore_keys(config: Config) -> PayScoreKeys | None:
+    """The PayScore keys named by the config, or None when PayScore is not configured."""
+    p = config.payscore
+    if not p.enabled:
+        return None
+    # Checked now so a wrong key fails at start, not at the first encrypted resource.
+    if p.api_v3_key and len(secrets.read_secret_text(p.api_v3_key).encode()) != 32:
+        raise ConfigError("payscore.api_v3_key: must be 32 bytes")
+    try:
+        key = serialization.load_pem_private_key(secrets.read_secret_bytes(p.private_key), None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError("payscore.private_key: not an unencrypted PEM private key") from exc
+    if not isinstance(key, RSAPrivateKey):
+        raise ConfigError("payscore.private_key: must be an RSA key")
+    platform: dict[str, RSAPublicKey] = {}
+    for path in p.platform_certs:
+        try:
+            cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"payscore.platform_certs: cannot read {path}") from exc
+        except ValueError as exc:
+            raise ConfigError(f"payscore.platform_certs: {path} is not a PEM certificate") from exc
+        serial, public = platform_key_from_certificate(cert)
+        platform[serial] = public
+    if p.public_key:
+        try:
+            public_key = serialization.load_pem_public_key(Path(p.public_key).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ConfigError("payscore.public_key: cannot read a PEM public key") from exc
+        if not isinstance(public_key, RSAPublicKey):
+            raise ConfigError("payscore.public_key: must be an RSA key")
+        platform[p.public_key_id] = public_key
+    return PayScoreKeys(key, p.serial_no, platform)
 
 
 def build_transport(config: Config) -> Transport:
@@ -173,8 +227,28 @@ class Daemon:
         self.sessions = FaceSessions(
             lifecycle=self.lifecycle, authinfo=self.authinfo, merchant=merchant, device=config.device
         )
+        keys = outside.payscore_keys
+        self.payscore_client = (
+            None
+            if keys is None
+            else PayScoreClient(
+                merchant.mch_id,
+                merchant.appid,
+                config.payscore.service_id,
+                keys.merchant_key,
+                keys.merchant_serial_no,
+                keys.platform_keys,
+                base_url=config.wxpay.api_base_url,
+                http=outside.http.api,
+                clock=clock,
+                max_attempts=config.payscore.max_attempts,
+                backoff_initial=config.payscore.backoff_initial,
+                backoff_max=config.payscore.backoff_max,
+            )
+        )
         self._journal: Journal | None = None
         self.payments: PaymentService | None = None
+        self.payscore: PayScoreService | None = None
         self.flows: FacePayFlows | None = None
         self._server: RpcServer | None = None
         self._recovered = False
@@ -204,6 +278,16 @@ class Daemon:
         self.flows = FacePayFlows(
             sessions=self.sessions, payments=self.payments, lifecycle=self.lifecycle
         )
+        self.payscore = PayScoreService(
+            journal=self._journal,
+            sessions=self.sessions,
+            client=self.payscore_client,
+            clock=clock,
+            service_id=config.payscore.service_id,
+            notify_url=config.payscore.notify_url,
+            resolve_backoff=config.payscore.resolve_backoff,
+            resolve_backoff_max=config.payscore.resolve_backoff_max,
+        )
         domain = Domain(
             config=config,
             lifecycle=self.lifecycle,
@@ -211,12 +295,15 @@ class Daemon:
             sessions=self.sessions,
             flows=self.flows,
             payments=self.payments,
+            payscore=self.payscore,
         )
         self._server = RpcServer(
             TerminalService(domain), Path(config.server.socket), reflection_on=config.server.reflection
         )
         resumed = await self.payments.resume_unfinished()
         log.info("payments_resumed", count=resumed)
+        unresolved = await self.payscore.recover(config.payscore.resolve_wait)
+        log.info("service_orders_recovered", count=unresolved)
         self._recovered = True
         self.authinfo.load()
         await self._server.start()
@@ -243,6 +330,8 @@ class Daemon:
             await self.flows.close()
         if self.payments is not None:
             await self.payments.close(grace)
+        if self.payscore is not None:
+            await self.payscore.close(grace)
         await self.authinfo.stop()
         await self.lifecycle.stop()
         await self._outside.transport.close()

@@ -13,6 +13,7 @@ from facepay_client import TerminalClient
 from facepayd import logs
 from facepayd.sim.daemon_process import DaemonProcess
 from facepayd.sim.stack import SimOptions, SimStack
+from facepayd.sim.terminal import FaceOutcome, SimUser
 
 
 class DemoFailed(Exception):
@@ -64,6 +65,52 @@ async def pay(client: TerminalClient, out_trade_no: str, amount: int, body: str)
     return last
 
 
+async def payscore_demo(client: TerminalClient, stack: SimStack) -> None:
+    """PayScore: face → openid → service order → complete; then a user who declines."""
+    sim, payscore = stack.terminal, stack.payscore
+    assert sim is not None
+    assert payscore is not None
+    say("\n● PayScore: face → openid → service order → complete")
+    status = await client.check_pay_score_status("DEMOPS1")
+    outcome = pb.PayScoreOutcome.Name(status.outcome).removeprefix("PAY_SCORE_OUTCOME_")
+    say(f"    getUserPayScoreStatus: {outcome} openid={status.openid}")
+    check(status.outcome == pb.PAY_SCORE_OUTCOME_SUCCESS, "the user has PayScore and authorized us")
+    created = await client.create_service_order(
+        pb.CreateServiceOrderRequest(
+            out_order_no="DEMOPS1",
+            service_introduction="Demo umbrella",
+            post_payments=[pb.PostPayment(name="umbrella", description="2 CNY per hour")],
+            time_range=pb.TimeRange(start_time="OnAccept"),
+            risk_fund=pb.RiskFund(name="DEPOSIT", amount=5000, description="one umbrella"),
+            openid=status.openid,
+        )
+    )
+    state = pb.ServiceOrderState.Name(created.state).removeprefix("SERVICE_ORDER_STATE_")
+    say(f"    created order_id={created.order_id} {state}/{created.state_description}")
+    check(created.state == pb.SERVICE_ORDER_STATE_DOING, "the order is in service")
+    done = await client.complete_service_order(
+        pb.CompleteServiceOrderRequest(
+            out_order_no="DEMOPS1",
+            post_payments=[pb.PostPayment(name="umbrella", amount=400, description="2 hours")],
+            post_discounts=[pb.PostDiscount(name="member", amount=100)],
+            total_amount=300,
+        )
+    )
+    say(f"    completed: total_amount={done.total_amount} journal={done.journal_state}")
+    check(done.state == pb.SERVICE_ORDER_STATE_DONE, "completed and charged 300 fen")
+
+    say("\n● PayScore: a user who declines")
+    decliner = SimUser(
+        openid="oDemoDecliner0000000000001", has_payscore=False, authorizes_payscore=False
+    )
+    sim.script(FaceOutcome.SUCCESS, user=decliner)
+    declined = await client.check_pay_score_status("DEMOPS2")
+    outcome = pb.PayScoreOutcome.Name(declined.outcome).removeprefix("PAY_SCORE_OUTCOME_")
+    say(f"    getUserPayScoreStatus: {outcome} ({declined.return_msg})")
+    check(declined.outcome == pb.PAY_SCORE_OUTCOME_ERROR, "no PayScore: offer a payment code")
+    check("DEMOPS2" not in payscore.orders, "no service order was created")
+
+
 async def demo(workdir: Path) -> None:
     """Run every step; raise DemoFailed when one does not hold."""
     say("facepay-terminal demo: the real daemon, the real adb server, simulated peripheral and WeChat Pay")
@@ -112,6 +159,8 @@ async def demo(workdir: Path) -> None:
             check(last.state == pb.PAYMENT_STATE_REVERSED, "reversed, not left open")
             order = wxpay.order("DEMOPAY3")
             check(order is not None and not order.charged, "WeChat's ledger shows nothing charged")
+
+            await payscore_demo(client, stack)
         code = await daemon.stop()
         check(code == 0, "the daemon stopped cleanly on SIGTERM")
     except BaseException:

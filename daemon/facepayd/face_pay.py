@@ -62,7 +62,9 @@ class FacePayFlows:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _run(self, order: PaymentOrder, options: FaceOptions, face_code: asyncio.Future[str]) -> None:
+    async def _run(
+        self, order: PaymentOrder, options: FaceOptions, face_code: asyncio.Future[str]
+    ) -> None:
         out_trade_no = order.out_trade_no
         structlog.contextvars.bind_contextvars(out_trade_no=out_trade_no)
         try:
@@ -74,7 +76,9 @@ class FacePayFlows:
                         session, options, out_trade_no=out_trade_no, total_fee=order.total_fee
                     )
                 except FaceSessionEnded as exc:
-                    await self._payments.record_cancelled(out_trade_no, exc.return_code, exc.return_msg)
+                    await self._payments.record_cancelled(
+                        out_trade_no, exc.return_code, exc.return_msg
+                    )
                     return
                 except DeviceError as exc:
                     await self._payments.record_cancelled(out_trade_no, exc.reason, str(exc))
@@ -98,6 +102,14 @@ class FacePayFlows:
             log.warning("face_pay_failed", error=str(exc))
             with contextlib.suppress(FacepayError):
                 await self._payments.record_cancelled(out_trade_no, exc.reason, str(exc))
+        except Exception:
+            # A bug must not leave the payment CAPTURING with its POS waiting forever; refused
+            # (and left to its payment task) once micropay may have been sent.
+            log.exception("face_pay_crashed")
+            with contextlib.suppress(FacepayError):
+                await self._payments.record_cancelled(
+                    out_trade_no, "INTERNAL_ERROR", "the face payment stopped on an internal error"
+                )
         finally:
             if not face_code.done():
                 face_code.cancel()

@@ -34,7 +34,14 @@ from facepayd.payments.models import (
     PaymentState,
 )
 
-__all__ = ["MAX_PAGE_SIZE", "SCHEMA_VERSION", "Journal", "JournalListener"]
+__all__ = [
+    "MAX_PAGE_SIZE",
+    "SCHEMA_VERSION",
+    "Journal",
+    "JournalListener",
+    "ServiceOrderEvent",
+    "ServiceOrderRecord",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -94,6 +101,44 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """
         CREATE TRIGGER payment_events_no_delete BEFORE DELETE ON payment_events
         BEGIN SELECT RAISE(ABORT, 'payment_events is append-only'); END
+        """,
+    ),
+    # 2: PayScore service orders. `pending` names the call whose answer is not recorded yet
+    # ('' when none): such an order is resolved by a query after a restart.
+    (
+        """
+        CREATE TABLE service_orders (
+            out_order_no     TEXT PRIMARY KEY,
+            params           TEXT NOT NULL,
+            params_hash      TEXT NOT NULL,
+            journal_state    TEXT NOT NULL,
+            pending          TEXT NOT NULL DEFAULT '',
+            risk_fund_amount INTEGER,
+            answer           TEXT,
+            created_at       REAL NOT NULL,
+            updated_at       REAL NOT NULL,
+            last_seq         INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        "CREATE INDEX service_orders_pending ON service_orders (created_at) WHERE pending != ''",
+        """
+        CREATE TABLE service_order_events (
+            out_order_no  TEXT NOT NULL REFERENCES service_orders (out_order_no),
+            seq           INTEGER NOT NULL,
+            time          REAL NOT NULL,
+            journal_state TEXT NOT NULL,
+            kind          TEXT NOT NULL,
+            data          TEXT NOT NULL,
+            PRIMARY KEY (out_order_no, seq)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TRIGGER service_order_events_no_update BEFORE UPDATE ON service_order_events
+        BEGIN SELECT RAISE(ABORT, 'service_order_events is append-only'); END
+        """,
+        """
+        CREATE TRIGGER service_order_events_no_delete BEFORE DELETE ON service_order_events
+        BEGIN SELECT RAISE(ABORT, 'service_order_events is append-only'); END
         """,
     ),
 )
@@ -456,6 +501,240 @@ class Journal:
             ),
         )
 
+    # ------------------------------------------------------------------ PayScore service orders
+
+    async def begin_service_order(
+        self,
+        out_order_no: str,
+        params: Mapping[str, Any],
+        risk_fund_amount: int,
+        *,
+        journal_state: str,
+        data: Mapping[str, Any] | None = None,
+    ) -> ServiceOrderRecord:
+        """Journal a create about to be sent (pending 'create'); committed before it is sent."""
+        now = self._clock.time()
+        record: ServiceOrderRecord = await self._run(
+            self._begin_service_order,
+            out_order_no,
+            dict(params),
+            risk_fund_amount,
+            journal_state,
+            dict(data or {}),
+            now,
+        )
+        return record
+
+    async def adopt_service_order(
+        self,
+        out_order_no: str,
+        answer: Mapping[str, Any],
+        risk_fund_amount: int | None,
+        *,
+        journal_state: str,
+    ) -> ServiceOrderRecord:
+        """Journal an order WeChat Pay knows but this journal did not (created elsewhere)."""
+        now = self._clock.time()
+        record: ServiceOrderRecord = await self._run(
+            self._adopt_service_order,
+            out_order_no,
+            dict(answer),
+            risk_fund_amount,
+            journal_state,
+            now,
+        )
+        return record
+
+    async def mark_service_order(
+        self,
+        out_order_no: str,
+        journal_state: str,
+        kind: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        pending: str = "",
+        answer: Mapping[str, Any] | None = None,
+        only_if_changed: bool = False,
+    ) -> ServiceOrderRecord:
+        """Set the order's state, pending call and (if given) latest answer, with its event."""
+        now = self._clock.time()
+        record: ServiceOrderRecord = await self._run(
+            self._mark_service_order,
+            out_order_no,
+            journal_state,
+            kind,
+            dict(data or {}),
+            pending,
+            None if answer is None else dict(answer),
+            only_if_changed,
+            now,
+        )
+        return record
+
+    async def find_service_order(self, out_order_no: str) -> ServiceOrderRecord | None:
+        """The journaled service order, or None."""
+        record: ServiceOrderRecord | None = await self._run(self._find_service_order, out_order_no)
+        return record
+
+    async def pending_service_orders(self) -> ServiceOrderList:
+        """Orders with a call whose answer is not recorded, oldest first."""
+        records: ServiceOrderList = await self._run(self._pending_service_orders)
+        return records
+
+    async def service_order_events(self, out_order_no: str) -> ServiceOrderEventList:
+        """The order's events in order."""
+        events: ServiceOrderEventList = await self._run(self._service_order_events, out_order_no)
+        return events
+
+    def _begin_service_order(
+        self,
+        out_order_no: str,
+        params: dict[str, Any],
+        risk_fund_amount: int,
+        journal_state: str,
+        data: dict[str, Any],
+        now: float,
+    ) -> ServiceOrderRecord:
+        params_json = _canonical(params)
+        params_hash = hashlib.sha256(params_json.encode()).hexdigest()
+        with _transaction(self._db):
+            existing = self._find_service_order(out_order_no)
+            if existing is None:
+                self._db.execute(
+                    "INSERT INTO service_orders (out_order_no, params, params_hash, journal_state,"
+                    " pending, risk_fund_amount, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, 'create', ?, ?, ?)",
+                    (
+                        out_order_no,
+                        params_json,
+                        params_hash,
+                        journal_state,
+                        risk_fund_amount,
+                        now,
+                        now,
+                    ),
+                )
+            elif existing.answer is None and not existing.pending:
+                # Never answered and nothing in flight: WeChat Pay has no such order, so a
+                # corrected create may reuse the number.
+                self._db.execute(
+                    "UPDATE service_orders SET params = ?, params_hash = ?, journal_state = ?,"
+                    " pending = 'create', risk_fund_amount = ?, updated_at = ?"
+                    " WHERE out_order_no = ?",
+                    (params_json, params_hash, journal_state, risk_fund_amount, now, out_order_no),
+                )
+            else:
+                keys = set(params) | set(existing.params)
+                differ = sorted(k for k in keys if existing.params.get(k) != params.get(k))
+                detail = f" with different parameters: {', '.join(differ)}" if differ else ""
+                raise AlreadyExists(f"service order {out_order_no} exists{detail}")
+            self._service_order_event(out_order_no, journal_state, "create_requested", data, now)
+            return self._require_service_order(out_order_no)
+
+    def _adopt_service_order(
+        self,
+        out_order_no: str,
+        answer: dict[str, Any],
+        risk_fund_amount: int | None,
+        journal_state: str,
+        now: float,
+    ) -> ServiceOrderRecord:
+        with _transaction(self._db):
+            if self._find_service_order(out_order_no) is None:
+                self._db.execute(
+                    "INSERT INTO service_orders (out_order_no, params, params_hash, journal_state,"
+                    " pending, risk_fund_amount, answer, created_at, updated_at)"
+                    " VALUES (?, '{}', '', ?, '', ?, ?, ?, ?)",
+                    (
+                        out_order_no,
+                        journal_state,
+                        risk_fund_amount,
+                        _canonical(answer),
+                        now,
+                        now,
+                    ),
+                )
+                self._service_order_event(out_order_no, journal_state, "adopted", {}, now)
+            return self._require_service_order(out_order_no)
+
+    def _mark_service_order(
+        self,
+        out_order_no: str,
+        journal_state: str,
+        kind: str,
+        data: dict[str, Any],
+        pending: str,
+        answer: dict[str, Any] | None,
+        only_if_changed: bool,
+        now: float,
+    ) -> ServiceOrderRecord:
+        with _transaction(self._db):
+            current = self._require_service_order(out_order_no)
+            answer_json = None if answer is None else _canonical(answer)
+            unchanged = (
+                current.journal_state == journal_state
+                and current.pending == pending
+                and (answer is None or current.answer == json.loads(answer_json or "null"))
+            )
+            if only_if_changed and unchanged:
+                return current
+            self._db.execute(
+                "UPDATE service_orders SET journal_state = ?, pending = ?,"
+                " answer = COALESCE(?, answer), updated_at = ? WHERE out_order_no = ?",
+                (journal_state, pending, answer_json, now, out_order_no),
+            )
+            self._service_order_event(out_order_no, journal_state, kind, data, now)
+            return self._require_service_order(out_order_no)
+
+    def _service_order_event(
+        self, out_order_no: str, journal_state: str, kind: str, data: dict[str, Any], now: float
+    ) -> None:
+        seq = int(
+            self._db.execute(
+                "SELECT last_seq FROM service_orders WHERE out_order_no = ?", (out_order_no,)
+            ).fetchone()[0]
+        ) + 1
+        self._db.execute(
+            "UPDATE service_orders SET last_seq = ? WHERE out_order_no = ?", (seq, out_order_no)
+        )
+        self._db.execute(
+            "INSERT INTO service_order_events (out_order_no, seq, time, journal_state, kind, data)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (out_order_no, seq, now, journal_state, kind, _canonical(data)),
+        )
+
+    def _find_service_order(self, out_order_no: str) -> ServiceOrderRecord | None:
+        row = self._db.execute(
+            f"SELECT {_SERVICE_ORDER_COLUMNS} FROM service_orders"  # noqa: S608
+            " WHERE out_order_no = ?",
+            (out_order_no,),
+        ).fetchone()
+        return None if row is None else _service_order(row)
+
+    def _require_service_order(self, out_order_no: str) -> ServiceOrderRecord:
+        record = self._find_service_order(out_order_no)
+        if record is None:
+            raise NotFound(f"no service order {out_order_no} in the journal")
+        return record
+
+    def _pending_service_orders(self) -> ServiceOrderList:
+        rows = self._db.execute(
+            f"SELECT {_SERVICE_ORDER_COLUMNS} FROM service_orders"  # noqa: S608
+            " WHERE pending != '' ORDER BY created_at, out_order_no"
+        ).fetchall()
+        return [_service_order(row) for row in rows]
+
+    def _service_order_events(self, out_order_no: str) -> ServiceOrderEventList:
+        rows = self._db.execute(
+            "SELECT seq, time, journal_state, kind, data FROM service_order_events"
+            " WHERE out_order_no = ? ORDER BY seq",
+            (out_order_no,),
+        ).fetchall()
+        return [
+            ServiceOrderEvent(out_order_no, int(seq), float(t), state, kind, json.loads(data))
+            for seq, t, state, kind, data in rows
+        ]
+
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open and migrate the database; runs on the journal's worker thread."""
@@ -567,3 +846,60 @@ def _decode_token(token: str) -> tuple[float, str]:
             return float(created_at), out_trade_no
         case _:
             raise InvalidArgument("page_token", _PAGE_CURSOR_RULE)
+
+
+# ---------------------------------------------------------------------- PayScore service orders
+
+_SERVICE_ORDER_COLUMNS = (
+    "out_order_no, params, journal_state, pending, risk_fund_amount, answer, created_at,"
+    " updated_at, last_seq"
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServiceOrderRecord:
+    """A PayScore service order as journaled: its create parameters and latest answer."""
+
+    out_order_no: str
+    params: dict[str, Any]
+    journal_state: str
+    # The call whose answer is not recorded yet ("" when none).
+    pending: str
+    risk_fund_amount: int | None
+    # WeChat Pay's latest verified answer, None until one arrived.
+    answer: dict[str, Any] | None
+    created_at: float
+    updated_at: float
+    last_seq: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServiceOrderEvent:
+    """One step of a service order (append-only)."""
+
+    out_order_no: str
+    seq: int
+    time: float
+    journal_state: str
+    kind: str
+    data: dict[str, Any]
+
+
+# Aliases: inside Journal, the name "list" is the method.
+ServiceOrderList = list[ServiceOrderRecord]
+ServiceOrderEventList = list[ServiceOrderEvent]
+
+
+def _service_order(row: tuple[Any, ...]) -> ServiceOrderRecord:
+    no, params, state, pending, risk, answer, created_at, updated_at, last_seq = row
+    return ServiceOrderRecord(
+        out_order_no=no,
+        params=json.loads(params),
+        journal_state=state,
+        pending=pending,
+        risk_fund_amount=None if risk is None else int(risk),
+        answer=None if answer is None else json.loads(answer),
+        created_at=float(created_at),
+        updated_at=float(updated_at),
+        last_seq=int(last_seq),
+    )

@@ -8,6 +8,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from facepayd import errors
+from facepayd.wxpay.v3 import OrderStateError
 
 DOMAIN = "facepay.terminal.v1"
 
@@ -27,6 +28,8 @@ _CODES: tuple[tuple[type[errors.FacepayError], grpc.StatusCode], ...] = (
     (errors.DeviceError, grpc.StatusCode.UNAVAILABLE),
     (errors.BackendUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.ResponseNotTrusted, grpc.StatusCode.UNAVAILABLE),
+    # Reason ORDER_STATE, metadata code INVALID_ORDER_STATE / ORDER_DONE / ORDER_CANCELED.
+    (OrderStateError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.BackendRejected, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
 )

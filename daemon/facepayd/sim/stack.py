@@ -6,26 +6,35 @@ daemon config (and the 0600 secret files it names) that points a daemon at the s
 
 from __future__ import annotations
 
+import datetime
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
 from facepayd import config as config_module
 from facepayd.clock import Clock, SystemClock
 from facepayd.config import Config
 from facepayd.device.adb import bundled_adb_path
 from facepayd.sim.adbd import AdbServer, FakeAdbd
-from facepayd.sim.terminal import SimLatencies, SimTerminal
+from facepayd.sim.payscore import PayScoreSimulator
+from facepayd.sim.terminal import DEFAULT_USER, SimLatencies, SimTerminal
 from facepayd.sim.tls import TestPki, generate_test_pki
 from facepayd.sim.wxpay import WxPaySimulator
 from facepayd.wxpay.models import Merchant
+from facepayd.wxpay.v3 import certificate_serial
 
 MERCHANT = Merchant(appid="wxsim0000000000001", mch_id="1900000109")
 STORE_ID = "SIMSTORE001"
 STORE_NAME = "Simulated store"
 DEVICE_ID = "SIMDEVICE001"
+PAYSCORE_SERVICE_ID = "500001"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +67,8 @@ class SimStack:
         self.bridge_port = 0
         self.adbd: FakeAdbd | None = None
         self.adb_server: AdbServer | None = None
+        self.payscore: PayScoreSimulator | None = None
+        self.payscore_serial_no = ""
 
     async def start(self) -> None:
         """Generate keys, start WeChat Pay and the terminal."""
@@ -78,6 +89,7 @@ class SimStack:
             slow_seconds=o.slow_seconds,
             reverse_recalls=o.reverse_recalls,
         )
+        self._start_payscore(pki_dir)
         await self.wxpay.start()
         self.terminal = SimTerminal(
             clock=self.clock,
@@ -90,6 +102,34 @@ class SimStack:
             await self._start_adb()
         else:
             self.bridge_port = await self.terminal.serve_tcp()
+
+    def _start_payscore(self, pki_dir: Path) -> None:
+        """Merchant v3 key and WeChat Pay platform certificate, generated now; the simulator."""
+        assert self.wxpay is not None
+        merchant_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        platform_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.payscore_serial_no = secrets.token_hex(20).upper()
+        platform_cert = _self_signed(platform_key, "Simulated WeChat Pay platform")
+        _write_secret(
+            self.directory / "payscore_merchant_key.pem",
+            merchant_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+        _write_secret(self.directory / "payscore_api_v3_key", secrets.token_hex(16).encode())
+        (pki_dir / "payscore_platform_cert.pem").write_bytes(
+            platform_cert.public_bytes(serialization.Encoding.PEM)
+        )
+        self.payscore = PayScoreSimulator(
+            self.clock,
+            {self.payscore_serial_no: merchant_key.public_key()},
+            platform_key,
+            certificate_serial(platform_cert),
+        )
+        self.payscore.install(self.wxpay)
+        self.payscore.add_user(DEFAULT_USER.openid)
 
     async def _start_adb(self) -> None:
         assert self.terminal is not None
@@ -149,6 +189,18 @@ class SimStack:
                 "reconnect_max_backoff": 1.0,
             },
             "payments": {"poll_interval": 0.5, "reverse_after": 1.5, "give_up_after": 4.0},
+            "payscore": {
+                "service_id": PAYSCORE_SERVICE_ID,
+                "private_key": str(self.directory / "payscore_merchant_key.pem"),
+                "serial_no": self.payscore_serial_no,
+                "platform_certs": [str(self.directory / "pki" / "payscore_platform_cert.pem")],
+                "api_v3_key": str(self.directory / "payscore_api_v3_key"),
+                "notify_url": f"{self.wxpay.base_url}/notify/payscore",
+                "backoff_initial": 0.05,
+                "backoff_max": 0.2,
+                "resolve_backoff": 0.1,
+                "resolve_backoff_max": 1.0,
+            },
         }
         for name, values in sections.items():
             settings.setdefault(name, {}).update(values)
@@ -200,6 +252,21 @@ def to_toml(settings: dict[str, Any]) -> str:
     for name, section in settings.items():
         table(name, section)
     return "\n".join(lines)
+
+
+def _self_signed(key: rsa.RSAPrivateKey, common_name: str) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
 
 
 def _write_secret(path: Path, data: bytes) -> None:

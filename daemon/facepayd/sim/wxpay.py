@@ -64,6 +64,9 @@ from facepayd.wxpay.xml import build_xml, parse_xml
 __all__ = [
     "AMOUNT_SCENARIOS",
     "AUTHINFO_PATH",
+    "MICROPAY_PATH",
+    "ORDERQUERY_PATH",
+    "REVERSE_PATH",
     "OrderRecord",
     "Scenario",
     "SimHttpsServer",
@@ -479,6 +482,9 @@ class WxPaySimulator:
         self._scripts: list[_Script] = []
         self.signature_failures = 0
         self.unverified_secapi_calls = 0
+        # Called with (path, request fields) once a call has acted on the ledger and before its
+        # answer leaves: chaos tests kill the daemon right there.
+        self.observers: list[Callable[[str, Mapping[str, str]], None]] = []
         self._server = SimHttpsServer(_server_context(pki), clock, host=host, port=port)
         for path, endpoint in (
             (AUTHINFO_PATH, self._authinfo),
@@ -533,9 +539,12 @@ class WxPaySimulator:
         """Play scenario on the next `times` matching calls; target is an out_trade_no or "*"."""
         self._scripts.append(_Script(target, scenario, times))
 
-    def clear_scripts(self) -> None:
-        """Forget every pending script."""
-        self._scripts.clear()
+    def clear_scripts(self, target: str | None = None) -> None:
+        """Forget every pending script, or only those aimed at target."""
+        if target is None:
+            self._scripts.clear()
+        else:
+            self._scripts[:] = [s for s in self._scripts if s.target != target]
 
     # --- authinfo state, for the simulated terminal
 
@@ -601,6 +610,8 @@ class WxPaySimulator:
                 return _fail("APPID_MCHID_NOT_MATCH")
             scripted = self._take_script(path, fields.get("out_trade_no", ""))
             answer = endpoint(fields, scripted)
+            for observer in list(self.observers):
+                observer(path, fields)
             if scripted in REPLY_FAULTS:
                 answer.fault = scripted
             return self._reply(fields, answer, sign_type)

@@ -1,0 +1,577 @@
+"""PayScore by face and journaled v3 service orders.
+
+Face → PayScore status goes through the face sessions (getUserPayScoreStatus); its four
+documented outcomes are results, not errors. Every create, complete, sync and cancel is
+committed to the journal (pending = that call) before it is sent and its answer recorded
+after; an order whose call may have been sent but whose answer was not recorded (a crash,
+a lost connection, an untrusted answer) is resolved by a query, at start and in the
+background, so WeChat Pay never holds an order the journal does not know about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import structlog
+
+from facepayd.clock import Clock
+from facepayd.errors import (
+    BackendError,
+    BackendRejected,
+    BackendUnavailable,
+    ConfigError,
+    FacepayError,
+    InvalidArgument,
+    NotFound,
+    ResponseNotTrusted,
+    Unavailable,
+)
+from facepayd.journal import Journal, ServiceOrderRecord
+from facepayd.sessions import SCAN_PAYMENT, USER_CANCEL, FaceOptions, FaceSessions
+from facepayd.wxpay import payscore_models as m
+from facepayd.wxpay import v3
+from facepayd.wxpay.v3 import PayScoreClient
+
+__all__ = [
+    "JournalState",
+    "PayScoreOutcome",
+    "PayScoreService",
+    "PayScoreStatus",
+    "ServiceOrderView",
+    "result_from_json",
+    "result_to_json",
+]
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+# An out_order_no is also a URL path segment: the reference's "|" and "*" would be
+# percent-encoded, and the signed path would no longer be the one WeChat Pay checks.
+OUT_ORDER_NO = re.compile(r"[0-9A-Za-z_\-]{1,32}")
+NOT_CONFIGURED = "payscore is not configured (no [payscore] section with service_id and keys)"
+
+
+class PayScoreOutcome(enum.StrEnum):
+    """getUserPayScoreStatus's return_code: how the face check ended."""
+
+    SUCCESS = "SUCCESS"  # PayScore enabled and the service authorized: an order may be created
+    ERROR = "ERROR"  # face recognised, but enabling PayScore or authorizing failed
+    USER_CANCEL = USER_CANCEL  # the user left the face or authorization UI
+    SCAN_PAYMENT = SCAN_PAYMENT  # the user chose to scan a code instead
+
+
+@dataclass(frozen=True, slots=True)
+class PayScoreStatus:
+    """The result of a face PayScore check; face_sid is a credential: never log it."""
+
+    outcome: PayScoreOutcome
+    openid: str = ""
+    sub_openid: str = ""
+    face_sid: str = ""
+    return_msg: str = ""
+    err_code: str = ""
+
+    def __repr__(self) -> str:
+        return (
+            f"PayScoreStatus(outcome={self.outcome.value!r}, openid={self.openid!r},"
+            " face_sid=<redacted>)"
+        )
+
+
+class JournalState(enum.StrEnum):
+    """Where the journal has a service order."""
+
+    CREATING = "CREATING"  # create journaled; it may have been sent, no answer recorded
+    COMPLETING = "COMPLETING"  # complete may have been sent, no answer recorded
+    SYNCING = "SYNCING"  # sync may have been sent, no answer recorded
+    CANCELLING = "CANCELLING"  # cancel may have been sent, no answer recorded
+    RECORDED = "RECORDED"  # WeChat Pay's latest answer is recorded; nothing in flight
+    NOT_CREATED = "NOT_CREATED"  # WeChat Pay refused the create or never received it
+
+
+_PENDING_STATE = {
+    "create": JournalState.CREATING,
+    "complete": JournalState.COMPLETING,
+    "sync": JournalState.SYNCING,
+    "cancel": JournalState.CANCELLING,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceOrderView:
+    """A service order as the journal and WeChat Pay's latest answer show it."""
+
+    out_order_no: str
+    journal_state: JournalState
+    order: m.ServiceOrderResult | None
+
+
+class PayScoreService:
+    """Face PayScore checks, journaled service orders and UnionIDs."""
+
+    def __init__(
+        self,
+        *,
+        journal: Journal,
+        sessions: FaceSessions,
+        client: PayScoreClient | None,
+        clock: Clock,
+        service_id: str,
+        notify_url: str = "",
+        resolve_backoff: float = 1.0,
+        resolve_backoff_max: float = 60.0,
+    ) -> None:
+        self._journal = journal
+        self._sessions = sessions
+        self._client = client
+        self._clock = clock
+        self._service_id = service_id
+        self._notify_url = notify_url
+        self._resolve_backoff = resolve_backoff
+        self._resolve_backoff_max = resolve_backoff_max
+        self._locks: dict[str, _OrderLock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._resolver: asyncio.Task[None] | None = None
+        self._first_pass = asyncio.Event()
+        self._closed = False
+
+    @property
+    def configured(self) -> bool:
+        """Whether service orders can be sent (a v3 client is configured)."""
+        return self._client is not None
+
+    # ------------------------------------------------------------------ face
+
+    async def check_status(
+        self,
+        options: FaceOptions,
+        *,
+        out_trade_no: str,
+        out_request_no: str = "",
+        service_id: str = "",
+    ) -> PayScoreStatus:
+        """Recognise the user and ask for PayScore and authorization (getUserPayScoreStatus)."""
+        service_id = service_id or self._service_id
+        if not service_id:
+            raise ConfigError(NOT_CONFIGURED)
+        async with self._sessions.open(
+            "payscore", wait=options.wait_if_busy, out_trade_no=out_trade_no
+        ) as session:
+            info = await self._sessions.payscore_status(
+                session,
+                options,
+                out_trade_no=out_trade_no,
+                out_request_no=out_request_no or out_trade_no,
+                service_id=service_id,
+            )
+        outcome = PayScoreOutcome(info.get("return_code", ""))
+        log.info("payscore_status", out_trade_no=out_trade_no, outcome=outcome.value)
+        return PayScoreStatus(
+            outcome=outcome,
+            openid=info.get("openid", ""),
+            sub_openid=info.get("sub_openid", ""),
+            face_sid=info.get("face_sid", ""),
+            return_msg=info.get("return_msg", ""),
+            err_code=info.get("err_code", ""),
+        )
+
+    async def unionid(self, face_sid: str) -> str:
+        """The UnionID of the user a PayScore check or user-info session recognised."""
+        return await self._own(self._require_client().get_user_unionid(face_sid))
+
+    # ------------------------------------------------------------------ service orders
+
+    async def create(self, order: m.NewServiceOrder) -> ServiceOrderView:
+        """Create an order; the same parameters again return the existing order."""
+        client = self._require_client()
+        order = dataclasses.replace(
+            order,
+            service_id=order.service_id or self._service_id,
+            notify_url=order.notify_url or self._notify_url,
+        )
+        if order.service_id != self._service_id:
+            raise InvalidArgument("service_id", f"must be the configured {self._service_id}")
+        v3.validate_new_order(order)
+        # Through JSON once, so it compares equal to the journal's copy.
+        params = json.loads(json.dumps(dataclasses.asdict(order)))
+        no = order.out_order_no
+        return await self._own(self._create(client, no, order, params))
+
+    async def complete(
+        self, out_order_no: str, completion: m.ServiceOrderCompletion
+    ) -> ServiceOrderView:
+        """Complete an order: WeChat Pay then charges total_amount."""
+        client = self._require_client()
+        _check_out_order_no(out_order_no)
+        # The amounts must add up before anything (even a query) is sent.
+        v3.validate_completion(completion)
+
+        def check(record: ServiceOrderRecord) -> None:
+            v3.validate_completion(completion, _risk_fund_amount(record))
+
+        async def send(record: ServiceOrderRecord) -> m.ServiceOrderResult:
+            return await client.complete_service_order(
+                out_order_no, completion, risk_fund_amount=_risk_fund_amount(record)
+            )
+
+        data = {"total_amount": completion.total_amount}
+        return await self._own(self._act(out_order_no, "complete", data, send, check))
+
+    async def sync(
+        self, out_order_no: str, paid_time: str, sync_type: str = m.SYNC_ORDER_PAID
+    ) -> ServiceOrderView:
+        """Report an order paid through another channel (Order_Paid)."""
+        client = self._require_client()
+        _check_out_order_no(out_order_no)
+        if sync_type != m.SYNC_ORDER_PAID:
+            raise InvalidArgument("type", f"must be {m.SYNC_ORDER_PAID}")
+        if not re.fullmatch(r"[0-9]{14}", paid_time):
+            raise InvalidArgument("paid_time", "must be yyyyMMddHHmmss")
+
+        async def send(_: ServiceOrderRecord) -> m.ServiceOrderResult:
+            return await client.sync_service_order(out_order_no, sync_type, paid_time)
+
+        data = {"type": sync_type, "paid_time": paid_time}
+        return await self._own(self._act(out_order_no, "sync", data, send))
+
+    async def cancel(self, out_order_no: str, reason: str) -> ServiceOrderView:
+        """Cancel (revoke) an order that has not been completed."""
+        client = self._require_client()
+        _check_out_order_no(out_order_no)
+        if not 1 <= len(reason) <= m.MAX_CANCEL_REASON:
+            raise InvalidArgument("reason", f"must be 1 to {m.MAX_CANCEL_REASON} characters")
+
+        async def send(_: ServiceOrderRecord) -> m.ServiceOrderResult:
+            return await client.cancel_service_order(out_order_no, reason)
+
+        return await self._own(self._act(out_order_no, "cancel", {"reason": reason}, send))
+
+    async def get(self, out_order_no: str) -> ServiceOrderView:
+        """Query WeChat Pay and record the answer (this also resolves a pending call)."""
+        self._require_client()
+        _check_out_order_no(out_order_no)
+        return await self._own(self._locked(out_order_no, self._refresh(out_order_no)))
+
+    async def journaled(self, out_order_no: str) -> ServiceOrderView:
+        """The order as the journal has it, without asking WeChat Pay."""
+        record = await self._journal.find_service_order(out_order_no)
+        if record is None:
+            raise NotFound(f"no service order {out_order_no} in the journal")
+        return _view(record)
+
+    # ------------------------------------------------------------------ recovery
+
+    async def recover(self, wait: float) -> int:
+        """Resolve every order with a pending call; wait up to `wait` s for the first pass."""
+        pending = await self._journal.pending_service_orders()
+        if not pending or self._client is None:
+            if pending:
+                log.warning("payscore_pending_unconfigured", count=len(pending))
+            return len(pending)
+        log.info("payscore_resolving", count=len(pending))
+        self._first_pass.clear()
+        self._start_resolver(first_delay=0.0)
+        first_pass = asyncio.ensure_future(self._first_pass.wait())
+        # Bounded so an unreachable WeChat Pay cannot keep the daemon from serving;
+        # what is left is resolved in the background.
+        _, not_done = await asyncio.wait({first_pass}, timeout=wait)
+        for task in not_done:
+            task.cancel()
+        return len(pending)
+
+    async def close(self, grace: float) -> None:
+        """Let in-flight calls record their answers (up to grace s), then stop."""
+        self._closed = True
+        if self._resolver is not None:
+            self._resolver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resolver
+        if self._tasks:
+            _, not_done = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in not_done:
+                task.cancel()
+            for task in not_done:
+                with contextlib.suppress(BaseException):
+                    await task
+
+    # ------------------------------------------------------------------ private
+
+    def _require_client(self) -> PayScoreClient:
+        if self._closed:
+            raise Unavailable("the daemon is stopping")
+        if self._client is None:
+            raise ConfigError(NOT_CONFIGURED)
+        return self._client
+
+    async def _own(self, work: Awaitable[T]) -> T:
+        """Run work as a daemon-owned task: a caller that hangs up cannot cut a call in half."""
+        task: asyncio.Task[T] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(task)
+
+    async def _locked(self, out_order_no: str, work: Awaitable[T]) -> T:
+        async with self._order_lock(out_order_no):
+            return await work
+
+    @contextlib.asynccontextmanager
+    async def _order_lock(self, out_order_no: str) -> AsyncIterator[None]:
+        """One call per order at a time; the lock lives only while someone holds or wants it."""
+        entry = self._locks.get(out_order_no)
+        if entry is None:
+            entry = self._locks[out_order_no] = _OrderLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[out_order_no]
+
+    async def _create(
+        self,
+        client: PayScoreClient,
+        no: str,
+        order: m.NewServiceOrder,
+        params: dict[str, Any],
+    ) -> ServiceOrderView:
+        async with self._order_lock(no):
+            record = await self._journal.find_service_order(no)
+            sent_before = record is not None and (record.pending or record.answer is not None)
+            if record is not None and record.params == params and sent_before:
+                # What WeChat Pay has is the answer: a query, not a resend.
+                view = await self._refresh(no)
+                if view.journal_state is not JournalState.NOT_CREATED:
+                    return view
+            await self._journal.begin_service_order(
+                no,
+                params,
+                order.risk_fund.amount,
+                journal_state=JournalState.CREATING,
+                data={"openid": order.openid, "need_user_confirm": order.need_user_confirm},
+            )
+            return await self._send(no, "create", client.create_service_order(order))
+
+    async def _act(
+        self,
+        no: str,
+        op: str,
+        data: dict[str, Any],
+        send: Callable[[ServiceOrderRecord], Awaitable[m.ServiceOrderResult]],
+        check: Callable[[ServiceOrderRecord], None] | None = None,
+    ) -> ServiceOrderView:
+        async with self._order_lock(no):
+            record = await self._known(no)
+            if check is not None:
+                # Before the journal marks anything pending: a refused call is never sent.
+                check(record)
+            await self._journal.mark_service_order(
+                no, _PENDING_STATE[op], f"{op}_requested", data, pending=op
+            )
+            return await self._send(no, op, send(record))
+
+    async def _known(self, no: str) -> ServiceOrderRecord:
+        """The journaled order with nothing pending; adopted or resolved by a query if needed."""
+        record = await self._journal.find_service_order(no)
+        if record is None or record.pending:
+            await self._refresh(no)
+            record = await self._journal.find_service_order(no)
+        if record is None or record.journal_state == JournalState.NOT_CREATED:
+            raise NotFound(f"service order {no} was not created")
+        if record.pending:
+            raise BackendUnavailable(f"service order {no}: its last call is still unresolved")
+        return record
+
+    async def _send(
+        self, no: str, op: str, call: Awaitable[m.ServiceOrderResult]
+    ) -> ServiceOrderView:
+        """Await a journaled call and record its answer (or leave it pending if unknown)."""
+        settled = JournalState.NOT_CREATED if op == "create" else JournalState.RECORDED
+        try:
+            result = await call
+        except (BackendRejected, NotFound) as exc:
+            code = exc.code if isinstance(exc, BackendRejected) else "NOT_FOUND"
+            await self._journal.mark_service_order(
+                no, settled, "rejected", {"op": op, "code": code}
+            )
+            raise
+        except InvalidArgument as exc:
+            # Refused by the client's own checks: nothing was sent.
+            await self._journal.mark_service_order(
+                no, settled, "refused", {"op": op, "field": exc.field}
+            )
+            raise
+        except (BackendUnavailable, ResponseNotTrusted) as exc:
+            await self._journal.mark_service_order(
+                no,
+                _PENDING_STATE[op],
+                "outcome_unknown",
+                {"op": op, "reason": exc.reason},
+                pending=op,
+            )
+            self._start_resolver(first_delay=self._resolve_backoff)
+            raise
+        except Exception:
+            # Unexpected: whether it was sent is unknown, so it stays pending.
+            self._start_resolver(first_delay=self._resolve_backoff)
+            raise
+        record = await self._journal.mark_service_order(
+            no,
+            JournalState.RECORDED,
+            "answered",
+            {"op": op, "state": result.state.value, "state_description": result.state_description},
+            answer=result_to_json(result),
+        )
+        log.info(
+            "service_order_answered",
+            out_order_no=no,
+            op=op,
+            state=result.state.value,
+            state_description=result.state_description,
+        )
+        return _view(record)
+
+    async def _refresh(self, no: str) -> ServiceOrderView:
+        """Query the order and record what WeChat Pay says; the caller holds the order's lock."""
+        if self._client is None:
+            raise ConfigError(NOT_CONFIGURED)
+        record = await self._journal.find_service_order(no)
+        try:
+            result = await self._client.get_service_order(no)
+        except NotFound:
+            if record is not None and record.pending == "create":
+                record = await self._journal.mark_service_order(
+                    no, JournalState.NOT_CREATED, "not_found", {"op": "query"}
+                )
+                log.info("service_order_not_created", out_order_no=no)
+                return _view(record)
+            if record is not None and record.pending:
+                # Nothing more to learn by asking again; the POS sees NOT_FOUND.
+                await self._journal.mark_service_order(
+                    no, JournalState.RECORDED, "not_found", {"op": "query"}
+                )
+            raise
+        answer = result_to_json(result)
+        if record is None:
+            risk = result.risk_fund.amount if result.risk_fund is not None else None
+            record = await self._journal.adopt_service_order(
+                no, answer, risk, journal_state=JournalState.RECORDED
+            )
+            return _view(record)
+        kind = f"resolved_{record.pending}" if record.pending else "refreshed"
+        record = await self._journal.mark_service_order(
+            no,
+            JournalState.RECORDED,
+            kind,
+            {"state": result.state.value, "state_description": result.state_description},
+            answer=answer,
+            only_if_changed=not record.pending,
+        )
+        return _view(record)
+
+    def _start_resolver(self, *, first_delay: float) -> None:
+        if self._closed or (self._resolver is not None and not self._resolver.done()):
+            return
+        self._resolver = asyncio.get_running_loop().create_task(self._resolve_loop(first_delay))
+
+    async def _resolve_loop(self, first_delay: float) -> None:
+        delay = self._resolve_backoff
+        if first_delay:
+            await self._clock.sleep(first_delay)
+        while True:
+            left = 0
+            for record in await self._journal.pending_service_orders():
+                try:
+                    await self._locked(record.out_order_no, self._resolve(record.out_order_no))
+                except FacepayError as exc:
+                    left += isinstance(exc, BackendError)
+                    log.warning(
+                        "service_order_unresolved",
+                        out_order_no=record.out_order_no,
+                        reason=exc.reason,
+                    )
+            self._first_pass.set()
+            if not left:
+                return
+            await self._clock.sleep(delay)
+            delay = min(delay * 2, self._resolve_backoff_max)
+
+    async def _resolve(self, no: str) -> None:
+        record = await self._journal.find_service_order(no)
+        if record is None or not record.pending:
+            return
+        view = await self._refresh(no)
+        log.info("service_order_resolved", out_order_no=no, journal_state=view.journal_state.value)
+
+
+@dataclass(slots=True)
+class _OrderLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+def _check_out_order_no(value: str) -> None:
+    if not OUT_ORDER_NO.fullmatch(value):
+        raise InvalidArgument("out_order_no", "must match [0-9A-Za-z_-]{1,32}")
+
+
+def _risk_fund_amount(record: ServiceOrderRecord) -> int | None:
+    if record.risk_fund_amount is not None:
+        return record.risk_fund_amount
+    risk = (record.answer or {}).get("risk_fund")
+    amount = risk.get("amount") if isinstance(risk, dict) else None
+    return amount if isinstance(amount, int) else None
+
+
+def _view(record: ServiceOrderRecord) -> ServiceOrderView:
+    return ServiceOrderView(
+        out_order_no=record.out_order_no,
+        journal_state=JournalState(record.journal_state),
+        order=None if record.answer is None else result_from_json(record.answer),
+    )
+
+
+def result_to_json(result: m.ServiceOrderResult) -> dict[str, Any]:
+    """A verified answer as the journal stores it."""
+    data = dataclasses.asdict(result)
+    data["state"] = result.state.value
+    return data
+
+
+def result_from_json(data: dict[str, Any]) -> m.ServiceOrderResult:
+    """The journal's copy of an answer back as a domain result."""
+    risk = data.get("risk_fund")
+    time_range = data.get("time_range")
+    location = data.get("location")
+    collection = data.get("collection")
+    return m.ServiceOrderResult(
+        **{
+            **data,
+            "state": m.ServiceOrderState(data["state"]),
+            "post_payments": tuple(m.PostPayment(**p) for p in data.get("post_payments", ())),
+            "post_discounts": tuple(m.PostDiscount(**d) for d in data.get("post_discounts", ())),
+            "risk_fund": None if risk is None else m.RiskFund(**risk),
+            "time_range": None if time_range is None else m.TimeRange(**time_range),
+            "location": None if location is None else m.Location(**location),
+            "collection": None
+            if collection is None
+            else m.Collection(
+                **{
+                    **collection,
+                    "details": tuple(
+                        m.CollectionDetail(**d) for d in collection.get("details", ())
+                    ),
+                }
+            ),
+        }
+    )

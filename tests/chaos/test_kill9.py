@@ -1,0 +1,237 @@
+"""SIGKILL the daemon at each journal step and at random instants; check journal against ledger.
+
+Every kill comes from outside the daemon: when a POS stream shows that a step was journaled,
+when the simulated WeChat Pay has acted on a call but not yet answered, or at a random
+instant. The daemon restarts on the same state directory each time. At the end, the
+simulator's ledger (what really happened to the money) must agree with the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from facepay.terminal.v1 import terminal_pb2 as pb
+from facepay_client import FacepayClientError, NotFoundError, TerminalClient
+from facepayd.sim.daemon_process import DaemonProcess
+from facepayd.sim.stack import SimOptions, SimStack
+from facepayd.sim.terminal import SimLatencies
+from facepayd.sim.wxpay import MICROPAY_PATH, ORDERQUERY_PATH, REVERSE_PATH
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
+
+S = pb.PaymentState
+FINAL = {
+    S.PAYMENT_STATE_SUCCEEDED,
+    S.PAYMENT_STATE_FAILED,
+    S.PAYMENT_STATE_REVERSED,
+    S.PAYMENT_STATE_CANCELLED,
+}
+# success, USERPAYING then success, USERPAYING forever, reverse with recall, SYSTEMERROR (paid and
+# not), BANKERROR, NOTENOUGH, slow answer, dropped connection after the request was read.
+MIX = (1, 1, 101, 101, 102, 104, 201, 202, 203, 301, 501, 502, 502)
+# (what to wait for, which event kind / state / backend call, an amount that surely reaches it)
+TRIGGERS: tuple[tuple[str, str, int], ...] = (
+    ("event", "session_started", 1),  # CAPTURING committed
+    ("event", "face_captured", 1),  # PAYING committed, micropay about to go
+    ("backend", MICROPAY_PATH, 1),  # WeChat Pay charged, the answer not yet read
+    ("backend", MICROPAY_PATH, 502),
+    ("event", "pending", 101),  # PENDING committed
+    ("backend", ORDERQUERY_PATH, 201),
+    ("event", "succeeded", 1),  # SUCCEEDED committed
+    ("event", "failed", 301),
+    ("state", "REVERSING", 102),  # REVERSING committed, reverse about to go
+    ("backend", REVERSE_PATH, 102),  # reversed at WeChat Pay, not yet journaled
+    ("backend", REVERSE_PATH, 104),
+    ("event", "reversed", 102),
+    ("random", "", 1),
+    ("random", "", 101),
+    ("random", "", 502),
+)
+ROUNDS = 2 * len(TRIGGERS) - 4
+PAYMENTS_PER_ROUND = 4
+TRIGGER_DEADLINE = 8.0
+
+
+@dataclass
+class Chaos:
+    """The run's bookkeeping."""
+
+    stack: SimStack
+    daemon: DaemonProcess
+    rng: random.Random
+    attempted: set[str] = field(default_factory=set)
+    kills: dict[str, int] = field(default_factory=dict)
+    armed: tuple[str, str] | None = None
+    fired: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def kill_now(self, label: str) -> None:
+        """SIGKILL right now, synchronously, from whatever callback saw the step."""
+        process = self.daemon.process
+        if process is None or process.returncode is not None or self.fired.is_set():
+            return
+        os.kill(process.pid, signal.SIGKILL)
+        self.kills[label] = self.kills.get(label, 0) + 1
+        self.fired.set()
+
+    def on_event(self, event: pb.PaymentEvent) -> None:
+        if self.armed is None:
+            return
+        kind, what = self.armed
+        if (kind == "event" and event.WhichOneof("kind") == what) or (
+            kind == "state" and S.Name(event.state) == f"PAYMENT_STATE_{what}"
+        ):
+            self.kill_now(f"{kind}:{what}")
+
+    def on_backend(self, path: str, fields: Mapping[str, str]) -> None:
+        if self.armed == ("backend", path) and fields.get("out_trade_no") in self.attempted:
+            self.kill_now(f"backend:{path}")
+
+
+async def _follow_pay(chaos: Chaos, client: TerminalClient, out_trade_no: str, amount: int) -> None:
+    chaos.attempted.add(out_trade_no)
+    face = pb.FaceOptions(wait_if_busy=True)
+    with contextlib.suppress(FacepayClientError):
+        async for event in client.start_face_pay(out_trade_no, amount, "chaos", face=face):
+            chaos.on_event(event)
+
+
+async def _follow_watch(chaos: Chaos, client: TerminalClient, out_trade_no: str) -> None:
+    with contextlib.suppress(FacepayClientError):
+        async for event in client.watch_payment(out_trade_no):
+            chaos.on_event(event)
+
+
+async def _unfinished(client: TerminalClient) -> list[str]:
+    states = [s for s in S.values() if s not in FINAL and s != S.PAYMENT_STATE_UNSPECIFIED]
+    page = await client.list_payments(states=states, page_size=200)
+    return [p.out_trade_no for p in page.payments]
+
+
+async def _round(chaos: Chaos, number: int) -> None:
+    kind, what, amount = TRIGGERS[number % len(TRIGGERS)]
+    chaos.fired.clear()
+    tasks: list[asyncio.Task[None]] = []
+    async with chaos.daemon.client(timeout=10.0) as client:
+        # Armed only after this call, so a resumed payment cannot kill the daemon under it.
+        for out_trade_no in await _unfinished(client):
+            tasks.append(asyncio.create_task(_follow_watch(chaos, client, out_trade_no)))
+        chaos.armed = None if kind == "random" else (kind, what)
+        amounts = [amount] + [chaos.rng.choice(MIX) for _ in range(PAYMENTS_PER_ROUND - 1)]
+        for n, fen in enumerate(amounts):
+            tasks.append(
+                asyncio.create_task(_follow_pay(chaos, client, f"K{number:02d}N{n}A{fen}", fen))
+            )
+        if kind == "random":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(chaos.fired.wait(), chaos.rng.uniform(0.0, 3.0))
+            chaos.kill_now("random")
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(chaos.fired.wait(), TRIGGER_DEADLINE)
+            # The step did not come (the round's random payments died first): kill anyway.
+            chaos.kill_now("deadline")
+        await chaos.daemon.kill()
+        chaos.armed = None
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _settle(chaos: Chaos, deadline: float) -> dict[str, pb.Payment]:
+    """Restart once more and wait until every payment the journal knows is final."""
+    await chaos.daemon.start()
+    async with chaos.daemon.client() as client:
+        while await _unfinished(client):
+            assert time.monotonic() < deadline, f"not settled: {await _unfinished(client)}"
+            await asyncio.sleep(0.2)
+        found: dict[str, pb.Payment] = {}
+        for out_trade_no in sorted(chaos.attempted):
+            with contextlib.suppress(NotFoundError):
+                found[out_trade_no] = await client.get_payment(out_trade_no)
+    await chaos.daemon.stop()
+    return found
+
+
+async def test_sigkill_at_every_step_never_loses_or_double_charges(tmp_path: Path) -> None:
+    seed = int(os.environ.get("FACEPAY_CHAOS_SEED", "0")) or random.SystemRandom().randrange(
+        1, 2**31
+    )
+    print(f"chaos seed {seed} (FACEPAY_CHAOS_SEED={seed} replays the same choices)")
+    stack = SimStack(
+        tmp_path / "sim",
+        SimOptions(
+            device="tcp",
+            latencies=SimLatencies(init=0.0, rawdata=0.0, face_capture=0.05, update_result=0.0),
+            slow_seconds=3.0,
+            userpaying_seconds=1.0,
+        ),
+    )
+    await stack.start()
+    daemon = DaemonProcess(stack, tmp_path / "daemon", wxpay={"read_timeout": 1.5})
+    chaos = Chaos(stack, daemon, random.Random(seed))
+    assert stack.wxpay is not None
+    stack.wxpay.observers.append(chaos.on_backend)
+    try:
+        for number in range(ROUNDS):
+            await daemon.start()
+            await _round(chaos, number)
+        journal = await _settle(chaos, time.monotonic() + 60)
+    except BaseException:
+        print(daemon.log()[-6000:])
+        raise
+    finally:
+        await daemon.kill()
+        await stack.stop()
+
+    ledger = stack.wxpay.ledger
+    problems: list[str] = []
+    for out_trade_no, record in ledger.items():
+        payment = journal.get(out_trade_no)
+        state = S.Name(payment.state) if payment is not None else "MISSING"
+        where = f"{out_trade_no}: journal {state}, ledger {record}"
+        if record.charge_count > 1:
+            problems.append(f"charged twice: {where}")
+        if record.micropay_calls > 1:
+            problems.append(f"micropay sent twice: {where}")
+        if payment is None:
+            # Only a reverse of an order WeChat Pay never saw may be unknown to the journal... and
+            # even that must not happen: the journal is written first.
+            problems.append(f"in the ledger, not in the journal: {where}")
+            continue
+        if record.charged and payment.state != S.PAYMENT_STATE_SUCCEEDED:
+            problems.append(f"charged but not SUCCEEDED: {where}")
+        if payment.state == S.PAYMENT_STATE_SUCCEEDED and not record.charged:
+            problems.append(f"SUCCEEDED but not charged: {where}")
+        if payment.state == S.PAYMENT_STATE_CANCELLED and record.micropay_calls:
+            problems.append(f"CANCELLED after micropay was sent: {where}")
+    for out_trade_no, payment in journal.items():
+        if payment.state not in FINAL:
+            problems.append(f"not final: {out_trade_no} {S.Name(payment.state)}")
+        if payment.state == S.PAYMENT_STATE_SUCCEEDED and out_trade_no not in ledger:
+            problems.append(f"SUCCEEDED without an order at WeChat Pay: {out_trade_no}")
+    kills = sum(chaos.kills.values())
+    steps = sorted(label for label in chaos.kills if label not in ("random", "deadline"))
+    outcomes: dict[str, int] = {}
+    for payment in journal.values():
+        name = S.Name(payment.state).removeprefix("PAYMENT_STATE_")
+        outcomes[name] = outcomes.get(name, 0) + 1
+    print(
+        f"chaos: {kills} SIGKILLs ({chaos.kills}), {len(chaos.attempted)} orders attempted, "
+        f"{len(journal)} journaled and checked, {len(ledger)} at WeChat Pay; outcomes {outcomes}"
+    )
+    assert not problems, "\n".join(problems)
+    assert kills >= ROUNDS
+    assert len(steps) >= 8, f"too few journal steps were hit: {steps}"
+    assert len(journal) >= 50
+    assert len(ledger) >= 25
+    assert outcomes.get("SUCCEEDED", 0)
+    assert outcomes.get("REVERSED", 0)
+    assert outcomes.get("FAILED", 0)
