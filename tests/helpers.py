@@ -7,7 +7,9 @@ import time
 from collections.abc import Callable
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+async def until(
+    predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+) -> None:
     """Poll predicate on the event loop until true; fail the test after timeout seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -92,7 +92,9 @@ class AuthinfoCache:
         if cached.expires_at > self._clock.time():
             logs.register_secret(cached.authinfo)
             self._current = cached
-            log.info("authinfo_cache_loaded", expires_in=int(cached.expires_at - self._clock.time()))
+            log.info(
+                "authinfo_cache_loaded", expires_in=int(cached.expires_at - self._clock.time())
+            )
 
     def valid(self) -> bool:
         """Whether the cached authinfo can be used now."""

@@ -288,10 +288,14 @@ def _validate_payscore(payscore: PayScoreConfig) -> None:
         raise ConfigError("payscore.resolve_backoff/resolve_backoff_max: need 0 < backoff <= max")
 
 
-def override(config: Config, *, socket: Path | None = None, state_dir: Path | None = None) -> Config:
+def override(
+    config: Config, *, socket: Path | None = None, state_dir: Path | None = None
+) -> Config:
     """The config with command-line overrides applied."""
     if socket is not None:
-        config = dataclasses.replace(config, server=dataclasses.replace(config.server, socket=str(socket)))
+        config = dataclasses.replace(
+            config, server=dataclasses.replace(config.server, socket=str(socket))
+        )
     if state_dir is not None:
         config = dataclasses.replace(config, state=StateConfig(dir=str(state_dir)))
     return config

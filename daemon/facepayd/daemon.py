@@ -225,7 +225,10 @@ class Daemon:
             can_refresh=lambda: self.lifecycle.state is State.READY,
         )
         self.sessions = FaceSessions(
-            lifecycle=self.lifecycle, authinfo=self.authinfo, merchant=merchant, device=config.device
+            lifecycle=self.lifecycle,
+            authinfo=self.authinfo,
+            merchant=merchant,
+            device=config.device,
         )
         keys = outside.payscore_keys
         self.payscore_client = (
@@ -298,7 +301,9 @@ class Daemon:
             payscore=self.payscore,
         )
         self._server = RpcServer(
-            TerminalService(domain), Path(config.server.socket), reflection_on=config.server.reflection
+            TerminalService(domain),
+            Path(config.server.socket),
+            reflection_on=config.server.reflection,
         )
         resumed = await self.payments.resume_unfinished()
         log.info("payments_resumed", count=resumed)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from facepay.terminal.v1 import terminal_pb2 as pb
 from facepay_client import TerminalClient
-
 from facepayd import logs
 from facepayd.sim.daemon_process import DaemonProcess
 from facepayd.sim.stack import SimOptions, SimStack
@@ -48,9 +47,7 @@ def event_line(event: pb.PaymentEvent) -> str:
     kind = event.WhichOneof("kind") or "?"
     state = pb.PaymentState.Name(event.state).removeprefix("PAYMENT_STATE_")
     detail = getattr(event, kind)
-    fields = ", ".join(
-        f"{f.name}={v}" for f, v in detail.ListFields() if f.name != "face_code"
-    )
+    fields = ", ".join(f"{f.name}={v}" for f, v in detail.ListFields() if f.name != "face_code")
     return f"    #{event.seq:<2} {state:<10} {kind}" + (f"  ({fields})" if fields else "")
 
 
@@ -113,26 +110,39 @@ async def payscore_demo(client: TerminalClient, stack: SimStack) -> None:
 
 async def demo(workdir: Path) -> None:
     """Run every step; raise DemoFailed when one does not hold."""
-    say("facepay-terminal demo: the real daemon, the real adb server, simulated peripheral and WeChat Pay")
+    say(
+        "facepay-terminal demo: the real daemon, the real adb server,"
+        " simulated peripheral and WeChat Pay"
+    )
     stack = SimStack(workdir / "sim", SimOptions(userpaying_seconds=2.0))
     await stack.start()
     daemon = DaemonProcess(stack, workdir / "daemon")
     try:
         await daemon.start(log_level="info")
         sim, wxpay = stack.terminal, stack.wxpay
-        assert sim is not None and wxpay is not None
+        assert sim is not None
+        assert wxpay is not None
         async with daemon.client() as client:
             status = await client.get_status()
             device = status.device
             say(f"\n● daemon SERVING on {daemon.socket}")
             say(f"    device: {device.model} serial {device.serial} via {device.transport}")
-            say(f"    WxPayFace SDK {device.sdk_version}, face app {device.face_app_version or '-'}")
+            say(
+                f"    WxPayFace SDK {device.sdk_version}, face app {device.face_app_version or '-'}"
+            )
 
             say("\n● capture 1 (cold: the SDK was initialized at start, authinfo fetched once)")
             face = await capture(client, "DEMOCAP1")
             say(f"    face_code={face.face_code} openid={face.openid}")
-            inits, fetches, rawdata = sim.calls["initWxpayface"], wxpay.authinfo_fetches, sim.calls["getWxpayfaceRawdata"]
-            say(f"    simulator counts: initWxpayface={inits} getWxpayfaceRawdata={rawdata} authinfo fetches={fetches}")
+            inits, fetches, rawdata = (
+                sim.calls["initWxpayface"],
+                wxpay.authinfo_fetches,
+                sim.calls["getWxpayfaceRawdata"],
+            )
+            say(
+                f"    simulator counts: initWxpayface={inits}"
+                f" getWxpayfaceRawdata={rawdata} authinfo fetches={fetches}"
+            )
 
             say("\n● capture 2 (warm)")
             mark = len(sim.timeline)
@@ -143,8 +153,13 @@ async def demo(workdir: Path) -> None:
             say(f"    bridge calls before the camera opened: {before_camera}")
             check(sim.calls["initWxpayface"] == inits, "no init for the second capture")
             check(wxpay.authinfo_fetches == fetches, "no authinfo fetch for the second capture")
-            check(sim.calls["getWxpayfaceRawdata"] == rawdata, "no rawdata call for the second capture")
-            check(before_camera == ["getWxpayfaceCode"], "exactly one bridge call before the camera")
+            check(
+                sim.calls["getWxpayfaceRawdata"] == rawdata,
+                "no rawdata call for the second capture",
+            )
+            check(
+                before_camera == ["getWxpayfaceCode"], "exactly one bridge call before the camera"
+            )
 
             say("\n● face payment: 1 fen, paid at once")
             last = await pay(client, "DEMOPAY1", 1, "demo coffee")

@@ -689,11 +689,14 @@ class Journal:
     def _service_order_event(
         self, out_order_no: str, journal_state: str, kind: str, data: dict[str, Any], now: float
     ) -> None:
-        seq = int(
-            self._db.execute(
-                "SELECT last_seq FROM service_orders WHERE out_order_no = ?", (out_order_no,)
-            ).fetchone()[0]
-        ) + 1
+        seq = (
+            int(
+                self._db.execute(
+                    "SELECT last_seq FROM service_orders WHERE out_order_no = ?", (out_order_no,)
+                ).fetchone()[0]
+            )
+            + 1
+        )
         self._db.execute(
             "UPDATE service_orders SET last_seq = ? WHERE out_order_no = ?", (seq, out_order_no)
         )

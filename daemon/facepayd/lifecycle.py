@@ -59,7 +59,7 @@ class Counters:
 
 
 def parse_version(text: str) -> tuple[int, ...]:
-    """"2.22.1" -> (2, 22, 1); unparseable parts count as 0."""
+    """ "2.22.1" -> (2, 22, 1); unparseable parts count as 0."""
     parts: list[int] = []
     for piece in text.strip().split("."):
         digits = "".join(ch for ch in piece if ch.isdigit())
@@ -457,4 +457,3 @@ class Lifecycle:
             self._changed.notify_all()
         for listener in list(self._listeners):
             listener()
-

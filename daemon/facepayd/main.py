@@ -54,7 +54,9 @@ async def run(args: argparse.Namespace) -> int:
     else:
         cfg = config_module.load(args.config)
         cfg = config_module.override(cfg, socket=args.socket, state_dir=args.state_dir)
-    logs.configure_logging(json=args.json_logs or cfg.log.json, level=args.log_level or cfg.log.level)
+    logs.configure_logging(
+        json=args.json_logs or cfg.log.json, level=args.log_level or cfg.log.level
+    )
     daemon = Daemon(cfg, build_outside(cfg))
     try:
         await daemon.start()

@@ -97,7 +97,9 @@ class FaceSessions:
         return not self._camera.locked()
 
     @contextlib.asynccontextmanager
-    async def open(self, kind: str, *, wait: bool, out_trade_no: str = "") -> AsyncIterator[Session]:
+    async def open(
+        self, kind: str, *, wait: bool, out_trade_no: str = ""
+    ) -> AsyncIterator[Session]:
         """Hold the camera for one session; TerminalBusy unless the caller asked to wait."""
         if self._camera.locked() and not wait:
             holder = self._active.id if self._active else "starting"
@@ -175,7 +177,9 @@ class FaceSessions:
         """Quit the face UI of the named (or current) session before a code is returned."""
         session = self._active
         if session is None or (session_id and session.id != session_id):
-            raise NotFound(f"no face session {session_id}".rstrip() if session_id else "no face session")
+            raise NotFound(
+                f"no face session {session_id}".rstrip() if session_id else "no face session"
+            )
         if not self._lifecycle.supports_quit():
             raise NotSupported("quitWxpayface needs SDK 2.22 or later")
         session.cancel_reason = "POS_CANCEL"
@@ -241,7 +245,9 @@ class FaceSessions:
                 authinfo = await self._authinfo.replace(authinfo)
                 continue
             reason = session.cancel_reason or _end_reason(code, info.get("return_msg", ""))
-            raise FaceSessionEnded(method, reason, info.get("return_msg", ""), info.get("err_code", ""))
+            raise FaceSessionEnded(
+                method, reason, info.get("return_msg", ""), info.get("err_code", "")
+            )
         raise AssertionError("unreachable")
 
 

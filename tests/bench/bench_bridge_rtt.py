@@ -63,14 +63,14 @@ async def main(count: int) -> None:
     port = await terminal.serve_tcp()
     tcp_samples, tcp_open = await measure(TcpTransport("127.0.0.1", port), count)
 
-    async with FakeAdbd({"localabstract:facepay-bridge": terminal.handle_stream}) as adbd:
-        async with AdbServer(bundled_adb_path()) as server:
-            await server.connect(adbd.address)
-            transport = AdbTransport(AdbSettings(server_port=server.port, address=adbd.address))
-            try:
-                adb_samples, adb_open = await measure(transport, count)
-            finally:
-                await transport.close()
+    adbd = FakeAdbd({"localabstract:facepay-bridge": terminal.handle_stream})
+    async with adbd, AdbServer(bundled_adb_path()) as server:
+        await server.connect(adbd.address)
+        transport = AdbTransport(AdbSettings(server_port=server.port, address=adbd.address))
+        try:
+            adb_samples, adb_open = await measure(transport, count)
+        finally:
+            await transport.close()
     await terminal.stop()
 
     base = summary("plain TCP (baseline)", tcp_samples, tcp_open)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from facepayd.sim.stack import SimOptions, SimStack
 from facepayd.sim.daemon_process import DaemonProcess
+from facepayd.sim.stack import SimOptions, SimStack
 
 
 @pytest.fixture
@@ -50,7 +50,9 @@ async def make_daemon(tmp_path: Path) -> AsyncIterator[DaemonFactory]:
     """Start daemons against a stack; every one is stopped (or killed) afterwards."""
     started: list[DaemonProcess] = []
 
-    async def make(sims: SimStack, *, name: str = "d", wait_serving: bool = True, **sections: Any) -> DaemonProcess:
+    async def make(
+        sims: SimStack, *, name: str = "d", wait_serving: bool = True, **sections: Any
+    ) -> DaemonProcess:
         daemon = DaemonProcess(sims, tmp_path / name, **sections)
         started.append(daemon)
         await daemon.start(wait_serving=wait_serving)

@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 
 import pytest
+
 from facepay.terminal.v1 import terminal_pb2 as pb
 from facepay_client import DeviceError, TerminalClient
-
 from facepayd.sim.stack import SimStack
 from facepayd.sim.terminal import SimLatencies
 from tests.helpers import until
@@ -20,7 +20,8 @@ pytestmark = pytest.mark.adb
 
 
 async def test_capture_and_payment_over_adb(stack: SimStack, make_daemon: DaemonFactory) -> None:
-    assert stack.adbd is not None and stack.terminal is not None
+    assert stack.adbd is not None
+    assert stack.terminal is not None
     daemon = await make_daemon(stack)
     async with daemon.client() as client:
         status = await client.get_status()
@@ -57,7 +58,9 @@ async def test_killed_adbd_ends_the_session_with_device_lost_and_recovers(
     assert events[-1].state == pb.PAYMENT_STATE_SUCCEEDED
 
 
-async def test_frozen_adbd_is_found_by_the_heartbeat(stack: SimStack, make_daemon: DaemonFactory) -> None:
+async def test_frozen_adbd_is_found_by_the_heartbeat(
+    stack: SimStack, make_daemon: DaemonFactory
+) -> None:
     daemon = await make_daemon(stack, device={"heartbeat_interval": 0.3, "heartbeat_timeout": 0.3})
     assert stack.adbd is not None
     async with daemon.client() as client:
@@ -72,7 +75,9 @@ async def test_frozen_adbd_is_found_by_the_heartbeat(stack: SimStack, make_daemo
         await daemon.wait_serving()
 
 
-async def test_missing_face_app_is_a_clear_fault(make_stack: StackFactory, make_daemon: DaemonFactory) -> None:
+async def test_missing_face_app_is_a_clear_fault(
+    make_stack: StackFactory, make_daemon: DaemonFactory
+) -> None:
     sims = await make_stack(face_app_installed=False)
     daemon = await make_daemon(sims, wait_serving=False)
     async with daemon.client(wait_for_ready=True) as client:
@@ -87,7 +92,8 @@ async def test_missing_face_app_is_a_clear_fault(make_stack: StackFactory, make_
 
 
 async def test_no_device_is_a_clear_fault(stack: SimStack, make_daemon: DaemonFactory) -> None:
-    assert stack.adb_server is not None and stack.adbd is not None
+    assert stack.adb_server is not None
+    assert stack.adbd is not None
     await stack.adb_server.disconnect(stack.adbd.address)
     daemon = await make_daemon(stack, wait_serving=False, device={"address": ""})
     async with daemon.client(wait_for_ready=True) as client:
@@ -99,7 +105,8 @@ async def test_no_device_is_a_clear_fault(stack: SimStack, make_daemon: DaemonFa
 
 async def test_adb_server_is_stopped_and_nothing_left_listening(make_stack: StackFactory) -> None:
     sims = await make_stack()
-    assert sims.adb_server is not None and sims.adbd is not None
+    assert sims.adb_server is not None
+    assert sims.adbd is not None
     ports = [sims.adb_server.port, int(sims.adbd.address.rpartition(":")[2])]
     await sims.stop()
     for port in ports:

@@ -23,7 +23,9 @@ async def receive_until(sock: socket.socket, wanted: str, timeout: float = 30.0)
     return seen
 
 
-async def test_notify_ready_watchdog_and_stopping(stack: SimStack, make_daemon: DaemonFactory, tmp_path: Path) -> None:
+async def test_notify_ready_watchdog_and_stopping(
+    stack: SimStack, make_daemon: DaemonFactory, tmp_path: Path
+) -> None:
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"fpnotify-{os.getpid()}-{id(tmp_path)}.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(path))
@@ -47,13 +49,20 @@ async def test_notify_ready_watchdog_and_stopping(stack: SimStack, make_daemon: 
     assert ready < stopping
 
 
-async def test_socket_is_0660_and_a_second_instance_is_refused(stack: SimStack, make_daemon: DaemonFactory) -> None:
+async def test_socket_is_0660_and_a_second_instance_is_refused(
+    stack: SimStack, make_daemon: DaemonFactory
+) -> None:
     daemon = await make_daemon(stack)
     mode = stat.S_IMODE(daemon.socket.stat().st_mode)
     assert mode & 0o117 == 0, oct(mode)  # at most 0660
     second = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "facepayd", "--config", str(daemon.config_path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "facepayd",
+        "--config",
+        str(daemon.config_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     output, _ = await asyncio.wait_for(second.communicate(), 60)
@@ -66,10 +75,17 @@ async def test_socket_is_0660_and_a_second_instance_is_refused(stack: SimStack, 
 async def test_a_readable_secret_file_is_refused(stack: SimStack, tmp_path: Path) -> None:
     key = stack.directory / "api_key"
     key.chmod(0o644)
-    config = stack.write_daemon_config(tmp_path / "f.toml", socket=tmp_path / "s.sock", state_dir=tmp_path / "st")
+    config = stack.write_daemon_config(
+        tmp_path / "f.toml", socket=tmp_path / "s.sock", state_dir=tmp_path / "st"
+    )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "facepayd", "--config", str(config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "facepayd",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     output, _ = await asyncio.wait_for(process.communicate(), 60)
@@ -82,8 +98,13 @@ async def test_unknown_config_key_is_refused_naming_it(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('[device]\ntransport = "adb"\nbogus_key = 1\n')
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "facepayd", "--config", str(config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "facepayd",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     output, _ = await asyncio.wait_for(process.communicate(), 60)

@@ -21,7 +21,9 @@ from tests.helpers import until
 from tests.integration.conftest import DaemonFactory, StackFactory
 
 
-async def capture(client: TerminalClient, out_trade_no: str = "CAP1", **face: object) -> pb.FaceCaptured:
+async def capture(
+    client: TerminalClient, out_trade_no: str = "CAP1", **face: object
+) -> pb.FaceCaptured:
     """Run one capture-only session to its end and return the captured face."""
     captured = None
     async for event in client.capture_face_code(out_trade_no, 100, face=pb.FaceOptions(**face)):
@@ -31,7 +33,9 @@ async def capture(client: TerminalClient, out_trade_no: str = "CAP1", **face: ob
     return captured
 
 
-async def test_non_aggregate_inits_once_and_never_releases(stack: SimStack, make_daemon: DaemonFactory) -> None:
+async def test_non_aggregate_inits_once_and_never_releases(
+    stack: SimStack, make_daemon: DaemonFactory
+) -> None:
     daemon = await make_daemon(stack)
     async with daemon.client() as client:
         for n in range(3):
@@ -44,10 +48,13 @@ async def test_non_aggregate_inits_once_and_never_releases(stack: SimStack, make
     assert stack.terminal.calls["releaseWxpayface"] == 0
     assert stack.terminal.calls["getWxpayfaceCode"] == 3
     assert status.state == pb.LIFECYCLE_STATE_READY
-    assert status.counters.inits == 1 and status.counters.captures == 3
+    assert status.counters.inits == 1
+    assert status.counters.captures == 3
 
 
-async def test_aggregate_inits_and_releases_around_each_session(stack: SimStack, make_daemon: DaemonFactory) -> None:
+async def test_aggregate_inits_and_releases_around_each_session(
+    stack: SimStack, make_daemon: DaemonFactory
+) -> None:
     daemon = await make_daemon(stack, sdk={"mode": "aggregate"})
     async with daemon.client() as client:
         for n in range(3):
@@ -62,7 +69,8 @@ async def test_warm_capture_makes_one_bridge_call_before_the_camera_opens(
 ) -> None:
     daemon = await make_daemon(stack)
     sim, wxpay = stack.terminal, stack.wxpay
-    assert sim is not None and wxpay is not None
+    assert sim is not None
+    assert wxpay is not None
     async with daemon.client() as client:
         await capture(client, "WARM1")
         fetches = wxpay.authinfo_fetches
@@ -75,7 +83,9 @@ async def test_warm_capture_makes_one_bridge_call_before_the_camera_opens(
     assert wxpay.requests_served == requests
 
 
-async def test_init_retried_while_sdk_is_initializing(stack: SimStack, make_daemon: DaemonFactory) -> None:
+async def test_init_retried_while_sdk_is_initializing(
+    stack: SimStack, make_daemon: DaemonFactory
+) -> None:
     assert stack.terminal is not None
     stack.terminal.script_init(initializing_times=2)
     daemon = await make_daemon(stack)
@@ -84,7 +94,9 @@ async def test_init_retried_while_sdk_is_initializing(stack: SimStack, make_daem
     assert stack.terminal.calls["initWxpayface"] == 3
 
 
-async def test_not_initialized_answer_inits_then_retries_the_call(stack: SimStack, make_daemon: DaemonFactory) -> None:
+async def test_not_initialized_answer_inits_then_retries_the_call(
+    stack: SimStack, make_daemon: DaemonFactory
+) -> None:
     daemon = await make_daemon(stack)
     sim = stack.terminal
     assert sim is not None
@@ -97,10 +109,14 @@ async def test_not_initialized_answer_inits_then_retries_the_call(stack: SimStac
     assert sim.calls["getWxpayfaceCode"] == 3  # one refused with 271378620, then retried
 
 
-async def test_concurrent_captures_share_one_authinfo_fetch(stack: SimStack, make_daemon: DaemonFactory) -> None:
+async def test_concurrent_captures_share_one_authinfo_fetch(
+    stack: SimStack, make_daemon: DaemonFactory
+) -> None:
     daemon = await make_daemon(stack)
     async with daemon.client() as client:
-        faces = await asyncio.gather(*(capture(client, f"CC{n}", wait_if_busy=True) for n in range(4)))
+        faces = await asyncio.gather(
+            *(capture(client, f"CC{n}", wait_if_busy=True) for n in range(4))
+        )
     assert len({f.face_code for f in faces}) == 4
     assert stack.wxpay is not None
     assert stack.wxpay.authinfo_fetches == 1
@@ -112,10 +128,14 @@ async def test_authinfo_refreshed_ahead_of_expiry_without_a_session(
     sims = await make_stack(authinfo_expires_in=4)
     await make_daemon(sims, authinfo={"refresh_ahead": 3.0})
     assert sims.wxpay is not None
-    await until(lambda: sims.wxpay is not None and sims.wxpay.authinfo_fetches >= 2, 15, "a refresh")
+    await until(
+        lambda: sims.wxpay is not None and sims.wxpay.authinfo_fetches >= 2, 15, "a refresh"
+    )
 
 
-async def test_authinfo_cache_survives_a_restart(stack: SimStack, make_daemon: DaemonFactory) -> None:
+async def test_authinfo_cache_survives_a_restart(
+    stack: SimStack, make_daemon: DaemonFactory
+) -> None:
     daemon = await make_daemon(stack)
     async with daemon.client() as client:
         await capture(client, "R1")
@@ -128,10 +148,13 @@ async def test_authinfo_cache_survives_a_restart(stack: SimStack, make_daemon: D
     assert stack.wxpay.authinfo_fetches == 1
 
 
-async def test_rejected_authinfo_is_refreshed_and_retried_once(stack: SimStack, make_daemon: DaemonFactory) -> None:
+async def test_rejected_authinfo_is_refreshed_and_retried_once(
+    stack: SimStack, make_daemon: DaemonFactory
+) -> None:
     daemon = await make_daemon(stack)
     sim, wxpay = stack.terminal, stack.wxpay
-    assert sim is not None and wxpay is not None
+    assert sim is not None
+    assert wxpay is not None
     async with daemon.client() as client:
         await capture(client, "RJ1")
         wxpay.revoke_authinfo()
@@ -141,7 +164,9 @@ async def test_rejected_authinfo_is_refreshed_and_retried_once(stack: SimStack, 
     assert sim.calls["getWxpayfaceCode"] == 3
 
 
-async def test_second_concurrent_session_gets_terminal_busy(make_stack: StackFactory, make_daemon: DaemonFactory) -> None:
+async def test_second_concurrent_session_gets_terminal_busy(
+    make_stack: StackFactory, make_daemon: DaemonFactory
+) -> None:
     sims = await make_stack(latencies=SimLatencies(init=0.0, rawdata=0.0, face_capture=3.0))
     daemon = await make_daemon(sims)
     async with daemon.client() as client:
@@ -191,10 +216,29 @@ async def test_frozen_peripheral_fails_the_session_and_shows_the_fault(
         ({"out_trade_no": "OK1", "total_fee": 1, "body": "汉" * 43}, "body"),
         ({"out_trade_no": "OK1", "total_fee": 1, "body": "x", "attach": "a" * 128}, "attach"),
         ({"out_trade_no": "OK1", "total_fee": 1, "body": "x", "fee_type": "cny"}, "fee_type"),
-        ({"out_trade_no": "OK1", "total_fee": 1, "body": "x", "time_expire": "2026"}, "time_expire"),
+        (
+            {"out_trade_no": "OK1", "total_fee": 1, "body": "x", "time_expire": "2026"},
+            "time_expire",
+        ),
         ({"out_trade_no": "OK1", "total_fee": 1, "body": "x", "limit_pay": "credit"}, "limit_pay"),
-        ({"out_trade_no": "OK1", "total_fee": 1, "body": "x", "face": pb.FaceOptions(screen_index="9")}, "face.screen_index"),
-        ({"out_trade_no": "OK1", "total_fee": 1, "body": "x", "face": pb.FaceOptions(openid="<script>")}, "face.openid"),
+        (
+            {
+                "out_trade_no": "OK1",
+                "total_fee": 1,
+                "body": "x",
+                "face": pb.FaceOptions(screen_index="9"),
+            },
+            "face.screen_index",
+        ),
+        (
+            {
+                "out_trade_no": "OK1",
+                "total_fee": 1,
+                "body": "x",
+                "face": pb.FaceOptions(openid="<script>"),
+            },
+            "face.openid",
+        ),
     ],
 )
 async def test_invalid_fields_are_refused_naming_the_field(
@@ -202,21 +246,27 @@ async def test_invalid_fields_are_refused_naming_the_field(
 ) -> None:
     daemon = await make_daemon(stack)
     async with daemon.client() as client:
+        fields = dict(request_fields)
+        face = fields.pop("face", None)
+        stream = client.start_face_pay(
+            str(fields.pop("out_trade_no")),
+            int(fields.pop("total_fee")),
+            str(fields.pop("body")),
+            face=face,
+            **{k: str(v) for k, v in fields.items()},
+        )
         with pytest.raises(InvalidArgumentError) as bad:
-            fields = dict(request_fields)
-            face = fields.pop("face", None)
-            async for _ in client.start_face_pay(
-                str(fields.pop("out_trade_no")), int(fields.pop("total_fee")), str(fields.pop("body")),
-                face=face, **{k: str(v) for k, v in fields.items()},
-            ):
-                pass
+            _ = [event async for event in stream]
         assert field in [f for f, _ in bad.value.field_violations]
         with pytest.raises(Exception):  # noqa: B017 - nothing was journaled
             await client.get_payment("OK1")
-    assert stack.wxpay is not None and stack.wxpay.ledger == {}
+    assert stack.wxpay is not None
+    assert stack.wxpay.ledger == {}
 
 
-async def test_forged_or_unsigned_authinfo_answers_are_refused(stack: SimStack, make_daemon: DaemonFactory) -> None:
+async def test_forged_or_unsigned_authinfo_answers_are_refused(
+    stack: SimStack, make_daemon: DaemonFactory
+) -> None:
     assert stack.wxpay is not None
     stack.wxpay.script("*", Scenario.TAMPERED, times=100)
     daemon = await make_daemon(stack)
@@ -234,7 +284,9 @@ async def test_forged_or_unsigned_authinfo_answers_are_refused(stack: SimStack, 
     assert face.face_code
 
 
-async def test_api_key_and_authinfo_never_reach_the_logs(stack: SimStack, make_daemon: DaemonFactory) -> None:
+async def test_api_key_and_authinfo_never_reach_the_logs(
+    stack: SimStack, make_daemon: DaemonFactory
+) -> None:
     daemon = await make_daemon(stack)
     async with daemon.client() as client:
         face = await capture(client, "SEC1")

@@ -52,7 +52,10 @@ def create_request(no: str, **fields: object) -> pb.CreateServiceOrderRequest:
 
 
 def complete_request(
-    no: str, payments: list[int], discounts: list[int] = [], total: int | None = None  # noqa: B006
+    no: str,
+    payments: list[int],
+    discounts: tuple[int, ...] = (),
+    total: int | None = None,
 ) -> pb.CompleteServiceOrderRequest:
     expected = sum(payments) - sum(discounts)
     return pb.CompleteServiceOrderRequest(
@@ -402,8 +405,18 @@ async def test_cli_payscore_create_complete_get(
         return result
 
     created = await cli(
-        "create", "PSCLI1", "--introduction", "Umbrella", "--risk-fund", "DEPOSIT:5000",
-        "--start-time", "OnAccept", "--openid", OPENID, "--post-payment", "umbrella:0",
+        "create",
+        "PSCLI1",
+        "--introduction",
+        "Umbrella",
+        "--risk-fund",
+        "DEPOSIT:5000",
+        "--start-time",
+        "OnAccept",
+        "--openid",
+        OPENID,
+        "--post-payment",
+        "umbrella:0",
     )
     assert created["state"] == "SERVICE_ORDER_STATE_DOING"
     completed = await cli(

@@ -35,9 +35,15 @@ class Fetcher:
         return AuthinfoGrant(f"authinfo-{self.count}", self.expires_in)
 
 
-def make_cache(tmp_path: Path, fetcher: Fetcher, clock: ManualClock, refresh_ahead: float = 60) -> AuthinfoCache:
+def make_cache(
+    tmp_path: Path, fetcher: Fetcher, clock: ManualClock, refresh_ahead: float = 60
+) -> AuthinfoCache:
     return AuthinfoCache(
-        key=KEY, fetch=fetcher, clock=clock, path=tmp_path / "authinfo.json", refresh_ahead=refresh_ahead
+        key=KEY,
+        fetch=fetcher,
+        clock=clock,
+        path=tmp_path / "authinfo.json",
+        refresh_ahead=refresh_ahead,
     )
 
 
@@ -54,7 +60,9 @@ async def test_concurrent_callers_share_one_fetch(tmp_path: Path) -> None:
     assert cache.fetches == 1
 
 
-async def test_a_failed_fetch_reaches_every_waiter_and_the_next_call_retries(tmp_path: Path) -> None:
+async def test_a_failed_fetch_reaches_every_waiter_and_the_next_call_retries(
+    tmp_path: Path,
+) -> None:
     fetcher, clock = Fetcher(), ManualClock()
     fetcher.gate.clear()
     fetcher.fail = True
@@ -72,9 +80,9 @@ async def test_expired_authinfo_is_fetched_again(tmp_path: Path) -> None:
     fetcher, clock = Fetcher(expires_in=100), ManualClock()
     cache = make_cache(tmp_path, fetcher, clock)
     assert await cache.get() == "authinfo-1"
-    clock._now += 99  # noqa: SLF001 - still valid
+    clock._now += 99
     assert await cache.get() == "authinfo-1"
-    clock._now += 2  # noqa: SLF001 - now expired
+    clock._now += 2
     assert await cache.get() == "authinfo-2"
 
 
@@ -96,11 +104,14 @@ async def test_a_cache_file_for_another_key_or_expired_is_not_used(tmp_path: Pat
     await make_cache(tmp_path, fetcher, clock).get()
     other = AuthinfoCache(
         key=AuthinfoKey("dev2", "wxapp", "1900000109", "", "", "store1"),
-        fetch=Fetcher(), clock=clock, path=tmp_path / "authinfo.json", refresh_ahead=1,
+        fetch=Fetcher(),
+        clock=clock,
+        path=tmp_path / "authinfo.json",
+        refresh_ahead=1,
     )
     other.load()
     assert not other.valid()
-    clock._now += 11  # noqa: SLF001
+    clock._now += 11
     stale = make_cache(tmp_path, Fetcher(), clock)
     stale.load()
     assert not stale.valid()

@@ -19,7 +19,10 @@ def test_defaults_are_a_valid_config() -> None:
 
 def test_values_are_typed() -> None:
     loaded = config.from_mapping(
-        {"sdk": {"mode": "aggregate", "proxy": {"ip": "10.0.0.1", "proxy_type": 2}}, "payments": {"poll_interval": 1}}
+        {
+            "sdk": {"mode": "aggregate", "proxy": {"ip": "10.0.0.1", "proxy_type": 2}},
+            "payments": {"poll_interval": 1},
+        }
     )
     assert loaded.sdk.mode is SdkMode.AGGREGATE
     assert loaded.sdk.proxy.proxy_type == 2
@@ -37,7 +40,10 @@ def test_values_are_typed() -> None:
         ({"sdk": {"init_retries": 1.5}}, "sdk.init_retries: must be an integer"),
         ({"device": {"call_timeout": "10"}}, "device.call_timeout: must be a float"),
         ({"device": {"transport": "usb"}}, "device.transport: must be adb or tcp"),
-        ({"device": {"heartbeat_interval": 0}}, "device.heartbeat_interval: must be greater than 0"),
+        (
+            {"device": {"heartbeat_interval": 0}},
+            "device.heartbeat_interval: must be greater than 0",
+        ),
         ({"merchant": {"sign_type": "SHA1"}}, "merchant.sign_type"),
         ({"payments": {"give_up_after": 5.0, "reverse_after": 15.0}}, "payments.give_up_after"),
         ({"server": "x"}, "server: must be a table"),
@@ -56,6 +62,8 @@ def test_load_reports_the_file_on_bad_toml(tmp_path: Path) -> None:
 
 
 def test_overrides_from_the_command_line(tmp_path: Path) -> None:
-    loaded = config.override(config.from_mapping({}), socket=tmp_path / "s.sock", state_dir=tmp_path)
+    loaded = config.override(
+        config.from_mapping({}), socket=tmp_path / "s.sock", state_dir=tmp_path
+    )
     assert loaded.server.socket == str(tmp_path / "s.sock")
     assert loaded.state_dir == tmp_path

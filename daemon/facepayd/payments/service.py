@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from facepayd.clock import Clock
-from facepayd.errors import BackendRejected, FacepayError, InvalidArgument, NotFound, Unavailable
+from facepayd.errors import BackendRejected, InvalidArgument, NotFound, Unavailable
 from facepayd.journal import Journal, PaymentList
 from facepayd.payments.machine import (
     DAEMON_RESTARTED,

@@ -88,7 +88,9 @@ def _stream(
     """The same translation for server-streaming handlers."""
 
     @functools.wraps(handler)
-    async def wrapper(self: TerminalService, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[T]:
+    async def wrapper(
+        self: TerminalService, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[T]:
         try:
             async for item in handler(self, request, context):
                 yield item
@@ -129,7 +131,9 @@ class TerminalService(pb_grpc.TerminalServiceServicer):  # type: ignore[misc]
         )
         status = pb.TerminalStatus(
             state=_LIFECYCLE[d.lifecycle.state],
-            mode=pb.SDK_MODE_AGGREGATE if d.lifecycle.mode is SdkMode.AGGREGATE else pb.SDK_MODE_NON_AGGREGATE,
+            mode=pb.SDK_MODE_AGGREGATE
+            if d.lifecycle.mode is SdkMode.AGGREGATE
+            else pb.SDK_MODE_NON_AGGREGATE,
             device=device,
             fault=d.lifecycle.fault,
             active_session_id=d.sessions.active.id if d.sessions.active else "",
@@ -150,7 +154,9 @@ class TerminalService(pb_grpc.TerminalServiceServicer):  # type: ignore[misc]
         return status
 
     @_rpc
-    async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.GetStatusResponse:
+    async def GetStatus(
+        self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetStatusResponse:
         """Current status."""
         return pb.GetStatusResponse(status=self.status())
 
@@ -175,14 +181,18 @@ class TerminalService(pb_grpc.TerminalServiceServicer):  # type: ignore[misc]
     # ------------------------------------------------------------------ lifecycle
 
     @_rpc
-    async def Reinitialize(self, request: pb.ReinitializeRequest, context: grpc.aio.ServicerContext) -> pb.ReinitializeResponse:
+    async def Reinitialize(
+        self, request: pb.ReinitializeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReinitializeResponse:
         """Release and init the SDK again."""
         self._require_idle()
         await self._d.lifecycle.reinitialize()
         return pb.ReinitializeResponse(status=self.status())
 
     @_rpc
-    async def Release(self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext) -> pb.ReleaseResponse:
+    async def Release(
+        self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReleaseResponse:
         """Release the SDK."""
         self._require_idle()
         await self._d.lifecycle.release()
@@ -217,7 +227,12 @@ class TerminalService(pb_grpc.TerminalServiceServicer):  # type: ignore[misc]
         face_code = handle.face_code
         async for event in self._d.payments.watch(order.out_trade_no, 0):
             message = _event(event)
-            if event.kind == "face_captured" and face_code is not None and face_code.done() and not face_code.cancelled():
+            if (
+                event.kind == "face_captured"
+                and face_code is not None
+                and face_code.done()
+                and not face_code.cancelled()
+            ):
                 # Only the POS that started this capture ever sees its face code.
                 message.face_captured.face_code = face_code.result()
             yield pb.StartFacePayResponse(event=message)
@@ -232,8 +247,12 @@ class TerminalService(pb_grpc.TerminalServiceServicer):  # type: ignore[misc]
         rules.int_range("total_fee", request.total_fee, 1, self._d.config.payments.max_amount)
         options = self._face(request.face, "face", rules)
         sessions = self._d.sessions
-        async with sessions.open("capture", wait=options.wait_if_busy, out_trade_no=request.out_trade_no) as session:
-            yield pb.CaptureFaceCodeResponse(event=pb.CaptureEvent(session_started=pb.SessionStarted(session_id=session.id)))
+        async with sessions.open(
+            "capture", wait=options.wait_if_busy, out_trade_no=request.out_trade_no
+        ) as session:
+            yield pb.CaptureFaceCodeResponse(
+                event=pb.CaptureEvent(session_started=pb.SessionStarted(session_id=session.id))
+            )
             try:
                 capture = await sessions.capture(
                     session, options, out_trade_no=request.out_trade_no, total_fee=request.total_fee
@@ -251,14 +270,20 @@ class TerminalService(pb_grpc.TerminalServiceServicer):  # type: ignore[misc]
             yield pb.CaptureFaceCodeResponse(event=pb.CaptureEvent(face_captured=captured))
             # The SDK's UI stays until it confirms the result (after ReportPayResult below 2.13).
             with contextlib.suppress(TimeoutError):
-                info = await asyncio.wait_for(session.update_results.get(), self._d.config.device.face_timeout)
+                info = await asyncio.wait_for(
+                    session.update_results.get(), self._d.config.device.face_timeout
+                )
                 confirmed = pb.PayResultConfirmed(
                     return_code=info.get("return_code", ""), return_msg=info.get("return_msg", "")
                 )
-                yield pb.CaptureFaceCodeResponse(event=pb.CaptureEvent(pay_result_confirmed=confirmed))
+                yield pb.CaptureFaceCodeResponse(
+                    event=pb.CaptureEvent(pay_result_confirmed=confirmed)
+                )
 
     @_rpc
-    async def CancelSession(self, request: pb.CancelSessionRequest, context: grpc.aio.ServicerContext) -> pb.CancelSessionResponse:
+    async def CancelSession(
+        self, request: pb.CancelSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelSessionResponse:
         """Quit the face UI."""
         rules = v.Rules()
         v.session_id(rules, "session_id", request.session_id, required=False)
@@ -285,7 +310,9 @@ class TerminalService(pb_grpc.TerminalServiceServicer):  # type: ignore[misc]
         return pb.ReportPayResultResponse()
 
     @_rpc
-    async def GetUserInfo(self, request: pb.GetUserInfoRequest, context: grpc.aio.ServicerContext) -> pb.GetUserInfoResponse:
+    async def GetUserInfo(
+        self, request: pb.GetUserInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetUserInfoResponse:
         """Identify the user by face."""
         options = self._face(request.face, "face")
         async with self._d.sessions.open("userinfo", wait=options.wait_if_busy) as session:
@@ -314,22 +341,30 @@ class TerminalService(pb_grpc.TerminalServiceServicer):  # type: ignore[misc]
             yield pb.WatchPaymentResponse(event=_event(event))
 
     @_rpc
-    async def GetPayment(self, request: pb.GetPaymentRequest, context: grpc.aio.ServicerContext) -> pb.GetPaymentResponse:
+    async def GetPayment(
+        self, request: pb.GetPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPaymentResponse:
         """One payment from the journal."""
         rules = v.Rules()
         v.out_trade_no(rules, "out_trade_no", request.out_trade_no)
         rules.check()
-        return pb.GetPaymentResponse(payment=_payment(await self._d.payments.get(request.out_trade_no)))
+        return pb.GetPaymentResponse(
+            payment=_payment(await self._d.payments.get(request.out_trade_no))
+        )
 
     @_rpc
-    async def ListPayments(self, request: pb.ListPaymentsRequest, context: grpc.aio.ServicerContext) -> pb.ListPaymentsResponse:
+    async def ListPayments(
+        self, request: pb.ListPaymentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPaymentsResponse:
         """Payments from the journal, newest first, paged."""
         rules = v.Rules()
         rules.int_range("page_size", request.page_size, 0, 200)
         states = []
         for index, value in enumerate(request.states):
             if value not in _PAYMENT_STATE_BACK:
-                rules.fail(f"states[{index}]", "must be a known PaymentState other than UNSPECIFIED")
+                rules.fail(
+                    f"states[{index}]", "must be a known PaymentState other than UNSPECIFIED"
+                )
             else:
                 states.append(_PAYMENT_STATE_BACK[value])
         if len(request.page_token) > 512:
@@ -337,12 +372,18 @@ class TerminalService(pb_grpc.TerminalServiceServicer):  # type: ignore[misc]
         rules.check()
         payments, token = await self._d.payments.list(
             states=states,
-            created_after=_unix(request.created_after) if request.HasField("created_after") else None,
-            created_before=_unix(request.created_before) if request.HasField("created_before") else None,
+            created_after=_unix(request.created_after)
+            if request.HasField("created_after")
+            else None,
+            created_before=_unix(request.created_before)
+            if request.HasField("created_before")
+            else None,
             page_size=request.page_size or 50,
             page_token=request.page_token,
         )
-        return pb.ListPaymentsResponse(payments=[_payment(p) for p in payments], next_page_token=token)
+        return pb.ListPaymentsResponse(
+            payments=[_payment(p) for p in payments], next_page_token=token
+        )
 
     @_rpc
     async def ReversePayment(
@@ -352,7 +393,9 @@ class TerminalService(pb_grpc.TerminalServiceServicer):  # type: ignore[misc]
         rules = v.Rules()
         v.out_trade_no(rules, "out_trade_no", request.out_trade_no)
         rules.check()
-        return pb.ReversePaymentResponse(payment=_payment(await self._d.payments.reverse(request.out_trade_no)))
+        return pb.ReversePaymentResponse(
+            payment=_payment(await self._d.payments.reverse(request.out_trade_no))
+        )
 
     # ------------------------------------------------------------------ PayScore
 
@@ -546,10 +589,18 @@ class TerminalService(pb_grpc.TerminalServiceServicer):  # type: ignore[misc]
         rules.max_bytes("body", request.body, 128, required=True)
         rules.max_bytes("attach", request.attach, 127)
         rules.max_bytes("detail", request.detail, 6000)
-        rules.pattern("fee_type", request.fee_type, v.FEE_TYPE, "must be an ISO 4217 code like CNY", required=False)
+        rules.pattern(
+            "fee_type",
+            request.fee_type,
+            v.FEE_TYPE,
+            "must be an ISO 4217 code like CNY",
+            required=False,
+        )
         rules.max_bytes("goods_tag", request.goods_tag, 32)
         rules.choice("limit_pay", request.limit_pay, ("no_credit",))
-        rules.pattern("time_expire", request.time_expire, v.TIME14, "must be yyyyMMddHHmmss", required=False)
+        rules.pattern(
+            "time_expire", request.time_expire, v.TIME14, "must be yyyyMMddHHmmss", required=False
+        )
         rules.max_bytes("scene_info", request.scene_info, 256)
         rules.choice("receipt", request.receipt, ("Y",))
         self._face(request.face, "face", rules)
@@ -571,7 +622,9 @@ class TerminalService(pb_grpc.TerminalServiceServicer):  # type: ignore[misc]
     def _face(self, face: pb.FaceOptions, prefix: str, rules: v.Rules | None = None) -> FaceOptions:
         own = rules is None
         rules = rules or v.Rules()
-        v.face_options(rules, prefix, face.openid, face.screen_index, face.overlay_option, face.face_authtype)
+        v.face_options(
+            rules, prefix, face.openid, face.screen_index, face.overlay_option, face.face_authtype
+        )
         if own:
             rules.check()
         return FaceOptions(
@@ -606,7 +659,11 @@ def _event(event: PaymentEvent) -> pb.PaymentEvent:
     for field in kind.DESCRIPTOR.fields:
         if field.name in event.data and field.name != "face_code":
             value = event.data[field.name]
-            setattr(kind, field.name, int(value) if field.type in (field.TYPE_INT32, field.TYPE_INT64) else str(value))
+            setattr(
+                kind,
+                field.name,
+                int(value) if field.type in (field.TYPE_INT32, field.TYPE_INT64) else str(value),
+            )
     kind.SetInParent()
     return message
 
@@ -687,9 +744,7 @@ def _items(rules: v.Rules, payments: Any, discounts: Any) -> None:
             rules.int_range(f"{prefix}[{i}].count", item.count, 0, 1_000_000)
 
 
-def _time_range(
-    rules: v.Rules, prefix: str, t: pb.TimeRange, *, start_required: bool
-) -> None:
+def _time_range(rules: v.Rules, prefix: str, t: pb.TimeRange, *, start_required: bool) -> None:
     rules.pattern(
         f"{prefix}.start_time",
         t.start_time,

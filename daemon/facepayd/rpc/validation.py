@@ -24,7 +24,9 @@ class Rules:
         """Record a violation."""
         self._violations.append((field, rule))
 
-    def pattern(self, field: str, value: str, regex: re.Pattern[str], rule: str, *, required: bool) -> None:
+    def pattern(
+        self, field: str, value: str, regex: re.Pattern[str], rule: str, *, required: bool
+    ) -> None:
         """value must match regex whole; empty passes unless required."""
         if not value:
             if required:
@@ -63,17 +65,32 @@ class Rules:
 
 def out_trade_no(rules: Rules, field: str, value: str, *, required: bool = True) -> None:
     """A merchant order number: [0-9A-Za-z_-|*@]{1,32}."""
-    rules.pattern(field, value, OUT_TRADE_NO, "must match [0-9A-Za-z_-|*@]{1,32}", required=required)
+    rules.pattern(
+        field, value, OUT_TRADE_NO, "must match [0-9A-Za-z_-|*@]{1,32}", required=required
+    )
 
 
-def face_options(rules: Rules, prefix: str, openid: str, screen_index: str, overlay_option: str, face_authtype: str) -> None:
+def face_options(
+    rules: Rules,
+    prefix: str,
+    openid: str,
+    screen_index: str,
+    overlay_option: str,
+    face_authtype: str,
+) -> None:
     """The face UI options of getWxpayfaceCode."""
-    rules.pattern(f"{prefix}.openid", openid, OPENID, "must match [0-9A-Za-z_-]{1,128}", required=False)
+    rules.pattern(
+        f"{prefix}.openid", openid, OPENID, "must match [0-9A-Za-z_-]{1,128}", required=False
+    )
     rules.choice(f"{prefix}.screen_index", screen_index, ("0", "1", "2", "3", "4"))
     rules.choice(f"{prefix}.overlay_option", overlay_option, ("0", "1"))
-    rules.choice(f"{prefix}.face_authtype", face_authtype, ("FACEPAY", "FACEPAY_DELAY", "FACE_AUTH"))
+    rules.choice(
+        f"{prefix}.face_authtype", face_authtype, ("FACEPAY", "FACEPAY_DELAY", "FACE_AUTH")
+    )
 
 
 def session_id(rules: Rules, field: str, value: str, *, required: bool) -> None:
     """A session id as the daemon issues them."""
-    rules.pattern(field, value, SESSION_ID, "must be a session id like fs_0123456789abcdef", required=required)
+    rules.pattern(
+        field, value, SESSION_ID, "must be a session id like fs_0123456789abcdef", required=required
+    )

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import facepay_client
-from facepay_client import TerminalClient
-
 import facepayd
+from facepay_client import TerminalClient
 from facepayd.sim.stack import SimStack
 
 # Where the child finds our packages, installed or not.
@@ -50,7 +49,7 @@ class DaemonProcess:
         env["PYTHONPATH"] = os.pathsep.join(_IMPORT_PATHS)
         env.pop("NOTIFY_SOCKET", None)
         env.update(self.extra_env)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child for its lifetime
+        log = self.log_path.open("ab")  # a local file, handed to the child for its lifetime
         try:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,

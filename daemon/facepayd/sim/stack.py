@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,9 @@ class SimOptions:
     """How the simulated world behaves."""
 
     sdk_version: str = "2.22.0"
-    latencies: SimLatencies = SimLatencies(init=0.05, rawdata=0.01, face_capture=0.2)
+    latencies: SimLatencies = field(
+        default_factory=lambda: SimLatencies(init=0.05, rawdata=0.01, face_capture=0.2)
+    )
     authinfo_expires_in: int = 7200
     userpaying_seconds: float = 2.0
     slow_seconds: float = 30.0
@@ -56,7 +58,9 @@ class SimOptions:
 class SimStack:
     """Starts and stops the simulators; hands out a daemon config that points at them."""
 
-    def __init__(self, directory: Path, options: SimOptions | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self, directory: Path, options: SimOptions | None = None, clock: Clock | None = None
+    ) -> None:
         self.directory = directory
         self.options = options or SimOptions()
         self.clock = clock or SystemClock()
@@ -157,9 +161,12 @@ class SimStack:
         if self.wxpay is not None:
             await self.wxpay.stop()
 
-    def daemon_settings(self, *, socket: Path, state_dir: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    def daemon_settings(
+        self, *, socket: Path, state_dir: Path, **sections: dict[str, Any]
+    ) -> dict[str, Any]:
         """The daemon's config as a TOML-shaped mapping; sections override per key."""
-        assert self.wxpay is not None and self.pki is not None
+        assert self.wxpay is not None
+        assert self.pki is not None
         settings: dict[str, Any] = {
             "server": {"socket": str(socket)},
             "state": {"dir": str(state_dir)},
@@ -218,11 +225,17 @@ class SimStack:
 
     def daemon_config(self, *, socket: Path, state_dir: Path, **sections: dict[str, Any]) -> Config:
         """The daemon's Config pointing at these simulators."""
-        return config_module.from_mapping(self.daemon_settings(socket=socket, state_dir=state_dir, **sections))
+        return config_module.from_mapping(
+            self.daemon_settings(socket=socket, state_dir=state_dir, **sections)
+        )
 
-    def write_daemon_config(self, path: Path, *, socket: Path, state_dir: Path, **sections: dict[str, Any]) -> Path:
+    def write_daemon_config(
+        self, path: Path, *, socket: Path, state_dir: Path, **sections: dict[str, Any]
+    ) -> Path:
         """Write the daemon's TOML config file (for a daemon in another process)."""
-        path.write_text(to_toml(self.daemon_settings(socket=socket, state_dir=state_dir, **sections)))
+        path.write_text(
+            to_toml(self.daemon_settings(socket=socket, state_dir=state_dir, **sections))
+        )
         return path
 
 
