@@ -15,24 +15,6 @@ from grpc_status import rpc_status
 
 from facepay.terminal.v1 import terminal_pb2, terminal_pb2_grpc
 
-__all__ = [
-    "DEFAULT_SOCKET_PATH",
-    "ERROR_DOMAIN",
-    "AlreadyExistsError",
-    "BackendError",
-    "DaemonUnavailableError",
-    "DeviceError",
-    "FaceSessionEndedError",
-    "FacepayClientError",
-    "InvalidArgumentError",
-    "NotFoundError",
-    "OrderStateError",
-    "TerminalBusyError",
-    "TerminalClient",
-    "connect",
-    "error_from_rpc",
-]
-
 DEFAULT_SOCKET_PATH = "/run/facepayd/facepayd.sock"
 ERROR_DOMAIN = "facepay.terminal.v1"
 

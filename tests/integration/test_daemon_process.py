@@ -23,6 +23,22 @@ async def receive_until(sock: socket.socket, wanted: str, timeout: float = 30.0)
     return seen
 
 
+async def run_to_exit(config: Path) -> tuple[int | None, bytes]:
+    """Start facepayd with this config and collect everything it prints until it exits."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "facepayd",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, output
+
+
 async def test_notify_ready_watchdog_and_stopping(
     stack: SimStack, make_daemon: DaemonFactory, tmp_path: Path
 ) -> None:
@@ -78,18 +94,8 @@ async def test_a_readable_secret_file_is_refused(stack: SimStack, tmp_path: Path
     config = stack.write_daemon_config(
         tmp_path / "f.toml", socket=tmp_path / "s.sock", state_dir=tmp_path / "st"
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "facepayd",
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 2
+    returncode, output = await run_to_exit(config)
+    assert returncode == 2
     assert str(key).encode() in output
     assert stack.api_key.encode() not in output
 
@@ -97,16 +103,6 @@ async def test_a_readable_secret_file_is_refused(stack: SimStack, tmp_path: Path
 async def test_unknown_config_key_is_refused_naming_it(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('[device]\ntransport = "adb"\nbogus_key = 1\n')
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "facepayd",
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 2
+    returncode, output = await run_to_exit(config)
+    assert returncode == 2
     assert b"device: unknown key(s): bogus_key" in output

@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import json
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -329,9 +330,14 @@ class Recorder:
 
 
 def make_client(
-    merchant_key: rsa.RSAPrivateKey, platform_key: rsa.RSAPrivateKey, recorder: Recorder
+    merchant_key: rsa.RSAPrivateKey,
+    platform_key: rsa.RSAPrivateKey,
+    handler: Callable[[httpx.Request], httpx.Response],
+    clock: ManualClock | None = None,
+    **options: Any,
 ) -> tuple[v3.PayScoreClient, httpx.AsyncClient]:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(recorder))
+    """A client over a mock transport, with deterministic nonces and a fixed clock."""
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     nonces = iter(f"NONCE{i:027d}" for i in range(100))
     client = v3.PayScoreClient(
         MCHID,
@@ -342,8 +348,9 @@ def make_client(
         {PUB_KEY_ID: platform_key.public_key()},
         base_url="https://api.mch.weixin.qq.com/",
         http=http,
-        clock=ManualClock(NOW),
+        clock=clock or ManualClock(NOW),
         nonce=lambda: next(nonces),
+        **options,
     )
     return client, http
 
@@ -538,28 +545,6 @@ async def test_sync_and_cancel_validate_their_fields(
 # --- transport outcomes --------------------------------------------------------------------
 
 
-def client_over(
-    merchant_key: rsa.RSAPrivateKey,
-    platform_key: rsa.RSAPrivateKey,
-    handler: Callable[[httpx.Request], httpx.Response],
-    clock: ManualClock,
-) -> tuple[v3.PayScoreClient, httpx.AsyncClient]:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    client = v3.PayScoreClient(
-        MCHID,
-        "wxd678efh567hg6787",
-        "500001",
-        merchant_key,
-        MERCHANT_SERIAL,
-        {PUB_KEY_ID: platform_key.public_key()},
-        base_url="https://api.mch.weixin.qq.com",
-        http=http,
-        clock=clock,
-        max_attempts=3,
-    )
-    return client, http
-
-
 class SleepCounter(ManualClock):
     """Sleeping moves time at once; the test counts the sleeps."""
 
@@ -578,7 +563,7 @@ async def test_an_unsigned_success_is_not_trusted(
     def handler(_: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=order_answer())
 
-    client, http = client_over(merchant_key, platform_key, handler, ManualClock(NOW))
+    client, http = make_client(merchant_key, platform_key, handler, max_attempts=3)
     async with http:
         with pytest.raises(ResponseNotTrusted, match="not signed"):
             await client.get_service_order("ORDER-0001")
@@ -591,7 +576,7 @@ async def test_an_oversized_answer_is_not_trusted(
         body = b" " * (v3.MAX_RESPONSE_BYTES + 1)
         return httpx.Response(200, headers=signed_headers(platform_key, body), content=body)
 
-    client, http = client_over(merchant_key, platform_key, handler, ManualClock(NOW))
+    client, http = make_client(merchant_key, platform_key, handler, max_attempts=3)
     async with http:
         with pytest.raises(ResponseNotTrusted, match="size limit"):
             await client.get_service_order("ORDER-0001")
@@ -607,7 +592,7 @@ async def test_connect_errors_are_retried_then_unavailable(
         raise httpx.ConnectError("refused", request=request)
 
     clock = SleepCounter()
-    client, http = client_over(merchant_key, platform_key, handler, clock)
+    client, http = make_client(merchant_key, platform_key, handler, clock, max_attempts=3)
     async with http:
         with pytest.raises(BackendUnavailable, match="cannot connect"):
             await client.get_service_order("ORDER-0001")
@@ -624,7 +609,7 @@ async def test_a_read_timeout_is_not_retried_because_the_outcome_is_unknown(
         seen.append(request)
         raise httpx.ReadTimeout("slow", request=request)
 
-    client, http = client_over(merchant_key, platform_key, handler, SleepCounter())
+    client, http = make_client(merchant_key, platform_key, handler, SleepCounter(), max_attempts=3)
     async with http:
         with pytest.raises(BackendUnavailable, match="outcome unknown"):
             await client.complete_service_order("ORDER-0001", COMPLETION)
@@ -638,7 +623,7 @@ async def test_a_signed_error_with_a_bad_signature_is_not_trusted_even_if_retrya
         body = b'{"code":"SYSTEM_ERROR","message":"x"}'
         return httpx.Response(500, headers=signed_headers(merchant_key, body), content=body)
 
-    client, http = client_over(merchant_key, platform_key, handler, SleepCounter())
+    client, http = make_client(merchant_key, platform_key, handler, SleepCounter(), max_attempts=3)
     async with http:
         with pytest.raises(ResponseNotTrusted):
             await client.get_service_order("ORDER-0001")
@@ -651,7 +636,7 @@ async def test_error_messages_are_bounded_to_one_line(
         body = json.dumps({"code": "PARAM_ERROR", "message": "line\nbreak " + "x" * 1000}).encode()
         return httpx.Response(400, headers=signed_headers(platform_key, body), content=body)
 
-    client, http = client_over(merchant_key, platform_key, handler, SleepCounter())
+    client, http = make_client(merchant_key, platform_key, handler, SleepCounter(), max_attempts=3)
     async with http:
         with pytest.raises(BackendRejected) as caught:
             await client.get_service_order("ORDER-0001")

@@ -333,9 +333,7 @@ class TerminalService(pb_grpc.TerminalServiceServicer):  # type: ignore[misc]
         self, request: pb.WatchPaymentRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchPaymentResponse]:
         """Replay after after_seq, then follow to the final state."""
-        rules = v.Rules()
-        v.out_trade_no(rules, "out_trade_no", request.out_trade_no)
-        rules.check()
+        v.require_out_trade_no(request.out_trade_no)
         await self._d.payments.get(request.out_trade_no)
         async for event in self._d.payments.watch(request.out_trade_no, request.after_seq):
             yield pb.WatchPaymentResponse(event=_event(event))
@@ -345,9 +343,7 @@ class TerminalService(pb_grpc.TerminalServiceServicer):  # type: ignore[misc]
         self, request: pb.GetPaymentRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetPaymentResponse:
         """One payment from the journal."""
-        rules = v.Rules()
-        v.out_trade_no(rules, "out_trade_no", request.out_trade_no)
-        rules.check()
+        v.require_out_trade_no(request.out_trade_no)
         return pb.GetPaymentResponse(
             payment=_payment(await self._d.payments.get(request.out_trade_no))
         )
@@ -390,9 +386,7 @@ class TerminalService(pb_grpc.TerminalServiceServicer):  # type: ignore[misc]
         self, request: pb.ReversePaymentRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReversePaymentResponse:
         """Reverse a payment."""
-        rules = v.Rules()
-        v.out_trade_no(rules, "out_trade_no", request.out_trade_no)
-        rules.check()
+        v.require_out_trade_no(request.out_trade_no)
         return pb.ReversePaymentResponse(
             payment=_payment(await self._d.payments.reverse(request.out_trade_no))
         )

@@ -70,6 +70,13 @@ def out_trade_no(rules: Rules, field: str, value: str, *, required: bool = True)
     )
 
 
+def require_out_trade_no(value: str) -> None:
+    """Raise InvalidArgument unless out_trade_no is a valid merchant order number."""
+    rules = Rules()
+    out_trade_no(rules, "out_trade_no", value)
+    rules.check()
+
+
 def face_options(
     rules: Rules,
     prefix: str,

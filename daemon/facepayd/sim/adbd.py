@@ -18,6 +18,7 @@ import struct
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Self
 
 from facepayd.logs import get_logger
 
@@ -40,7 +41,29 @@ _MAX_PAYLOAD = 256 * 1024
 _EMULATOR_PORTS = range(5555, 5586)
 
 
-class FakeAdbd:
+class _Started:
+    """`async with` starts the service and stops it on the way out."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class FakeAdbd(_Started):
     """A simulated Android device reached by `adb connect 127.0.0.1:<port>`."""
 
     def __init__(
@@ -75,18 +98,6 @@ class FakeAdbd:
         self._connections: set[_Connection] = set()
         self._thawed = asyncio.Event()
         self._thawed.set()
-
-    async def __aenter__(self) -> FakeAdbd:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def port(self) -> int:
@@ -528,7 +539,7 @@ class _Result:
     output: str
 
 
-class AdbServer:
+class AdbServer(_Started):
     """A private real adb server on its own port, for tests, the demo and --simulate."""
 
     def __init__(
@@ -544,18 +555,6 @@ class AdbServer:
         self.port = port or free_port(host)
         self.command_timeout = command_timeout
         self._started = False
-
-    async def __aenter__(self) -> AdbServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def env(self) -> dict[str, str]:
