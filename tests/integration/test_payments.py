@@ -202,6 +202,8 @@ async def test_every_micropay_scenario_ends_in_the_right_state_with_its_events_i
                 paid = events[-1].succeeded
                 assert paid.transaction_id == record.transaction_id == journal[n].transaction_id
                 assert paid.total_fee == want.amount
+                # WeChat Pay charged the user whose face was captured.
+                assert paid.openid == events[1].face_captured.openid
                 if want.kinds != SCENARIOS["SUCCESS"].kinds:
                     assert record.query_calls >= 1, "a refused answer is settled by a query"
             if want.state == S.PAYMENT_STATE_REVERSED:

@@ -102,6 +102,7 @@ class SimStack:
             latencies=o.latencies,
             authinfo_valid=self.wxpay.is_authinfo_valid,
         )
+        self.wxpay.openid_of_face_code = self.terminal.face_code_openids.get
         if o.device == "adb":
             await self._start_adb()
         else:

@@ -157,6 +157,7 @@ class SimTerminal:
         self.initialized = False
         self.firewall: tuple[str, str] | None = None  # (mchId, subMchId) while enabled
         self.issued_face_codes: list[str] = []
+        self.face_code_openids: dict[str, str] = {}  # so simulated WeChat Pay pays as this user
         self.connections_served = 0
         self.pings_answered = 0
 
@@ -448,6 +449,7 @@ class SimTerminal:
             return _face_failure(outcome)
         face_code = "13" + "".join(str(self._rng.randrange(10)) for _ in range(16))
         self.issued_face_codes.append(face_code)
+        self.face_code_openids[face_code] = user.openid
         await self._callback(
             peer,
             call_id,

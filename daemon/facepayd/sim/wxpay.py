@@ -485,6 +485,8 @@ class WxPaySimulator:
         # Called with (path, request fields) once a call has acted on the ledger and before its
         # answer leaves: chaos tests kill the daemon right there.
         self.observers: list[Callable[[str, Mapping[str, str]], None]] = []
+        # Who a face_code belongs to, when a simulated terminal issued it: paid as that user.
+        self.openid_of_face_code: Callable[[str], str | None] = lambda _face_code: None
         self._server = SimHttpsServer(_server_context(pki), clock, host=host, port=port)
         for path, endpoint in (
             (AUTHINFO_PATH, self._authinfo),
@@ -655,7 +657,8 @@ class WxPaySimulator:
                 out_trade_no=out_trade_no,
                 total_fee=fee,
                 transaction_id="4200" + "".join(secrets.choice("0123456789") for _ in range(24)),
-                openid="oSim" + secrets.token_hex(12),
+                openid=self.openid_of_face_code(fields["auth_code"])
+                or "oSim" + secrets.token_hex(12),
                 attach=fields.get("attach", ""),
                 device_info=fields.get("device_info", ""),
             )
