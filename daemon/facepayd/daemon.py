@@ -330,6 +330,8 @@ class Daemon:
         grace = self.config.server.stop_grace
         if self._server is not None:
             await self._server.set_serving(False)
+            # A face UI left open would hold the stop for the whole grace period.
+            await self.sessions.quit_for_shutdown()
             await self._server.stop(grace)
         if self.flows is not None:
             await self.flows.close()

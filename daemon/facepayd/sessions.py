@@ -12,7 +12,14 @@ import structlog
 
 from facepayd.authinfo import AuthinfoCache
 from facepayd.config import DeviceConfig, MerchantConfig
-from facepayd.errors import FaceSessionEnded, NotFound, NotSupported, SdkError, TerminalBusy
+from facepayd.errors import (
+    FacepayError,
+    FaceSessionEnded,
+    NotFound,
+    NotSupported,
+    SdkError,
+    TerminalBusy,
+)
 from facepayd.lifecycle import Lifecycle
 
 log = structlog.get_logger(__name__)
@@ -55,6 +62,7 @@ class Session:
     kind: str
     out_trade_no: str = ""
     cancel_reason: str = ""
+    face_ui_open: bool = False
     update_results: asyncio.Queue[dict[str, str]] = field(default_factory=asyncio.Queue)
 
     def on_update_result(self, info: dict[str, str]) -> None:
@@ -182,12 +190,25 @@ class FaceSessions:
             )
         if not self._lifecycle.supports_quit():
             raise NotSupported("quitWxpayface needs SDK 2.22 or later")
-        session.cancel_reason = "POS_CANCEL"
+        await self._quit(session, "POS_CANCEL", toast_text)
+        return session.id
+
+    async def quit_for_shutdown(self) -> None:
+        """Close a face UI still waiting for a face, so that stopping waits on nobody."""
+        session = self._active
+        if session is None or not session.face_ui_open or not self._lifecycle.supports_quit():
+            return
+        try:
+            await self._quit(session, "SHUTDOWN", "")
+        except FacepayError as exc:
+            log.warning("quit_on_shutdown_failed", reason=exc.reason)
+
+    async def _quit(self, session: Session, reason: str, toast_text: str) -> None:
+        session.cancel_reason = reason
         params = {"toast_text": toast_text} if toast_text else {}
         info = await self._lifecycle.call("quitWxpayface", params)
         if info.get("return_code") != "SUCCESS":
             raise SdkError("quitWxpayface", info.get("return_code", ""), info.get("return_msg", ""))
-        return session.id
 
     async def report_pay_result(self, session: Session, success: bool) -> bool:
         """Tell an SDK below 2.13 the payment result; False when the SDK does not need it."""
@@ -230,12 +251,16 @@ class FaceSessions:
     ) -> dict[str, str]:
         authinfo = await self._authinfo.get()
         for attempt in (1, 2):
-            info = await self._lifecycle.call(
-                method,
-                {**params, "authinfo": authinfo},
-                timeout=self._device.face_timeout,
-                on_update_result=session.on_update_result,
-            )
+            session.face_ui_open = True
+            try:
+                info = await self._lifecycle.call(
+                    method,
+                    {**params, "authinfo": authinfo},
+                    timeout=self._device.face_timeout,
+                    on_update_result=session.on_update_result,
+                )
+            finally:
+                session.face_ui_open = False
             code = info.get("return_code", "")
             if code in ends_ok:
                 return info

@@ -452,6 +452,34 @@ async def test_cancel_during_capture_ends_cancelled_and_sends_nothing(
     assert sim.calls["quitWxpayface"] == 1
 
 
+async def test_a_stop_during_capture_closes_the_face_ui_and_ends_the_payment_cancelled(
+    make_stack: StackFactory, make_daemon: DaemonFactory
+) -> None:
+    sims = await make_stack(latencies=SimLatencies(init=0.0, rawdata=0.0, face_capture=60.0))
+    # A grace period longer than the test: the stream ends because the UI was closed.
+    daemon = await make_daemon(sims, server={"stop_grace": 120.0})
+    sim = sims.terminal
+    assert sim is not None
+    assert sims.wxpay is not None
+    async with daemon.client() as client:
+        stream = client.start_face_pay("SD1", 1, "goods")
+        started = await anext(stream)
+        await until(lambda: sim.face_ui_open, 10, "the face UI")
+        stopping = asyncio.ensure_future(daemon.stop())
+        rest = [e async for e in stream]
+        assert await stopping == 0
+    events = [started, *rest]
+    check_sequence(events, "SD1")
+    assert kinds(events) == ["session_started", "cancelled"]
+    assert events[-1].cancelled.reason == "SHUTDOWN"
+    assert sim.calls["quitWxpayface"] == 1
+    assert not sim.face_ui_open
+    assert sims.wxpay.ledger == {}
+    await daemon.start()
+    async with daemon.client() as client:
+        assert (await client.get_payment("SD1")).state == S.PAYMENT_STATE_CANCELLED
+
+
 async def test_capture_only_on_an_old_sdk_reports_the_result_and_streams_the_confirmation(
     make_stack: StackFactory, make_daemon: DaemonFactory
 ) -> None:
