@@ -28,6 +28,11 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_ALREADY_EXISTS: _ClassVar[ErrorReason]
     ERROR_REASON_UNAVAILABLE: _ClassVar[ErrorReason]
     ERROR_REASON_ORDER_STATE: _ClassVar[ErrorReason]
+    ERROR_REASON_INTERNAL: _ClassVar[ErrorReason]
+    ERROR_REASON_CONFIG_INVALID: _ClassVar[ErrorReason]
+    ERROR_REASON_DEVICE_ERROR: _ClassVar[ErrorReason]
+    ERROR_REASON_DEVICE_APP_MISSING: _ClassVar[ErrorReason]
+    ERROR_REASON_BACKEND_ERROR: _ClassVar[ErrorReason]
 
 class LifecycleState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -97,6 +102,11 @@ ERROR_REASON_NOT_FOUND: ErrorReason
 ERROR_REASON_ALREADY_EXISTS: ErrorReason
 ERROR_REASON_UNAVAILABLE: ErrorReason
 ERROR_REASON_ORDER_STATE: ErrorReason
+ERROR_REASON_INTERNAL: ErrorReason
+ERROR_REASON_CONFIG_INVALID: ErrorReason
+ERROR_REASON_DEVICE_ERROR: ErrorReason
+ERROR_REASON_DEVICE_APP_MISSING: ErrorReason
+ERROR_REASON_BACKEND_ERROR: ErrorReason
 LIFECYCLE_STATE_UNSPECIFIED: LifecycleState
 LIFECYCLE_STATE_DISCONNECTED: LifecycleState
 LIFECYCLE_STATE_UNINITIALIZED: LifecycleState
