@@ -288,6 +288,13 @@ async def test_scripted_invalid_order_state_is_not_retried(world: World) -> None
 async def test_unknown_order_is_not_found(world: World) -> None:
     with pytest.raises(NotFound):
         await world.client.get_service_order("NO-SUCH-ORDER")
+    # Actions on an unknown order and an unknown face_sid get WeChat's signed answer too.
+    with pytest.raises(NotFound):
+        await world.client.cancel_service_order("NO-SUCH-ORDER", "用户投诉")
+    with pytest.raises(NotFound):
+        await world.client.get_user_unionid("NO-SUCH-FACE-SID")
+    assert world.sim.calls["cancel"] == 1
+    assert world.sim.calls["unionid"] == 1
 
 
 async def test_other_rejections_keep_their_code(world: World) -> None:

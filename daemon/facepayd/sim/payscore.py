@@ -11,10 +11,9 @@ complete → DOING/MCH_COMPLETE, then DONE when the charge succeeds (at once unl
 auto_charge is off); sync Order_Paid settles a MCH_COMPLETE order as DONE; cancel →
 REVOKED; a CREATED order untouched for 30 days is EXPIRED.
 
-Wiring: `install(wxpay_simulator)` serves these routes on the HTTPS simulator. Its router
-matches exact paths, so an order's complete/sync/cancel paths (and a face_sid's path) are
-registered when the order is created (the face_sid registered); an action on an unknown
-order therefore gets the server's unsigned 404 rather than a signed ORDER_NOT_EXIST.
+Wiring: `install(wxpay_simulator)` serves every path under the v3 prefixes on the HTTPS
+simulator, so an unknown order or face_sid gets a signed answer (ORDER_NOT_EXIST,
+NOT_FOUND) as from WeChat Pay, not a bare 404.
 """
 
 from __future__ import annotations
@@ -173,7 +172,6 @@ class PayScoreSimulator:
         self.calls: collections.Counter[str] = collections.Counter()
         self.answers: list[tuple[str, int, str]] = []  # (endpoint, status, code)
         self.received: list[Received] = []
-        self._servers: list[https.WxPaySimulator | https.SimHttpsServer] = []
 
     # --- scenarios ---------------------------------------------------------------------
 
@@ -184,8 +182,6 @@ class PayScoreSimulator:
     def register_face_sid(self, face_sid: str, unionid: str) -> None:
         """Make a face_sid resolvable to a UnionID."""
         self.face_sids[face_sid] = unionid
-        for server in self._servers:
-            server.add_route("GET", f"/v3/facemch/users/{face_sid}", self._serve)
 
     def fail_next(
         self,
@@ -266,14 +262,9 @@ class PayScoreSimulator:
         return self._signed(status, answer, fault)
 
     def install(self, server: https.WxPaySimulator | https.SimHttpsServer) -> None:
-        """Serve these endpoints on the HTTPS simulator (its router matches exact paths only)."""
-        self._servers.append(server)
-        server.add_route("POST", SERVICE_ORDER_PATH, self._serve)
-        server.add_route("GET", SERVICE_ORDER_PATH, self._serve)
-        for out_order_no in self.orders:
-            self._add_order_routes(server, out_order_no)
-        for face_sid in self.face_sids:
-            server.add_route("GET", f"/v3/facemch/users/{face_sid}", self._serve)
+        """Serve these endpoints, and a signed error for any other v3 path, on the simulator."""
+        for method in ("GET", "POST"):
+            server.add_prefix_route(method, "/v3/", self._serve)
 
     async def _serve(self, request: https.SimRequest) -> https.SimResponse:
         # The signature covers the query exactly as sent; the server split it at the first "?".
@@ -299,15 +290,6 @@ class PayScoreSimulator:
             if route_method == method and match:
                 return name, match.groupdict().get("no", ""), handlers[name]
         return None
-
-    def _add_order_routes(
-        self, server: https.WxPaySimulator | https.SimHttpsServer, out_order_no: str
-    ) -> None:
-        # Exact-path router: an order's action paths exist once the order does, so an
-        # action on an unknown order gets the server's unsigned 404, not ORDER_NOT_EXIST.
-        for action in ("complete", "sync", "cancel"):
-            path = f"{SERVICE_ORDER_PATH}/{out_order_no}/{action}"
-            server.add_route("POST", path, self._serve)
 
     def _dispatch(
         self,
@@ -419,8 +401,6 @@ class PayScoreSimulator:
         if not confirm:
             order.state, order.state_description = "DOING", m.USER_CONFIRM
         self.orders[no] = order
-        for server in self._servers:
-            self._add_order_routes(server, no)
         return self._render(order)
 
     def _query(self, _: str, q: dict[str, str], __: dict[str, Any]) -> dict[str, Any]:

@@ -215,6 +215,7 @@ class SimHttpsServer:
         self._port = port
         self._max_request_bytes = max_request_bytes
         self._routes: dict[tuple[str, str], Handler] = {}
+        self._prefix_routes: dict[tuple[str, str], Handler] = {}
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections_accepted = 0  # completed TLS handshakes
@@ -223,6 +224,10 @@ class SimHttpsServer:
     def add_route(self, method: str, path: str, handler: Handler) -> None:
         """Serve method+path (exact path, query ignored) with handler."""
         self._routes[(method.upper(), path)] = handler
+
+    def add_prefix_route(self, method: str, prefix: str, handler: Handler) -> None:
+        """Serve method and every path under prefix with handler (exact routes win)."""
+        self._prefix_routes[(method.upper(), prefix)] = handler
 
     @property
     def port(self) -> int:
@@ -327,7 +332,7 @@ class SimHttpsServer:
                 return None
 
     async def _dispatch(self, request: SimRequest) -> SimResponse:
-        handler = self._routes.get((request.method, request.path))
+        handler = self._routes.get((request.method, request.path)) or self._prefix_handler(request)
         if handler is None:
             known = any(path == request.path for _, path in self._routes)
             return SimResponse(405 if known else 404, body=b"no such route")
@@ -336,6 +341,14 @@ class SimHttpsServer:
         except Exception:  # noqa: BLE001 - a broken handler answers 500, the server goes on
             _log.exception("simulator handler failed", path=request.path)
             return SimResponse(500, body=b"simulator handler failed")
+
+    def _prefix_handler(self, request: SimRequest) -> Handler | None:
+        matches = [
+            (len(prefix), handler)
+            for (method, prefix), handler in self._prefix_routes.items()
+            if method == request.method and request.path.startswith(prefix)
+        ]
+        return max(matches, key=lambda match: match[0])[1] if matches else None
 
 
 class _TooLarge(Exception):
@@ -534,6 +547,10 @@ class WxPaySimulator:
     def add_route(self, method: str, path: str, handler: Handler) -> None:
         """Register another endpoint (e.g. v3 JSON) on the same HTTPS server."""
         self._server.add_route(method, path, handler)
+
+    def add_prefix_route(self, method: str, prefix: str, handler: Handler) -> None:
+        """Register endpoints under a path prefix on the same HTTPS server."""
+        self._server.add_prefix_route(method, prefix, handler)
 
     # --- scenarios
 
