@@ -160,11 +160,14 @@ async def _settle(chaos: Chaos, deadline: float) -> dict[str, pb.Payment]:
     return found
 
 
-async def test_sigkill_at_every_step_never_loses_or_double_charges(tmp_path: Path) -> None:
+async def test_sigkill_at_every_step_never_loses_or_double_charges(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     seed = int(os.environ.get("FACEPAY_CHAOS_SEED", "0")) or random.SystemRandom().randrange(
         1, 2**31
     )
-    print(f"chaos seed {seed} (FACEPAY_CHAOS_SEED={seed} replays the same choices)")
+    with capsys.disabled():  # shown in `make test`'s output, passed or failed
+        print(f"\nchaos seed {seed} (FACEPAY_CHAOS_SEED={seed} replays the same choices)")
     stack = SimStack(
         tmp_path / "sim",
         SimOptions(
@@ -223,10 +226,12 @@ async def test_sigkill_at_every_step_never_loses_or_double_charges(tmp_path: Pat
     for payment in journal.values():
         name = S.Name(payment.state).removeprefix("PAYMENT_STATE_")
         outcomes[name] = outcomes.get(name, 0) + 1
-    print(
-        f"chaos: {kills} SIGKILLs ({chaos.kills}), {len(chaos.attempted)} orders attempted, "
-        f"{len(journal)} journaled and checked, {len(ledger)} at WeChat Pay; outcomes {outcomes}"
-    )
+    with capsys.disabled():
+        print(
+            f"\nchaos: {kills} SIGKILLs ({chaos.kills}), {len(chaos.attempted)} orders attempted,"
+            f" {len(journal)} journaled and checked, {len(ledger)} at WeChat Pay;"
+            f" outcomes {outcomes}"
+        )
     assert not problems, "\n".join(problems)
     assert kills >= ROUNDS
     assert len(steps) >= 8, f"too few journal steps were hit: {steps}"
