@@ -16,3 +16,9 @@ async def until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+async def settle() -> None:
+    """Let ready tasks run to their next await."""
+    for _ in range(20):
+        await asyncio.sleep(0)

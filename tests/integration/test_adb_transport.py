@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import pytest
 from adbutils import AdbClient
@@ -19,6 +19,7 @@ from facepayd.device.adb import (
 )
 from facepayd.errors import ConfigError, DeviceLost
 from facepayd.sim.adbd import AdbServer, FakeAdbd, free_port
+from tests.helpers import until
 
 pytestmark = pytest.mark.adb
 
@@ -34,13 +35,6 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
     while data := await reader.read(65536):
         writer.write(data)
         await writer.drain()
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until predicate() holds, failing after timeout."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 def listening(port: int) -> bool:

@@ -26,6 +26,7 @@ from facepayd.errors import (
 )
 from facepayd.logs import configure_logging
 from facepayd.sim.terminal import FaceOutcome, SimLatencies, SimTerminal, SimUser
+from tests.helpers import settle, until
 
 _DEADLINE = 10.0  # generous real-time bound for anything that should happen "soon"
 _CALL_TIMEOUT = 10.0
@@ -49,21 +50,6 @@ PAYSCORE_PARAMS = {
     "payscore_out_request_no": "REQ0001",
     "payscore_service_id": "500001",
 }
-
-
-async def until(predicate: Callable[[], bool], timeout: float = _DEADLINE) -> None:
-    """Wait until ``predicate()`` holds; fail the test after ``timeout`` real seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            pytest.fail("condition not reached in time")
-        await asyncio.sleep(0.002)
-
-
-async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
 
 
 @dataclass

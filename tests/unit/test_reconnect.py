@@ -6,7 +6,7 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import structlog
@@ -15,24 +15,9 @@ from facepayd.clock import ManualClock
 from facepayd.device.reconnect import Reconnector
 from facepayd.errors import DeviceLost
 from facepayd.logs import configure_logging
+from tests.helpers import settle, until
 
 _DEADLINE = 5.0
-
-
-async def until(predicate: Callable[[], bool], timeout: float = _DEADLINE) -> None:
-    """Wait until ``predicate()`` holds; fail the test after ``timeout`` real seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            pytest.fail("condition not reached in time")
-        await asyncio.sleep(0.001)
-
-
-async def settle() -> None:
-    """Let ready tasks run to their next await."""
-    for _ in range(20):
-        await asyncio.sleep(0)
 
 
 class FlakyPeer:
