@@ -17,8 +17,6 @@ from facepayd.errors import DeviceLost
 from facepayd.logs import configure_logging
 from tests.helpers import settle, until
 
-_DEADLINE = 5.0
-
 
 class FlakyPeer:
     """A connect function that fails ``failures`` times, recording when each attempt ran."""
