@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from facepayd.clock import ManualClock
 from facepayd.errors import (
@@ -424,19 +426,29 @@ async def test_client_certificate_from_pem_files_works(
 
 
 def test_client_key_reaches_tls_only_encrypted(pki: TestPki, tmp_path: Path) -> None:
-    seen: list[bytes] = []
+    seen: list[tuple[bytes, Any]] = []
 
     class SpyContext(ssl.SSLContext):
         def load_cert_chain(self, certfile: Any, keyfile: Any = None, password: Any = None) -> None:
-            seen.append(Path(certfile).read_bytes())
+            seen.append((Path(certfile).read_bytes(), password))
             assert password
             super().load_cert_chain(certfile, keyfile, password)
 
     cert = ClientCert.load_pkcs12_file(pki.client_p12, pki.client_p12_password)
     cert.apply_to(SpyContext(ssl.PROTOCOL_TLS_CLIENT))
     assert len(seen) == 1
-    assert b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in seen[0]
-    assert b"-----BEGIN PRIVATE KEY-----" not in seen[0]
+    written, password = seen[0]
+    # What touched the disk is a key that opens only with the one-time password.
+    with pytest.raises(TypeError, match="encrypted"):
+        serialization.load_pem_private_key(written, password=None)
+    password = password() if callable(password) else password
+    secret = password.encode() if isinstance(password, str) else password
+    key = serialization.load_pem_private_key(written, password=secret)
+    original, _, _ = pkcs12.load_key_and_certificates(
+        pki.client_p12.read_bytes(), pki.client_p12_password
+    )
+    assert original is not None
+    assert key.public_key() == original.public_key()
     assert "PrivateKey" not in repr(cert)
 
 
