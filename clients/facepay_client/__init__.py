@@ -14,6 +14,7 @@ from facepay_client.client import (
     OrderStateError,
     TerminalBusyError,
     TerminalClient,
+    WrongStateError,
     connect,
     error_from_rpc,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "OrderStateError",
     "TerminalBusyError",
     "TerminalClient",
+    "WrongStateError",
     "connect",
     "error_from_rpc",
 ]

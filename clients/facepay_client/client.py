@@ -112,6 +112,10 @@ class OrderStateError(FacepayClientError):
     """A PayScore order is not in a state that allows this."""
 
 
+class WrongStateError(FacepayClientError):
+    """The payment, session or SDK is not in a state that allows this call."""
+
+
 _ERROR_BY_REASON: dict[str, type[FacepayClientError]] = {
     "INVALID_FIELD": InvalidArgumentError,
     "TERMINAL_BUSY": TerminalBusyError,
@@ -131,6 +135,9 @@ _ERROR_BY_REASON: dict[str, type[FacepayClientError]] = {
     "ALREADY_EXISTS": AlreadyExistsError,
     "UNAVAILABLE": DaemonUnavailableError,
     "ORDER_STATE": OrderStateError,
+    "WRONG_STATE": WrongStateError,
+    # Nothing was done; the same request can be sent again once the disk can be written.
+    "JOURNAL_UNAVAILABLE": DaemonUnavailableError,
 }
 
 # Used when the status carries no ErrorInfo (transport failures, an unexpected daemon error).

@@ -6,7 +6,10 @@ import asyncio
 import heapq
 import itertools
 import time
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -17,6 +20,41 @@ class Clock(Protocol):
     def monotonic(self) -> float: ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+
+async def race(clock: Clock, awaited: asyncio.Future[T], seconds: float) -> bool:
+    """Wait for awaited at most seconds on clock; True if it finished (it is never cancelled)."""
+    if awaited.done():
+        return True
+    deadline = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait((awaited, deadline), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        deadline.cancel()
+    return awaited.done()
+
+
+async def wait_event(clock: Clock, event: asyncio.Event, seconds: float) -> bool:
+    """Wait until event is set, at most seconds on clock; True if it was set."""
+    if event.is_set():
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        return await race(clock, waiter, seconds)
+    finally:
+        waiter.cancel()
+
+
+async def wait_for(clock: Clock, awaitable: Awaitable[T], seconds: float) -> T:
+    """asyncio.wait_for on the injected clock: the result, or TimeoutError (awaitable cancelled)."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        if not await race(clock, task, seconds):
+            raise TimeoutError(f"not done within {seconds:g}s")
+        return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 class SystemClock:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import fcntl
 import os
 from dataclasses import dataclass, field
@@ -15,24 +13,25 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
-from facepayd import logs, secrets
-from facepayd.authinfo import AuthinfoCache, AuthinfoKey
 from facepayd.clock import Clock, SystemClock
-from facepayd.config import Config
 from facepayd.device.adb import AdbSettings, AdbTransport
 from facepayd.device.tcp import TcpTransport
 from facepayd.device.transport import Transport
 from facepayd.errors import ConfigError, SdkError
-from facepayd.face_pay import FacePayFlows
+from facepayd.face.authinfo import AuthinfoCache, AuthinfoKey
+from facepayd.face.flows import FacePayFlows
+from facepayd.face.lifecycle import Lifecycle, State
+from facepayd.face.sessions import FaceSessions
 from facepayd.journal import Journal
-from facepayd.lifecycle import Lifecycle, State
+from facepayd.ops import logs, secrets
+from facepayd.ops.config import Config
+from facepayd.ops.systemd import Notifier, watchdog_loop
 from facepayd.payments.machine import PaymentTimings
 from facepayd.payments.service import PaymentService
-from facepayd.payscore import PayScoreService
+from facepayd.payscore.service import PayScoreService
 from facepayd.rpc.server import RpcServer
 from facepayd.rpc.service import Domain, TerminalService
-from facepayd.sessions import FaceSessions
-from facepayd.systemd import Notifier, watchdog_loop
+from facepayd.tasks import TaskOwner
 from facepayd.wxpay.http import ClientCert, WxPayHttpClients, build_http_clients
 from facepayd.wxpay.models import AuthinfoGrant, Merchant
 from facepayd.wxpay.v2 import WxPayV2Client
@@ -255,7 +254,7 @@ class Daemon:
         self.flows: FacePayFlows | None = None
         self._server: RpcServer | None = None
         self._recovered = False
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = TaskOwner("daemon")
 
     async def start(self) -> None:
         """Lock, open the journal, resume payments, serve, connect; READY after recovery."""
@@ -265,7 +264,7 @@ class Daemon:
         self._journal = await Journal.open(config.state_dir / "journal.sqlite3", clock=clock)
         p = config.payments
         self.payments = PaymentService(
-            self._journal,
+            self._journal.payments,
             self.wxpay,
             clock,
             PaymentTimings(
@@ -282,7 +281,7 @@ class Daemon:
             sessions=self.sessions, payments=self.payments, lifecycle=self.lifecycle
         )
         self.payscore = PayScoreService(
-            journal=self._journal,
+            journal=self._journal.service_orders,
             sessions=self.sessions,
             client=self.payscore_client,
             clock=clock,
@@ -315,10 +314,8 @@ class Daemon:
         self.lifecycle.add_listener(self._on_lifecycle_change)
         await self.lifecycle.start()
         self.authinfo.start()
-        self._tasks.append(
-            asyncio.get_running_loop().create_task(
-                watchdog_loop(self._notifier, clock, lambda: self._recovered)
-            )
+        self._tasks.spawn(
+            watchdog_loop(self._notifier, clock, lambda: self._recovered), name="watchdog"
         )
         self._notifier.ready(status="serving")
         log.info("daemon_ready", socket=config.server.socket)
@@ -343,10 +340,7 @@ class Daemon:
         await self.lifecycle.stop()
         await self._outside.transport.close()
         await self._outside.http.aclose()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.close()
         if self._journal is not None:
             await self._journal.close()
         self._lock.release()
@@ -358,8 +352,7 @@ class Daemon:
         serving = (self._recovered and self.lifecycle.usable()) or (
             self.lifecycle.state is State.IN_SESSION
         )
-        task = asyncio.get_running_loop().create_task(self._server.set_serving(serving))
-        task.add_done_callback(lambda _t: None)
+        self._tasks.spawn(self._server.set_serving(serving), name="health")
         if self.lifecycle.state is State.READY:
             self.authinfo.poke()
 

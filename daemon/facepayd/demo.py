@@ -9,7 +9,7 @@ from pathlib import Path
 
 from facepay.terminal.v1 import terminal_pb2 as pb
 from facepay_client import TerminalClient
-from facepayd import logs
+from facepayd.ops import logs
 from facepayd.sim.daemon_process import DaemonProcess
 from facepayd.sim.stack import SimOptions, SimStack
 from facepayd.sim.terminal import FaceOutcome, SimUser

@@ -6,18 +6,24 @@ FacepayError
 ├── TerminalBusy                 the camera is held by another face session (session_id)
 ├── NotFound                     no such payment, session or order
 ├── AlreadyExists                same key, different parameters
+├── WrongState                   the payment, session or SDK is not in a state for the call
 ├── NotSupported                 the peripheral's SDK version lacks the call
 ├── DeviceError                  the peripheral side
 │   ├── DeviceLost               the bridge stream closed or could not be opened
 │   ├── DeviceTimeout            a call or callback missed its deadline (frozen peripheral)
 │   └── SdkError                 the SDK answered return_code != SUCCESS (return_code, err_code)
+│       ├── SdkNotInitialized    err_code 271378620: init, then call again
+│       ├── SdkInitializing      err_code 271378621: wait ~500 ms, then init again
+│       ├── AuthinfoRejected     the SDK refused the authinfo: refresh it and call again
 │       └── FaceSessionEnded     the user cancelled, chose to scan, timed out, or the camera failed
 ├── SdkNotReady                  the lifecycle is not in a state that allows the call
 ├── Unavailable                  the daemon is starting or stopping
+│   └── JournalError             the journal cannot be read or written (disk full, I/O error)
 └── BackendError                 WeChat Pay's side
     ├── BackendUnavailable       no answer we can use; the outcome of a sent request is unknown
     ├── ResponseNotTrusted       an answer that is not XML/JSON, unsigned, forged or oversized
     └── BackendRejected          a signed, definite error answer (code, message)
+        └── OrderStateError      the order's state refuses the call (ORDER_DONE, ...)
 """
 
 from __future__ import annotations
@@ -73,6 +79,12 @@ class AlreadyExists(FacepayError):
     reason = "ALREADY_EXISTS"
 
 
+class WrongState(FacepayError):
+    """The payment, session or SDK is not in a state that allows the call."""
+
+    reason = "WRONG_STATE"
+
+
 class NotSupported(FacepayError):
     """The peripheral's SDK version does not offer this call."""
 
@@ -111,6 +123,18 @@ class SdkError(DeviceError):
         self.err_code = err_code
 
 
+class SdkNotInitialized(SdkError):
+    """The SDK is not initialized (err_code 271378620)."""
+
+
+class SdkInitializing(SdkError):
+    """The SDK is still initializing (err_code 271378621)."""
+
+
+class AuthinfoRejected(SdkError):
+    """The SDK refused the authinfo as invalid or expired."""
+
+
 class FaceSessionEnded(SdkError):
     """The face UI ended without a face code (cancel, scan instead, timeout, camera error)."""
 
@@ -127,6 +151,12 @@ class Unavailable(FacepayError):
     """The daemon is starting or stopping."""
 
     reason = "UNAVAILABLE"
+
+
+class JournalError(Unavailable):
+    """The journal cannot be read or written: nothing that depends on it is done."""
+
+    reason = "JOURNAL_UNAVAILABLE"
 
 
 class BackendError(FacepayError):
@@ -156,3 +186,9 @@ class BackendRejected(BackendError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class OrderStateError(BackendRejected):
+    """The order is not in a state that allows the call (INVALID_ORDER_STATE, ORDER_DONE, ...)."""
+
+    reason = "ORDER_STATE"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import structlog
 
-from facepayd import config as config_module
-from facepayd import logs
 from facepayd.daemon import Daemon, build_outside
 from facepayd.errors import FacepayError
+from facepayd.ops import config as config_module
+from facepayd.ops import logs
 
 log = structlog.get_logger(__name__)
 

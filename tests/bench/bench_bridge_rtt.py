@@ -14,12 +14,12 @@ import asyncio
 import statistics
 import time
 
-from facepayd import logs
 from facepayd.clock import SystemClock
 from facepayd.device.adb import AdbSettings, AdbTransport, bundled_adb_path
 from facepayd.device.bridge import BridgeClient
 from facepayd.device.tcp import TcpTransport
 from facepayd.device.transport import Transport
+from facepayd.ops import logs
 from facepayd.sim.adbd import AdbServer, FakeAdbd
 from facepayd.sim.terminal import SimLatencies, SimTerminal
 

@@ -24,7 +24,7 @@ from facepayd.errors import (
     DeviceLost,
     DeviceTimeout,
 )
-from facepayd.logs import configure_logging
+from facepayd.ops.logs import configure_logging
 from facepayd.sim.terminal import FaceOutcome, SimLatencies, SimTerminal, SimUser
 from tests.helpers import settle, until
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from facepayd.authinfo import AuthinfoCache, AuthinfoKey
 from facepayd.clock import ManualClock
 from facepayd.errors import BackendUnavailable
+from facepayd.face.authinfo import AuthinfoCache, AuthinfoKey
 from facepayd.wxpay.models import AuthinfoGrant
 from tests.helpers import until
 

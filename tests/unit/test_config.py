@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from facepayd import config
-from facepayd.config import SdkMode
 from facepayd.errors import ConfigError
+from facepayd.ops import config
+from facepayd.ops.config import SdkMode
 
 
 def test_defaults_are_a_valid_config() -> None:

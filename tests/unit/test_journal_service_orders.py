@@ -30,42 +30,56 @@ async def journal(path: Path) -> AsyncIterator[Journal]:
 async def test_a_create_is_pending_until_its_answer_is_recorded_and_survives_reopening(
     journal: Journal, path: Path
 ) -> None:
-    record = await journal.begin_service_order("PS1", PARAMS, 100, journal_state="CREATING")
+    record = await journal.service_orders.begin_service_order(
+        "PS1", PARAMS, 100, journal_state="CREATING"
+    )
     assert (record.journal_state, record.pending, record.answer) == ("CREATING", "create", None)
-    assert [r.out_order_no for r in await journal.pending_service_orders()] == ["PS1"]
+    assert [r.out_order_no for r in await journal.service_orders.pending_service_orders()] == [
+        "PS1"
+    ]
     await journal.close()
 
     reopened = await Journal.open(path, clock=ManualClock())
     try:
-        assert [r.out_order_no for r in await reopened.pending_service_orders()] == ["PS1"]
+        assert [r.out_order_no for r in await reopened.service_orders.pending_service_orders()] == [
+            "PS1"
+        ]
         answer = {"state": "DOING", "order_id": "1"}
-        done = await reopened.mark_service_order("PS1", "RECORDED", "answered", answer=answer)
+        done = await reopened.service_orders.mark_service_order(
+            "PS1", "RECORDED", "answered", answer=answer
+        )
         assert (done.pending, done.answer, done.risk_fund_amount) == ("", answer, 100)
-        assert await reopened.pending_service_orders() == []
+        assert await reopened.service_orders.pending_service_orders() == []
         # A query that learns nothing new adds no event.
-        same = await reopened.mark_service_order(
+        same = await reopened.service_orders.mark_service_order(
             "PS1", "RECORDED", "refreshed", answer=answer, only_if_changed=True
         )
         assert same.last_seq == done.last_seq == 2
-        kinds = [e.kind for e in await reopened.service_order_events("PS1")]
+        kinds = [e.kind for e in await reopened.service_orders.service_order_events("PS1")]
         assert kinds == ["create_requested", "answered"]
     finally:
         await reopened.close()
 
 
 async def test_an_order_is_not_created_twice_with_different_parameters(journal: Journal) -> None:
-    await journal.begin_service_order("PS1", PARAMS, 100, journal_state="CREATING")
+    await journal.service_orders.begin_service_order("PS1", PARAMS, 100, journal_state="CREATING")
     other = {**PARAMS, "attach": "x"}
     with pytest.raises(AlreadyExists, match="attach"):
-        await journal.begin_service_order("PS1", other, 100, journal_state="CREATING")
+        await journal.service_orders.begin_service_order(
+            "PS1", other, 100, journal_state="CREATING"
+        )
     # Refused by WeChat Pay (no answer, nothing pending): the number may be reused.
-    await journal.mark_service_order("PS1", "NOT_CREATED", "rejected", {"code": "NO_AUTH"})
-    again = await journal.begin_service_order("PS1", other, 100, journal_state="CREATING")
+    await journal.service_orders.mark_service_order(
+        "PS1", "NOT_CREATED", "rejected", {"code": "NO_AUTH"}
+    )
+    again = await journal.service_orders.begin_service_order(
+        "PS1", other, 100, journal_state="CREATING"
+    )
     assert (again.params, again.pending) == (other, "create")
 
 
 async def test_service_order_events_are_append_only(journal: Journal, path: Path) -> None:
-    await journal.begin_service_order("PS1", PARAMS, 100, journal_state="CREATING")
+    await journal.service_orders.begin_service_order("PS1", PARAMS, 100, journal_state="CREATING")
     db = sqlite3.connect(path)
     try:
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
@@ -77,10 +91,10 @@ async def test_service_order_events_are_append_only(journal: Journal, path: Path
 
 
 async def test_unknown_orders(journal: Journal) -> None:
-    assert await journal.find_service_order("NOPE") is None
+    assert await journal.service_orders.find_service_order("NOPE") is None
     with pytest.raises(NotFound):
-        await journal.mark_service_order("NOPE", "RECORDED", "answered")
-    adopted = await journal.adopt_service_order(
+        await journal.service_orders.mark_service_order("NOPE", "RECORDED", "answered")
+    adopted = await journal.service_orders.adopt_service_order(
         "PS9", {"state": "DONE"}, 500, journal_state="RECORDED"
     )
     assert (adopted.params, adopted.pending, adopted.risk_fund_amount) == ({}, "", 500)

@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from facepayd.errors import ConfigError
-from facepayd.logs import REDACTED, configure_logging, get_logger, register_secret
+from facepayd.ops.logs import REDACTED, configure_logging, get_logger, register_secret
 
 
 class _TtyStream(io.StringIO):
@@ -87,7 +87,7 @@ def test_context_vars_appear_in_every_line() -> None:
     out = io.StringIO()
     configure_logging(stream=out)
     structlog.contextvars.bind_contextvars(session_id="sess-1", out_trade_no="T20240001")
-    get_logger("facepayd.sessions").info("face captured")
+    get_logger("facepayd.face.sessions").info("face captured")
     logging.getLogger("httpx").info("HTTP Request")
 
     for line in _lines(out):
@@ -128,7 +128,7 @@ def test_registered_bytes_secret_is_masked() -> None:
     register_secret(authinfo.encode())
     out = io.StringIO()
     configure_logging(stream=out)
-    get_logger("facepayd.authinfo").info("fetched", body=f"<authinfo>{authinfo}</authinfo>")
+    get_logger("facepayd.face.authinfo").info("fetched", body=f"<authinfo>{authinfo}</authinfo>")
     assert authinfo not in out.getvalue()
     assert REDACTED in out.getvalue()
 

@@ -144,11 +144,13 @@ class Rig:
         return done[0]
 
     async def kinds(self, out_trade_no: str = "T1") -> list[tuple[PaymentState, EventKind]]:
-        return [(e.state, e.kind) for e in await self.journal.events(out_trade_no)]
+        return [(e.state, e.kind) for e in await self.journal.payments.events(out_trade_no)]
 
     async def reasons(self, out_trade_no: str = "T1") -> list[str | int]:
         return [
-            e.data["reason"] for e in await self.journal.events(out_trade_no) if "reason" in e.data
+            e.data["reason"]
+            for e in await self.journal.payments.events(out_trade_no)
+            if "reason" in e.data
         ]
 
 
@@ -165,7 +167,7 @@ async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[R
     backend = FakeBackend(clock)
     path = tmp_path / "journal.db"
     journal = await Journal.open(path, clock=clock)
-    service = _service(journal, backend, clock, **timings)
+    service = _service(journal.payments, backend, clock, **timings)
     yield Rig(clock, backend, journal, service, path, clock.time())
     await service.close(0)
     await journal.close()
@@ -232,7 +234,7 @@ async def test_reverse_never_sooner_than_reverse_after(rig: Rig) -> None:
     await rig.run_until(lambda: rig.backend.count("orderquery") == 2)
     await until(lambda: rig.clock.sleepers > 0)
     # Journaled before waiting out reverse_after; the reverse itself has not been called.
-    assert (await rig.journal.get("T1")).state is S.REVERSING
+    assert (await rig.journal.payments.get("T1")).state is S.REVERSING
     assert rig.backend.count("reverse") == 0
     payment = await rig.final()
     assert payment.state is S.REVERSED
@@ -308,7 +310,7 @@ async def test_definite_failures_fail_without_query(rig: Rig, code: str) -> None
     assert payment.state is S.FAILED
     assert (payment.err_code, payment.err_code_des) == (code, "no")
     assert rig.backend.count("orderquery") == rig.backend.count("reverse") == 0
-    events = await rig.journal.events("T1")
+    events = await rig.journal.payments.events("T1")
     assert events[-1].data == {"err_code": code, "description": "no"}
 
 
@@ -416,7 +418,7 @@ async def test_shutdown_mid_micropay_then_restart_only_queries(rig: Rig) -> None
     await until(lambda: rig.backend.count("micropay") == 1)
     await rig.service.close(0)
     assert rig.service.unfinished_count() == 0
-    payment = await rig.journal.get("T1")
+    payment = await rig.journal.payments.get("T1")
     assert payment.state is S.PAYING
     assert payment.pay_sent_at == rig.t0
     await rig.journal.close()
@@ -424,7 +426,7 @@ async def test_shutdown_mid_micropay_then_restart_only_queries(rig: Rig) -> None
     await rig.clock.advance(3)
     rig.journal = await Journal.open(rig.path, clock=rig.clock)
     rig.backend.query_answers = [USERPAYING, _paid()]
-    rig.service = _service(rig.journal, rig.backend, rig.clock)
+    rig.service = _service(rig.journal.payments, rig.backend, rig.clock)
     assert await rig.service.resume_unfinished() == 1
     assert (await rig.final()).state is S.SUCCEEDED
     assert rig.backend.count("micropay") == 1
@@ -434,16 +436,16 @@ async def test_shutdown_mid_micropay_then_restart_only_queries(rig: Rig) -> None
 
 async def _journaled(rig: Rig, state: PaymentState, *, sent: bool) -> None:
     """Put T1 in the journal in state, as a run cut short would have left it."""
-    await rig.journal.create_payment(PaymentOrder("T1", FEE, "goods"))
+    await rig.journal.payments.create_payment(PaymentOrder("T1", FEE, "goods"))
     if state is S.CAPTURING:
         return
-    await rig.journal.append("T1", S.PAYING, K.FACE_CAPTURED)
+    await rig.journal.payments.append("T1", S.PAYING, K.FACE_CAPTURED)
     if sent:
-        await rig.journal.mark_pay_sent("T1")
+        await rig.journal.payments.mark_pay_sent("T1")
     if state in (S.PENDING, S.REVERSING):
-        await rig.journal.append("T1", S.PENDING, K.PENDING, {"reason": "USERPAYING"})
+        await rig.journal.payments.append("T1", S.PENDING, K.PENDING, {"reason": "USERPAYING"})
     if state is S.REVERSING:
-        await rig.journal.append("T1", S.REVERSING, K.PENDING, {"reason": "TIMEOUT"})
+        await rig.journal.payments.append("T1", S.REVERSING, K.PENDING, {"reason": "TIMEOUT"})
 
 
 @pytest.mark.parametrize(("state", "sent"), [(S.CAPTURING, False), (S.PAYING, False)])
@@ -452,7 +454,7 @@ async def test_resume_before_send_cancels(rig: Rig, state: PaymentState, sent: b
     assert await rig.service.resume_unfinished() == 1
     payment = await rig.final()
     assert payment.state is S.CANCELLED
-    assert (await rig.journal.events("T1"))[-1].data["reason"] == "DAEMON_RESTARTED"
+    assert (await rig.journal.payments.events("T1"))[-1].data["reason"] == "DAEMON_RESTARTED"
     assert rig.backend.calls == []
 
 
@@ -485,7 +487,7 @@ async def test_resume_reversing_waits_for_reverse_after(rig: Rig) -> None:
     assert (await rig.final()).state is S.REVERSED
     assert rig.backend.times("reverse") == [rig.t0 + 15, rig.t0 + 16]
     assert rig.backend.count("micropay") == rig.backend.count("orderquery") == 0
-    assert (await rig.journal.events("T1"))[-1].data == {"reason": "TIMEOUT"}
+    assert (await rig.journal.payments.events("T1"))[-1].data == {"reason": "TIMEOUT"}
 
 
 # ---------------------------------------------------------------- service
@@ -553,7 +555,7 @@ async def test_manual_reverse_refused_by_wechat_keeps_the_order_paid(rig: Rig) -
     with pytest.raises(BackendRejected) as info:
         await reversal
     assert info.value.code == "REVERSE_EXPIRE"
-    assert (await rig.journal.get("T1")).state is S.SUCCEEDED
+    assert (await rig.journal.payments.get("T1")).state is S.SUCCEEDED
 
 
 async def test_manual_reverse_refuses_unpaid_orders(rig: Rig) -> None:

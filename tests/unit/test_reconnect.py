@@ -14,7 +14,7 @@ import structlog
 from facepayd.clock import ManualClock
 from facepayd.device.reconnect import Reconnector
 from facepayd.errors import DeviceLost
-from facepayd.logs import configure_logging
+from facepayd.ops.logs import configure_logging
 from tests.helpers import settle, until
 
 

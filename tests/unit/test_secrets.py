@@ -13,8 +13,8 @@ import pytest
 import structlog
 
 from facepayd.errors import ConfigError
-from facepayd.logs import configure_logging, get_logger
-from facepayd.secrets import locate_secret, read_secret_bytes, read_secret_text
+from facepayd.ops.logs import configure_logging, get_logger
+from facepayd.ops.secrets import locate_secret, read_secret_bytes, read_secret_text
 
 
 def _write(path: Path, data: bytes, mode: int) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from facepayd.clock import ManualClock
-from facepayd.systemd import Notifier, watchdog_loop
+from facepayd.ops.systemd import Notifier, watchdog_loop
 
 _RECV_DEADLINE = 5.0
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from facepayd import config
+from facepayd.ops import config
 
 SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"
 UNIT = SYSTEMD_DIR / "facepayd.service"

@@ -25,7 +25,7 @@ from adbutils import AdbClient, AdbConnection, AdbError, AdbTimeout
 
 from facepayd.device.transport import PeripheralInfo, Transport
 from facepayd.errors import ConfigError, DeviceError, DeviceLost
-from facepayd.logs import get_logger
+from facepayd.ops.logs import get_logger
 
 __all__ = [
     "AdbSettings",

@@ -11,14 +11,13 @@ import contextlib
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from facepay.bridge.v1 import bridge_pb2
-from facepayd.clock import Clock
+from facepayd.clock import Clock, race
 from facepayd.device.framing import read_frame, write_frame
 from facepayd.device.transport import Transport
 from facepayd.errors import DeviceError, DeviceLost, DeviceTimeout
-from facepayd.logs import get_logger
+from facepayd.ops.logs import get_logger
 
 __all__ = ["PROTOCOL_MAJOR", "BridgeClient", "BridgeHello", "UpdateListener"]
 
@@ -31,7 +30,6 @@ _METHODS_KEPT = 1024
 UpdateListener = Callable[[dict[str, str]], None]
 LostListener = Callable[[BaseException], None]
 
-_T = TypeVar("_T")
 
 log = get_logger(__name__)
 
@@ -165,7 +163,7 @@ class BridgeClient:
             log.debug("bridge_call_sent", method=method, call_id=call_id)
             if on_sent is not None:
                 on_sent(call_id)
-            if not await self._race(future, timeout):
+            if not await race(self._clock, future, timeout):
                 log.warning("bridge_call_timeout", method=method, call_id=call_id, timeout=timeout)
                 raise DeviceTimeout(f"{method}: no answer from the peripheral within {timeout:g}s")
             info = future.result()
@@ -210,7 +208,7 @@ class BridgeClient:
     async def _await_hello(self, reader: asyncio.StreamReader) -> BridgeHello:
         read = asyncio.ensure_future(read_frame(reader))
         try:
-            if not await self._race(read, self._hello_timeout):
+            if not await race(self._clock, read, self._hello_timeout):
                 raise DeviceTimeout(f"no hello from the bridge within {self._hello_timeout:g}s")
             frame = read.result()
         finally:
@@ -236,17 +234,6 @@ class BridgeClient:
             device_model=hello.device_model,
             face_app_version=hello.face_app_version,
         )
-
-    async def _race(self, awaited: asyncio.Future[_T], seconds: float) -> bool:
-        """Wait for ``awaited`` at most ``seconds`` on the injected clock; True if it finished."""
-        if awaited.done():
-            return True
-        deadline = asyncio.ensure_future(self._clock.sleep(seconds))
-        try:
-            await asyncio.wait((awaited, deadline), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            deadline.cancel()
-        return awaited.done()
 
     async def _read_loop(self, conn: _Connection) -> None:
         try:
@@ -320,7 +307,7 @@ class BridgeClient:
             # Sending is inside the deadline too: a peer that stops reading blocks drain().
             probe = asyncio.ensure_future(self._ping(conn, nonce, waiter))
             try:
-                answered = await self._race(probe, self._heartbeat_timeout)
+                answered = await race(self._clock, probe, self._heartbeat_timeout)
             finally:
                 conn.pongs.pop(nonce, None)
                 if not probe.done():

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 from facepayd.clock import Clock
-from facepayd.logs import get_logger
+from facepayd.ops.logs import get_logger
 
 __all__ = ["Reconnector"]
 

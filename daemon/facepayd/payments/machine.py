@@ -11,18 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 
 from facepayd.clock import Clock
 from facepayd.errors import BackendRejected, FacepayError, InvalidArgument
-from facepayd.journal import Journal
 from facepayd.payments.models import EventKind, Payment, PaymentState
+from facepayd.payments.ports import PaymentBackend, PaymentJournal
 from facepayd.wxpay.codes import Api, Disposition, classify
 from facepayd.wxpay.models import MicropayOrder, ReverseResult, TradeResult, TradeState
 
-__all__ = ["DAEMON_RESTARTED", "PaymentBackend", "PaymentMachine", "PaymentTimings"]
+__all__ = ["DAEMON_RESTARTED", "PaymentMachine", "PaymentTimings"]
 
 log = structlog.get_logger(__name__)
 
@@ -45,18 +44,6 @@ class PaymentTimings:
     reverse_backoff_max: float = 30.0
 
 
-class PaymentBackend(Protocol):
-    """The three WeChat Pay v2 calls a payment needs (WxPayV2Client implements them)."""
-
-    async def micropay(self, order: MicropayOrder) -> TradeResult: ...
-
-    async def orderquery(
-        self, *, out_trade_no: str = "", transaction_id: str = ""
-    ) -> TradeResult: ...
-
-    async def reverse(self, *, out_trade_no: str, transaction_id: str = "") -> ReverseResult: ...
-
-
 class PaymentMachine:
     """Drives one order from its journaled state to a final one."""
 
@@ -64,7 +51,7 @@ class PaymentMachine:
         self,
         out_trade_no: str,
         *,
-        journal: Journal,
+        journal: PaymentJournal,
         backend: PaymentBackend,
         clock: Clock,
         timings: PaymentTimings,

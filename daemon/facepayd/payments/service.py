@@ -12,12 +12,10 @@ import structlog
 
 from facepayd.clock import Clock
 from facepayd.errors import BackendRejected, InvalidArgument, NotFound, Unavailable
-from facepayd.journal import Journal, PaymentList
 from facepayd.payments.machine import (
     DAEMON_RESTARTED,
     INTERNAL_ERROR,
     MANUAL,
-    PaymentBackend,
     PaymentMachine,
     PaymentTimings,
 )
@@ -28,6 +26,7 @@ from facepayd.payments.models import (
     PaymentOrder,
     PaymentState,
 )
+from facepayd.payments.ports import PaymentBackend, PaymentJournal, PaymentList
 
 __all__ = ["PaymentService", "PaymentServiceClosed"]
 
@@ -47,7 +46,7 @@ class PaymentService:
 
     def __init__(
         self,
-        journal: Journal,
+        journal: PaymentJournal,
         backend: PaymentBackend,
         clock: Clock,
         timings: PaymentTimings,

@@ -8,7 +8,6 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from facepayd import errors
-from facepayd.wxpay.v3 import OrderStateError
 
 DOMAIN = "facepay.terminal.v1"
 
@@ -19,6 +18,7 @@ _CODES: tuple[tuple[type[errors.FacepayError], grpc.StatusCode], ...] = (
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.NotSupported, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.WrongState, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.SdkNotReady, grpc.StatusCode.UNAVAILABLE),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.DeviceLost, grpc.StatusCode.UNAVAILABLE),
@@ -29,7 +29,7 @@ _CODES: tuple[tuple[type[errors.FacepayError], grpc.StatusCode], ...] = (
     (errors.BackendUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.ResponseNotTrusted, grpc.StatusCode.UNAVAILABLE),
     # Reason ORDER_STATE, metadata code INVALID_ORDER_STATE / ORDER_DONE / ORDER_CANCELED.
-    (OrderStateError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.OrderStateError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.BackendRejected, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
 )

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from facepayd.logs import get_logger
+from facepayd.ops.logs import get_logger
 
 __all__ = ["AdbServer", "FakeAdbd", "StreamHandler", "free_port"]
 

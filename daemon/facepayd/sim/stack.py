@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from facepayd import config as config_module
 from facepayd.clock import Clock, SystemClock
-from facepayd.config import Config
 from facepayd.device.adb import bundled_adb_path
+from facepayd.ops import config as config_module
+from facepayd.ops.config import Config
 from facepayd.sim.adbd import AdbServer, FakeAdbd
 from facepayd.sim.payscore import PayScoreSimulator
 from facepayd.sim.terminal import DEFAULT_USER, SimLatencies, SimTerminal

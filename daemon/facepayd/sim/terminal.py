@@ -21,7 +21,7 @@ from facepay.bridge.v1 import bridge_pb2
 from facepayd.clock import Clock
 from facepayd.device.framing import read_frame, write_frame
 from facepayd.errors import SDK_INITIALIZING, SDK_NOT_INITIALIZED, DeviceError
-from facepayd.logs import get_logger
+from facepayd.ops.logs import get_logger
 
 __all__ = ["DEFAULT_USER", "FaceOutcome", "SimLatencies", "SimTerminal", "SimUser"]
 

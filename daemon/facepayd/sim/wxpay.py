@@ -55,7 +55,7 @@ import h11
 
 from facepayd.clock import Clock
 from facepayd.errors import ResponseNotTrusted
-from facepayd.logs import get_logger
+from facepayd.ops.logs import get_logger
 from facepayd.sim.tls import TestPki
 from facepayd.wxpay.models import Merchant
 from facepayd.wxpay.sign import MD5, SIGN_TYPES, sign, verify

@@ -33,9 +33,10 @@ from facepayd.errors import (
     ConfigError,
     InvalidArgument,
     NotFound,
+    OrderStateError,
     ResponseNotTrusted,
 )
-from facepayd.logs import get_logger
+from facepayd.ops.logs import get_logger
 from facepayd.wxpay import payscore_models as m
 
 SCHEME: Final = "WECHATPAY2-SHA256-RSA2048"
@@ -63,12 +64,6 @@ _AUTH_PARAM = re.compile(r'([a-z_]+)="([^"]*)"')
 _log = get_logger(__name__)
 _PKCS1 = padding.PKCS1v15()
 _SHA256 = hashes.SHA256()
-
-
-class OrderStateError(BackendRejected):
-    """The order is not in a state that allows the call (INVALID_ORDER_STATE, ORDER_DONE, ...)."""
-
-    reason = "ORDER_STATE"
 
 
 # --- signatures -------------------------------------------------------------------------

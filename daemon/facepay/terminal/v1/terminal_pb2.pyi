@@ -33,6 +33,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_DEVICE_ERROR: _ClassVar[ErrorReason]
     ERROR_REASON_DEVICE_APP_MISSING: _ClassVar[ErrorReason]
     ERROR_REASON_BACKEND_ERROR: _ClassVar[ErrorReason]
+    ERROR_REASON_JOURNAL_UNAVAILABLE: _ClassVar[ErrorReason]
+    ERROR_REASON_WRONG_STATE: _ClassVar[ErrorReason]
 
 class LifecycleState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -45,6 +47,7 @@ class LifecycleState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LIFECYCLE_STATE_RELEASING: _ClassVar[LifecycleState]
     LIFECYCLE_STATE_FAULT: _ClassVar[LifecycleState]
     LIFECYCLE_STATE_STOPPING: _ClassVar[LifecycleState]
+    LIFECYCLE_STATE_INIT_FAILED: _ClassVar[LifecycleState]
 
 class SdkMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -63,6 +66,8 @@ class PaymentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAYMENT_STATE_FAILED: _ClassVar[PaymentState]
     PAYMENT_STATE_REVERSED: _ClassVar[PaymentState]
     PAYMENT_STATE_CANCELLED: _ClassVar[PaymentState]
+    PAYMENT_STATE_CLOSED: _ClassVar[PaymentState]
+    PAYMENT_STATE_NEEDS_ATTENTION: _ClassVar[PaymentState]
 
 class PayResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -107,6 +112,8 @@ ERROR_REASON_CONFIG_INVALID: ErrorReason
 ERROR_REASON_DEVICE_ERROR: ErrorReason
 ERROR_REASON_DEVICE_APP_MISSING: ErrorReason
 ERROR_REASON_BACKEND_ERROR: ErrorReason
+ERROR_REASON_JOURNAL_UNAVAILABLE: ErrorReason
+ERROR_REASON_WRONG_STATE: ErrorReason
 LIFECYCLE_STATE_UNSPECIFIED: LifecycleState
 LIFECYCLE_STATE_DISCONNECTED: LifecycleState
 LIFECYCLE_STATE_UNINITIALIZED: LifecycleState
@@ -116,6 +123,7 @@ LIFECYCLE_STATE_IN_SESSION: LifecycleState
 LIFECYCLE_STATE_RELEASING: LifecycleState
 LIFECYCLE_STATE_FAULT: LifecycleState
 LIFECYCLE_STATE_STOPPING: LifecycleState
+LIFECYCLE_STATE_INIT_FAILED: LifecycleState
 SDK_MODE_UNSPECIFIED: SdkMode
 SDK_MODE_NON_AGGREGATE: SdkMode
 SDK_MODE_AGGREGATE: SdkMode
@@ -128,6 +136,8 @@ PAYMENT_STATE_SUCCEEDED: PaymentState
 PAYMENT_STATE_FAILED: PaymentState
 PAYMENT_STATE_REVERSED: PaymentState
 PAYMENT_STATE_CANCELLED: PaymentState
+PAYMENT_STATE_CLOSED: PaymentState
+PAYMENT_STATE_NEEDS_ATTENTION: PaymentState
 PAY_RESULT_UNSPECIFIED: PayResult
 PAY_RESULT_SUCCESS: PayResult
 PAY_RESULT_ERROR: PayResult
@@ -182,7 +192,7 @@ class TerminalCounters(_message.Message):
     def __init__(self, inits: _Optional[int] = ..., releases: _Optional[int] = ..., authinfo_fetches: _Optional[int] = ..., captures: _Optional[int] = ..., bridge_calls: _Optional[int] = ..., reconnects: _Optional[int] = ...) -> None: ...
 
 class TerminalStatus(_message.Message):
-    __slots__ = ("state", "mode", "device", "fault", "active_session_id", "firewall_enabled", "authinfo_expires_at", "counters", "daemon_version", "unfinished_payments")
+    __slots__ = ("state", "mode", "device", "fault", "active_session_id", "firewall_enabled", "authinfo_expires_at", "counters", "daemon_version", "unfinished_payments", "needs_attention_payments")
     STATE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +203,7 @@ class TerminalStatus(_message.Message):
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     DAEMON_VERSION_FIELD_NUMBER: _ClassVar[int]
     UNFINISHED_PAYMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_ATTENTION_PAYMENTS_FIELD_NUMBER: _ClassVar[int]
     state: LifecycleState
     mode: SdkMode
     device: DeviceInfo
@@ -203,7 +214,8 @@ class TerminalStatus(_message.Message):
     counters: TerminalCounters
     daemon_version: str
     unfinished_payments: int
-    def __init__(self, state: _Optional[_Union[LifecycleState, str]] = ..., mode: _Optional[_Union[SdkMode, str]] = ..., device: _Optional[_Union[DeviceInfo, _Mapping]] = ..., fault: _Optional[str] = ..., active_session_id: _Optional[str] = ..., firewall_enabled: _Optional[bool] = ..., authinfo_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., counters: _Optional[_Union[TerminalCounters, _Mapping]] = ..., daemon_version: _Optional[str] = ..., unfinished_payments: _Optional[int] = ...) -> None: ...
+    needs_attention_payments: int
+    def __init__(self, state: _Optional[_Union[LifecycleState, str]] = ..., mode: _Optional[_Union[SdkMode, str]] = ..., device: _Optional[_Union[DeviceInfo, _Mapping]] = ..., fault: _Optional[str] = ..., active_session_id: _Optional[str] = ..., firewall_enabled: _Optional[bool] = ..., authinfo_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., counters: _Optional[_Union[TerminalCounters, _Mapping]] = ..., daemon_version: _Optional[str] = ..., unfinished_payments: _Optional[int] = ..., needs_attention_payments: _Optional[int] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()
@@ -365,6 +377,24 @@ class PaymentReversed(_message.Message):
     reason: str
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
+class PaymentClosed(_message.Message):
+    __slots__ = ("reason", "description")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    description: str
+    def __init__(self, reason: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class PaymentNeedsAttention(_message.Message):
+    __slots__ = ("reason", "action", "description")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    action: str
+    description: str
+    def __init__(self, reason: _Optional[str] = ..., action: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
 class SessionCancelled(_message.Message):
     __slots__ = ("reason", "description")
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -374,7 +404,7 @@ class SessionCancelled(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class PaymentEvent(_message.Message):
-    __slots__ = ("out_trade_no", "seq", "time", "state", "session_started", "face_captured", "pending", "succeeded", "failed", "reversed", "cancelled")
+    __slots__ = ("out_trade_no", "seq", "time", "state", "session_started", "face_captured", "pending", "succeeded", "failed", "reversed", "cancelled", "closed", "needs_attention")
     OUT_TRADE_NO_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
@@ -386,6 +416,8 @@ class PaymentEvent(_message.Message):
     FAILED_FIELD_NUMBER: _ClassVar[int]
     REVERSED_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_ATTENTION_FIELD_NUMBER: _ClassVar[int]
     out_trade_no: str
     seq: int
     time: _timestamp_pb2.Timestamp
@@ -397,13 +429,27 @@ class PaymentEvent(_message.Message):
     failed: PaymentFailed
     reversed: PaymentReversed
     cancelled: SessionCancelled
-    def __init__(self, out_trade_no: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[PaymentState, str]] = ..., session_started: _Optional[_Union[SessionStarted, _Mapping]] = ..., face_captured: _Optional[_Union[FaceCaptured, _Mapping]] = ..., pending: _Optional[_Union[PaymentPending, _Mapping]] = ..., succeeded: _Optional[_Union[PaymentSucceeded, _Mapping]] = ..., failed: _Optional[_Union[PaymentFailed, _Mapping]] = ..., reversed: _Optional[_Union[PaymentReversed, _Mapping]] = ..., cancelled: _Optional[_Union[SessionCancelled, _Mapping]] = ...) -> None: ...
+    closed: PaymentClosed
+    needs_attention: PaymentNeedsAttention
+    def __init__(self, out_trade_no: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[PaymentState, str]] = ..., session_started: _Optional[_Union[SessionStarted, _Mapping]] = ..., face_captured: _Optional[_Union[FaceCaptured, _Mapping]] = ..., pending: _Optional[_Union[PaymentPending, _Mapping]] = ..., succeeded: _Optional[_Union[PaymentSucceeded, _Mapping]] = ..., failed: _Optional[_Union[PaymentFailed, _Mapping]] = ..., reversed: _Optional[_Union[PaymentReversed, _Mapping]] = ..., cancelled: _Optional[_Union[SessionCancelled, _Mapping]] = ..., closed: _Optional[_Union[PaymentClosed, _Mapping]] = ..., needs_attention: _Optional[_Union[PaymentNeedsAttention, _Mapping]] = ...) -> None: ...
+
+class SessionEnded(_message.Message):
+    __slots__ = ("session_id", "reason", "return_msg")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RETURN_MSG_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    reason: str
+    return_msg: str
+    def __init__(self, session_id: _Optional[str] = ..., reason: _Optional[str] = ..., return_msg: _Optional[str] = ...) -> None: ...
 
 class StartFacePayResponse(_message.Message):
-    __slots__ = ("event",)
+    __slots__ = ("event", "session_ended")
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ENDED_FIELD_NUMBER: _ClassVar[int]
     event: PaymentEvent
-    def __init__(self, event: _Optional[_Union[PaymentEvent, _Mapping]] = ...) -> None: ...
+    session_ended: SessionEnded
+    def __init__(self, event: _Optional[_Union[PaymentEvent, _Mapping]] = ..., session_ended: _Optional[_Union[SessionEnded, _Mapping]] = ...) -> None: ...
 
 class CaptureFaceCodeRequest(_message.Message):
     __slots__ = ("out_trade_no", "total_fee", "face")
@@ -424,16 +470,18 @@ class PayResultConfirmed(_message.Message):
     def __init__(self, return_code: _Optional[str] = ..., return_msg: _Optional[str] = ...) -> None: ...
 
 class CaptureEvent(_message.Message):
-    __slots__ = ("session_started", "face_captured", "cancelled", "pay_result_confirmed")
+    __slots__ = ("session_started", "face_captured", "cancelled", "pay_result_confirmed", "session_ended")
     SESSION_STARTED_FIELD_NUMBER: _ClassVar[int]
     FACE_CAPTURED_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
     PAY_RESULT_CONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ENDED_FIELD_NUMBER: _ClassVar[int]
     session_started: SessionStarted
     face_captured: FaceCaptured
     cancelled: SessionCancelled
     pay_result_confirmed: PayResultConfirmed
-    def __init__(self, session_started: _Optional[_Union[SessionStarted, _Mapping]] = ..., face_captured: _Optional[_Union[FaceCaptured, _Mapping]] = ..., cancelled: _Optional[_Union[SessionCancelled, _Mapping]] = ..., pay_result_confirmed: _Optional[_Union[PayResultConfirmed, _Mapping]] = ...) -> None: ...
+    session_ended: SessionEnded
+    def __init__(self, session_started: _Optional[_Union[SessionStarted, _Mapping]] = ..., face_captured: _Optional[_Union[FaceCaptured, _Mapping]] = ..., cancelled: _Optional[_Union[SessionCancelled, _Mapping]] = ..., pay_result_confirmed: _Optional[_Union[PayResultConfirmed, _Mapping]] = ..., session_ended: _Optional[_Union[SessionEnded, _Mapping]] = ...) -> None: ...
 
 class CaptureFaceCodeResponse(_message.Message):
     __slots__ = ("event",)
@@ -490,7 +538,7 @@ class GetUserInfoResponse(_message.Message):
     def __init__(self, openid: _Optional[str] = ..., sub_openid: _Optional[str] = ..., nickname: _Optional[str] = ..., token: _Optional[str] = ..., unionid_code: _Optional[str] = ..., unionid_msg: _Optional[str] = ...) -> None: ...
 
 class Payment(_message.Message):
-    __slots__ = ("out_trade_no", "state", "total_fee", "body", "attach", "transaction_id", "openid", "bank_type", "cash_fee", "fee_type", "time_end", "err_code", "err_code_des", "created_at", "updated_at", "last_seq", "final")
+    __slots__ = ("out_trade_no", "state", "total_fee", "body", "attach", "transaction_id", "openid", "bank_type", "cash_fee", "fee_type", "time_end", "err_code", "err_code_des", "created_at", "updated_at", "last_seq", "final", "attention_reason", "attention_action")
     OUT_TRADE_NO_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FEE_FIELD_NUMBER: _ClassVar[int]
@@ -508,6 +556,8 @@ class Payment(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
+    ATTENTION_REASON_FIELD_NUMBER: _ClassVar[int]
+    ATTENTION_ACTION_FIELD_NUMBER: _ClassVar[int]
     out_trade_no: str
     state: PaymentState
     total_fee: int
@@ -525,7 +575,9 @@ class Payment(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     last_seq: int
     final: bool
-    def __init__(self, out_trade_no: _Optional[str] = ..., state: _Optional[_Union[PaymentState, str]] = ..., total_fee: _Optional[int] = ..., body: _Optional[str] = ..., attach: _Optional[str] = ..., transaction_id: _Optional[str] = ..., openid: _Optional[str] = ..., bank_type: _Optional[str] = ..., cash_fee: _Optional[int] = ..., fee_type: _Optional[str] = ..., time_end: _Optional[str] = ..., err_code: _Optional[str] = ..., err_code_des: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seq: _Optional[int] = ..., final: _Optional[bool] = ...) -> None: ...
+    attention_reason: str
+    attention_action: str
+    def __init__(self, out_trade_no: _Optional[str] = ..., state: _Optional[_Union[PaymentState, str]] = ..., total_fee: _Optional[int] = ..., body: _Optional[str] = ..., attach: _Optional[str] = ..., transaction_id: _Optional[str] = ..., openid: _Optional[str] = ..., bank_type: _Optional[str] = ..., cash_fee: _Optional[int] = ..., fee_type: _Optional[str] = ..., time_end: _Optional[str] = ..., err_code: _Optional[str] = ..., err_code_des: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seq: _Optional[int] = ..., final: _Optional[bool] = ..., attention_reason: _Optional[str] = ..., attention_action: _Optional[str] = ...) -> None: ...
 
 class WatchPaymentRequest(_message.Message):
     __slots__ = ("out_trade_no", "after_seq")

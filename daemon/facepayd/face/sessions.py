@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from facepayd.authinfo import AuthinfoCache
-from facepayd.config import DeviceConfig, MerchantConfig
 from facepayd.errors import (
     FacepayError,
     FaceSessionEnded,
@@ -20,7 +18,9 @@ from facepayd.errors import (
     SdkError,
     TerminalBusy,
 )
-from facepayd.lifecycle import Lifecycle
+from facepayd.face.authinfo import AuthinfoCache
+from facepayd.face.lifecycle import Lifecycle
+from facepayd.ops.config import DeviceConfig, MerchantConfig
 
 log = structlog.get_logger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from facepayd.errors import ConfigError
-from facepayd.logs import register_secret
+from facepayd.ops.logs import register_secret
 
 __all__ = ["locate_secret", "read_secret_bytes", "read_secret_text"]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import structlog
 
-from facepayd import logs
 from facepayd.clock import Clock
 from facepayd.errors import FacepayError
+from facepayd.ops import logs
 from facepayd.wxpay.models import AuthinfoGrant
 
 log = structlog.get_logger(__name__)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import structlog
 
 from facepayd.clock import Clock
-from facepayd.config import DeviceConfig, MerchantConfig, SdkConfig, SdkMode
 from facepayd.device.bridge import BridgeClient, BridgeHello
 from facepayd.device.reconnect import Reconnector
+from facepayd.device.sdk import Sdk, SdkVersion
 from facepayd.device.transport import PeripheralInfo, Transport
 from facepayd.errors import (
     SDK_INITIALIZING,
@@ -23,8 +24,10 @@ from facepayd.errors import (
     FacepayError,
     NotSupported,
     SdkError,
+    SdkNotInitialized,
     SdkNotReady,
 )
+from facepayd.ops.config import DeviceConfig, MerchantConfig, SdkConfig, SdkMode
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +71,7 @@ def parse_version(text: str) -> tuple[int, ...]:
 
 
 BridgeFactory = Callable[[Transport], BridgeClient]
+T = TypeVar("T")
 
 
 class Lifecycle:
@@ -155,6 +159,22 @@ class Lifecycle:
     def sdk_version(self) -> tuple[int, ...]:
         """The connected SDK's version, (0,) when unknown."""
         return parse_version(self._hello.sdk_version) if self._hello else (0,)
+
+    @property
+    def version(self) -> SdkVersion:
+        """The connected SDK's version and its gates."""
+        return SdkVersion(self.sdk_version)
+
+    async def run(self, call: Callable[[Sdk], Awaitable[T]]) -> T:
+        """Run one typed SDK call; 271378620 (not initialized) → init, then the call once more."""
+        sdk = self._typed_sdk()
+        try:
+            return await call(sdk)
+        except SdkNotInitialized:
+            log.info("sdk_not_initialized")
+            await self._set_state(State.UNINITIALIZED)
+            await self.ensure_initialized()
+            return await call(self._typed_sdk())
 
     def supports_update_pay_result(self) -> bool:
         """updateWxpayfacePayResult exists only below SDK 2.13."""
@@ -284,6 +304,16 @@ class Lifecycle:
             hello_timeout=self._device.call_timeout,
             heartbeat_interval=self._device.heartbeat_interval,
             heartbeat_timeout=self._device.heartbeat_timeout,
+        )
+
+    def _typed_sdk(self) -> Sdk:
+        self._require_connected()
+        assert self._bridge is not None
+        return Sdk(
+            self._bridge.call,
+            self.version,
+            call_timeout=self._device.call_timeout,
+            face_timeout=self._device.face_timeout,
         )
 
     def _usable(self) -> bool:

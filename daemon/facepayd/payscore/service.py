@@ -34,8 +34,9 @@ from facepayd.errors import (
     ResponseNotTrusted,
     Unavailable,
 )
-from facepayd.journal import Journal, ServiceOrderRecord
-from facepayd.sessions import SCAN_PAYMENT, USER_CANCEL, FaceOptions, FaceSessions
+from facepayd.face.sessions import SCAN_PAYMENT, USER_CANCEL, FaceOptions, FaceSessions
+from facepayd.payscore.models import ServiceOrderRecord
+from facepayd.payscore.ports import ServiceOrderJournal
 from facepayd.wxpay import payscore_models as m
 from facepayd.wxpay import v3
 from facepayd.wxpay.v3 import PayScoreClient
@@ -121,7 +122,7 @@ class PayScoreService:
     def __init__(
         self,
         *,
-        journal: Journal,
+        journal: ServiceOrderJournal,
         sessions: FaceSessions,
         client: PayScoreClient | None,
         clock: Clock,

@@ -7,7 +7,7 @@ import socket
 from collections.abc import Callable, Mapping
 
 from facepayd.clock import Clock
-from facepayd.logs import get_logger
+from facepayd.ops.logs import get_logger
 
 __all__ = ["Notifier", "watchdog_loop"]
 

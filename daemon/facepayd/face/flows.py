@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import structlog
 
 from facepayd.errors import DeviceError, FacepayError, FaceSessionEnded, TerminalBusy
-from facepayd.lifecycle import Lifecycle
+from facepayd.face.lifecycle import Lifecycle
+from facepayd.face.sessions import FaceOptions, FaceSessions
 from facepayd.payments.models import PaymentOrder, PaymentState
 from facepayd.payments.service import PaymentService
-from facepayd.sessions import FaceOptions, FaceSessions
 
 log = structlog.get_logger(__name__)
 

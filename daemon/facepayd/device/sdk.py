@@ -1,0 +1,465 @@
+"""The WxPayFace SDK as typed calls: one method per SDK call, typed results, errors built here.
+
+Everything above this module sees dataclasses and exceptions, never an info map. The SDK's
+version gates live here too, so a call the peripheral's SDK lacks fails before it is sent.
+Face codes and authinfo pass through this module; nothing here logs them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from facepayd.errors import (
+    SDK_INITIALIZING,
+    SDK_NOT_INITIALIZED,
+    AuthinfoRejected,
+    FaceSessionEnded,
+    NotSupported,
+    SdkError,
+    SdkInitializing,
+    SdkNotInitialized,
+)
+
+__all__ = [
+    "FaceCode",
+    "FaceCodeRequest",
+    "FaceMerchant",
+    "InitOptions",
+    "PayScoreStatus",
+    "PayScoreStatusRequest",
+    "RawCall",
+    "Sdk",
+    "SdkVersion",
+    "UiResult",
+    "UserInfo",
+    "UserInfoRequest",
+    "parse_version",
+    "sdk_error",
+]
+
+Info = dict[str, str]
+
+# return_code values with which a face UI ends without a result.
+USER_CANCEL = "USER_CANCEL"
+SCAN_PAYMENT = "SCAN_PAYMENT"
+
+
+class RawCall(Protocol):
+    """One bridge call: method and params out, the RESULT callback's info map back."""
+
+    async def __call__(
+        self,
+        method: str,
+        params: Mapping[str, str],
+        *,
+        timeout: float,
+        on_update_result: Callable[[Info], None] | None = None,
+    ) -> Info: ...
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """ "2.22.1" -> (2, 22, 1); unparseable parts count as 0."""
+    parts: list[int] = []
+    for piece in text.strip().split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class SdkVersion:
+    """The peripheral's SDK version and the reference's version gates."""
+
+    parts: tuple[int, ...] = (0,)
+
+    @classmethod
+    def parse(cls, text: str) -> SdkVersion:
+        """From the bridge hello's sdk_version."""
+        return cls(parse_version(text))
+
+    def __str__(self) -> str:
+        return ".".join(map(str, self.parts))
+
+    @property
+    def has_update_pay_result(self) -> bool:
+        """updateWxpayfacePayResult exists only below 2.13."""
+        return self.parts < (2, 13)
+
+    @property
+    def has_quit(self) -> bool:
+        """quitWxpayface exists from 2.22."""
+        return self.parts >= (2, 22)
+
+    @property
+    def has_firewall(self) -> bool:
+        """enableFirewall / disableFirewall exist from 2.21."""
+        return self.parts >= (2, 21)
+
+    @property
+    def has_tcp_proxy(self) -> bool:
+        """initWxpayface's tcp_port and proxy_type 3 (Http) exist from 2.12."""
+        return self.parts >= (2, 12)
+
+    @property
+    def has_perform_mode(self) -> bool:
+        """initWxpayface's perform_mode exists from 2.13."""
+        return self.parts >= (2, 13)
+
+    @property
+    def shows_own_result_page(self) -> bool:
+        """From 2.13 the SDK queries the order itself and closes its UI on its own."""
+        return not self.has_update_pay_result
+
+
+class ProxyType(enum.IntEnum):
+    """initWxpayface proxy_type."""
+
+    NONE = 0
+    HTTP_TUNNEL = 1
+    SOCKS5 = 2
+    HTTP = 3  # 2.12 and later
+
+
+@dataclass(frozen=True, slots=True)
+class InitOptions:
+    """initWxpayface's optional proxy and performance settings."""
+
+    ip: str = ""
+    port: str = ""
+    user: str = ""
+    passwd: str = field(default="", repr=False)
+    proxy_type: int = ProxyType.NONE
+    tcp_port: str = ""
+    perform_mode: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FaceMerchant:
+    """Who the face UI runs for: the merchant identity every face call carries."""
+
+    appid: str
+    mch_id: str
+    store_id: str
+    sub_appid: str = ""
+    sub_mch_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FaceUi:
+    """How the face UI is shown."""
+
+    face_authtype: str = "FACEPAY"
+    screen_index: str = ""
+    overlay_option: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FaceCodeRequest:
+    """getWxpayfaceCode's parameters; authinfo is a secret."""
+
+    merchant: FaceMerchant
+    authinfo: str = field(repr=False)
+    ui: FaceUi = FaceUi()
+    out_trade_no: str = ""
+    total_fee: int = 0
+    openid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FaceCode:
+    """A face code and who it belongs to. face_code is a secret: never log it."""
+
+    face_code: str = field(repr=False)
+    openid: str
+    sub_openid: str = ""
+    underage_state: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UiResult:
+    """updateResultWxpayfaceCallBack: the SDK's own result page has closed."""
+
+    return_code: str  # SUCCESS or USER_QUERY_CANCEL
+    return_msg: str = ""
+
+    @property
+    def user_query_cancel(self) -> bool:
+        """The user left the SDK's result page before it knew the outcome."""
+        return self.return_code == "USER_QUERY_CANCEL"
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfoRequest:
+    """getWxpayfaceUserInfo's parameters; authinfo is a secret."""
+
+    merchant: FaceMerchant
+    authinfo: str = field(repr=False)
+    ui: FaceUi = FaceUi()
+    ask_unionid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    """Who stood in front of the camera."""
+
+    openid: str
+    sub_openid: str = ""
+    nickname: str = ""
+    token: str = field(default="", repr=False)
+    unionid_code: str = ""
+    unionid_msg: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PayScoreStatusRequest:
+    """getUserPayScoreStatus's parameters; authinfo is a secret."""
+
+    merchant: FaceMerchant
+    authinfo: str = field(repr=False)
+    out_trade_no: str
+    out_request_no: str
+    service_id: str
+    ask_unionid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PayScoreStatus:
+    """getUserPayScoreStatus's answer: SUCCESS, or ERROR when PayScore is off or not authorized."""
+
+    return_code: str
+    return_msg: str = ""
+    openid: str = ""
+    sub_openid: str = ""
+    face_sid: str = ""
+
+
+def sdk_error(method: str, info: Mapping[str, str]) -> SdkError:
+    """The one place an SDK error answer becomes an exception; err_code is kept."""
+    return_code = info.get("return_code", "")
+    return_msg = info.get("return_msg", "")
+    err_code = info.get("err_code", "")
+    if err_code == SDK_NOT_INITIALIZED:
+        return SdkNotInitialized(method, return_code, return_msg, err_code)
+    if err_code == SDK_INITIALIZING:
+        return SdkInitializing(method, return_code, return_msg, err_code)
+    if "authinfo" in return_msg.lower():
+        # The SDK names a rejected authinfo only in its message.
+        return AuthinfoRejected(method, return_code, return_msg, err_code)
+    return SdkError(method, return_code, return_msg, err_code)
+
+
+def _face_ui_ended(method: str, info: Mapping[str, str]) -> SdkError:
+    """A face UI that ended without a result, or an SDK error."""
+    error = sdk_error(method, info)
+    if type(error) is not SdkError:
+        return error
+    return_code = info.get("return_code", "")
+    msg = info.get("return_msg", "").lower()
+    if return_code in (USER_CANCEL, SCAN_PAYMENT):
+        reason = return_code
+    elif "timeout" in msg or "time out" in msg:
+        reason = "FACE_TIMEOUT"
+    elif "camera" in msg:
+        reason = "CAMERA_ERROR"
+    else:
+        return error
+    return FaceSessionEnded(method, reason, info.get("return_msg", ""), info.get("err_code", ""))
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return 0
+
+
+class Sdk:
+    """WxPayFace over one raw call function (the bridge, or the lifecycle's retrying caller)."""
+
+    def __init__(
+        self, call: RawCall, version: SdkVersion, *, call_timeout: float, face_timeout: float
+    ) -> None:
+        self._call = call
+        self.version = version
+        self._call_timeout = call_timeout
+        self._face_timeout = face_timeout
+
+    async def init(self, options: InitOptions) -> None:
+        """initWxpayface; SdkInitializing asks the caller to wait ~500 ms and init again."""
+        v = self.version
+        if options.proxy_type == ProxyType.HTTP and not v.has_tcp_proxy:
+            raise NotSupported("initWxpayface proxy_type 3 (Http) needs SDK 2.12 or later")
+        params = {
+            "ip": options.ip,
+            "port": options.port,
+            "user": options.user,
+            "passwd": options.passwd,
+            "proxy_type": str(options.proxy_type) if options.ip else "",
+            "tcp_port": options.tcp_port if v.has_tcp_proxy else "",
+            "perform_mode": options.perform_mode if v.has_perform_mode else "",
+        }
+        await self._checked("initWxpayface", {k: val for k, val in params.items() if val})
+
+    async def rawdata(self) -> str:
+        """getWxpayfaceRawdata: the data get_wxpayface_authinfo signs."""
+        info = await self._checked("getWxpayfaceRawdata", {})
+        rawdata = info.get("rawdata", "")
+        if not rawdata:
+            raise SdkError("getWxpayfaceRawdata", info.get("return_code", ""), "no rawdata")
+        return rawdata
+
+    async def get_face_code(
+        self,
+        request: FaceCodeRequest,
+        *,
+        on_ui_result: Callable[[UiResult], None] | None = None,
+    ) -> FaceCode:
+        """getWxpayfaceCode; on_ui_result hears updateResultWxpayfaceCallBack (the UI closed)."""
+        m, ui = request.merchant, request.ui
+        params = {
+            **_merchant_params(m),
+            "authinfo": request.authinfo,
+            "face_authtype": ui.face_authtype or "FACEPAY",
+            "screen_index": ui.screen_index,
+            "overlay_option": ui.overlay_option,
+            "openid": request.openid,
+            "out_trade_no": request.out_trade_no,
+            "total_fee": str(request.total_fee) if request.total_fee else "",
+            "face_code_type": "1",
+        }
+        if self.version.has_update_pay_result:
+            # Below 2.13 the UI waits for updateWxpayfacePayResult; from 2.13 the key is ignored.
+            params["ignore_update_pay_result"] = "0"
+        listener: Callable[[Info], None] | None = None
+        if on_ui_result is not None:
+            callback = on_ui_result
+
+            def listener(info: Info) -> None:
+                callback(UiResult(info.get("return_code", ""), info.get("return_msg", "")))
+
+        info = await self._call(
+            "getWxpayfaceCode",
+            {k: val for k, val in params.items() if val},
+            timeout=self._face_timeout,
+            on_update_result=listener,
+        )
+        if info.get("return_code") != "SUCCESS":
+            raise _face_ui_ended("getWxpayfaceCode", info)
+        return FaceCode(
+            face_code=info.get("face_code", ""),
+            openid=info.get("openid", ""),
+            sub_openid=info.get("sub_openid", ""),
+            underage_state=_int(info.get("underage_state", "0")),
+        )
+
+    async def get_user_info(self, request: UserInfoRequest) -> UserInfo:
+        """getWxpayfaceUserInfo: identify the user by face."""
+        ui = request.ui
+        params = {
+            **_merchant_params(request.merchant),
+            "authinfo": request.authinfo,
+            "face_authtype": ui.face_authtype or "FACEPAY",
+            "screen_index": ui.screen_index,
+            "overlay_option": ui.overlay_option,
+            "ask_unionid": "1" if request.ask_unionid else "",
+        }
+        info = await self._call(
+            "getWxpayfaceUserInfo",
+            {k: val for k, val in params.items() if val},
+            timeout=self._face_timeout,
+        )
+        if info.get("return_code") != "SUCCESS":
+            raise _face_ui_ended("getWxpayfaceUserInfo", info)
+        return UserInfo(
+            openid=info.get("openid", ""),
+            sub_openid=info.get("sub_openid", ""),
+            nickname=info.get("nickname", ""),
+            token=info.get("token", ""),
+            unionid_code=info.get("unionid_code", ""),
+            unionid_msg=info.get("unionid_msg", ""),
+        )
+
+    async def get_payscore_status(self, request: PayScoreStatusRequest) -> PayScoreStatus:
+        """getUserPayScoreStatus; ERROR (PayScore off, not authorized) is an answer, not raised."""
+        m = request.merchant
+        params = {
+            "appid": m.appid,
+            "mch_id": m.mch_id,
+            "authinfo": request.authinfo,
+            "out_trade_no": request.out_trade_no,
+            "payscore_out_request_no": request.out_request_no,
+            "payscore_service_id": request.service_id,
+            "ask_unionid": "1" if request.ask_unionid else "0",
+        }
+        info = await self._call("getUserPayScoreStatus", params, timeout=self._face_timeout)
+        code = info.get("return_code", "")
+        if code not in ("SUCCESS", "ERROR"):
+            raise _face_ui_ended("getUserPayScoreStatus", info)
+        if code == "ERROR" and type(sdk_error("getUserPayScoreStatus", info)) is not SdkError:
+            # Not initialized, initializing or a rejected authinfo: the caller retries.
+            raise sdk_error("getUserPayScoreStatus", info)
+        return PayScoreStatus(
+            return_code=code,
+            return_msg=info.get("return_msg", ""),
+            openid=info.get("openid", ""),
+            sub_openid=info.get("sub_openid", ""),
+            face_sid=info.get("face_sid", ""),
+        )
+
+    async def update_pay_result(
+        self, merchant: FaceMerchant, authinfo: str, *, success: bool
+    ) -> None:
+        """updateWxpayfacePayResult, below SDK 2.13 only: the UI shows the result and closes."""
+        if not self.version.has_update_pay_result:
+            raise NotSupported("updateWxpayfacePayResult exists only below SDK 2.13")
+        params = {
+            "appid": merchant.appid,
+            "mch_id": merchant.mch_id,
+            "store_id": merchant.store_id,
+            "authinfo": authinfo,
+            "payresult": "SUCCESS" if success else "ERROR",
+        }
+        await self._checked("updateWxpayfacePayResult", params)
+
+    async def quit(self, toast_text: str = "") -> None:
+        """quitWxpayface (2.22 and later): close a face UI that has not returned a code yet."""
+        if not self.version.has_quit:
+            raise NotSupported("quitWxpayface needs SDK 2.22 or later")
+        await self._checked("quitWxpayface", {"toast_text": toast_text} if toast_text else {})
+
+    async def enable_firewall(self, mch_id: str, sub_mch_id: str) -> None:
+        """enableFirewall (2.21 and later); the SDK keeps it across restarts."""
+        self._require_firewall("enableFirewall")
+        await self._checked("enableFirewall", {"mchId": mch_id, "subMchId": sub_mch_id})
+
+    async def disable_firewall(self, mch_id: str, sub_mch_id: str) -> None:
+        """disableFirewall (2.21 and later)."""
+        self._require_firewall("disableFirewall")
+        await self._checked("disableFirewall", {"mchId": mch_id, "subMchId": sub_mch_id})
+
+    async def release(self) -> None:
+        """releaseWxpayface: free the camera for other payment platforms."""
+        await self._checked("releaseWxpayface", {})
+
+    def _require_firewall(self, method: str) -> None:
+        if not self.version.has_firewall:
+            raise NotSupported(f"{method} needs SDK 2.21 or later")
+
+    async def _checked(self, method: str, params: Mapping[str, str]) -> Info:
+        info = await self._call(method, params, timeout=self._call_timeout)
+        if info.get("return_code") != "SUCCESS":
+            raise sdk_error(method, info)
+        return info
+
+
+def _merchant_params(m: FaceMerchant) -> dict[str, str]:
+    return {
+        "appid": m.appid,
+        "mch_id": m.mch_id,
+        "sub_appid": m.sub_appid,
+        "sub_mch_id": m.sub_mch_id,
+        "store_id": m.store_id,
+    }

@@ -1,0 +1,164 @@
+"""The journal's database: one SQLite file (WAL, synchronous=FULL) used from one worker thread.
+
+Every SQLite failure (a full disk, an I/O error, a locked or corrupt file) leaves here as one
+JournalError, so the domain decides what an unwritable journal means, not sqlite3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from facepayd.errors import JournalError
+from facepayd.journal.migrations import MIGRATIONS, SCHEMA_VERSION
+
+__all__ = ["Database", "canonical", "transaction"]
+
+T = TypeVar("T")
+
+
+class Database:
+    """The SQLite connection and the single thread every statement runs on."""
+
+    def __init__(
+        self,
+        path: Path,
+        executor: concurrent.futures.ThreadPoolExecutor,
+        connection: sqlite3.Connection,
+    ) -> None:
+        """Use Database.open."""
+        self._path = path
+        self._executor = executor
+        self._connection = connection
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str]) -> Database:
+        """Open (creating and migrating as needed) the database at path."""
+        db_path = Path(path)
+        executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="facepayd-journal"
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            connection = await loop.run_in_executor(executor, _connect, db_path)
+        except sqlite3.Error as exc:
+            executor.shutdown(wait=False)
+            raise JournalError(f"cannot open the journal: {type(exc).__name__}") from exc
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(db_path, executor, connection)
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection; use it only inside functions passed to run()."""
+        return self._connection
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn(*args) on the worker thread; SQLite errors become JournalError."""
+        if self._closed:
+            raise JournalError("the journal is closed")
+        loop = asyncio.get_running_loop()
+        # Shielded: a cancelled caller must not lose track of a write the worker completes.
+        future = loop.run_in_executor(self._executor, fn, *args)
+        try:
+            return await asyncio.shield(future)
+        except sqlite3.Error as exc:
+            # The class name only: SQLite's message can carry paths and values.
+            raise JournalError(f"the journal cannot be used: {type(exc).__name__}") from exc
+
+    async def settings(self) -> dict[str, str]:
+        """journal_mode and synchronous as SQLite reports them on this connection."""
+        settings: dict[str, str] = await self.run(self._settings)
+        return settings
+
+    async def close(self) -> None:
+        """Finish queued statements, close the database and stop the worker thread."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.shield(loop.run_in_executor(self._executor, self._connection.close))
+        finally:
+            self._executor.shutdown(wait=False)
+
+    def _settings(self) -> dict[str, str]:
+        mode = self._connection.execute("PRAGMA journal_mode").fetchone()[0]
+        synchronous = self._connection.execute("PRAGMA synchronous").fetchone()[0]
+        names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+        return {"journal_mode": str(mode).upper(), "synchronous": names.get(synchronous, "?")}
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def canonical(value: Mapping[str, Any]) -> str:
+    """JSON with sorted keys and no spaces: equal values give equal text (and hashes)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open and migrate the database; runs on the worker thread."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Created private before SQLite opens it; SQLite gives -wal/-shm the same mode.
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        _configure(db)
+        migrate(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _configure(db: sqlite3.Connection) -> None:
+    mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise sqlite3.OperationalError(f"journal_mode is {mode}, WAL is required")
+    # FULL: a commit is on disk before the external call it precedes.
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute("PRAGMA busy_timeout = 5000")
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Create or upgrade the schema to SCHEMA_VERSION; refuse a newer file."""
+    with transaction(db):
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = db.execute("SELECT version FROM schema_version").fetchone()
+        version = 0 if row is None else int(row[0])
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"journal schema version {version} is newer than this daemon's {SCHEMA_VERSION}"
+            )
+        for statements in MIGRATIONS[version:]:
+            for statement in statements:
+                db.execute(statement)
+        if row is None:
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        elif version != SCHEMA_VERSION:
+            db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))

@@ -1,0 +1,93 @@
+"""The journal's schema: one tuple of statements per version, applied in order, never edited."""
+
+from __future__ import annotations
+
+# Append a tuple of statements to add a schema version; never edit a released one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE payments (
+            out_trade_no   TEXT PRIMARY KEY,
+            params         TEXT NOT NULL,
+            params_hash    TEXT NOT NULL,
+            state          TEXT NOT NULL,
+            total_fee      INTEGER NOT NULL,
+            body           TEXT NOT NULL,
+            attach         TEXT NOT NULL DEFAULT '',
+            transaction_id TEXT NOT NULL DEFAULT '',
+            openid         TEXT NOT NULL DEFAULT '',
+            bank_type      TEXT NOT NULL DEFAULT '',
+            cash_fee       INTEGER NOT NULL DEFAULT 0,
+            fee_type       TEXT NOT NULL DEFAULT '',
+            time_end       TEXT NOT NULL DEFAULT '',
+            err_code       TEXT NOT NULL DEFAULT '',
+            err_code_des   TEXT NOT NULL DEFAULT '',
+            created_at     REAL NOT NULL,
+            updated_at     REAL NOT NULL,
+            pay_sent_at    REAL,
+            final          INTEGER NOT NULL DEFAULT 0,
+            last_seq       INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        "CREATE INDEX payments_by_created ON payments (created_at, out_trade_no)",
+        "CREATE INDEX payments_unfinished ON payments (created_at) WHERE final = 0",
+        """
+        CREATE TABLE payment_events (
+            out_trade_no TEXT NOT NULL REFERENCES payments (out_trade_no),
+            seq          INTEGER NOT NULL,
+            time         REAL NOT NULL,
+            state        TEXT NOT NULL,
+            kind         TEXT NOT NULL,
+            data         TEXT NOT NULL,
+            PRIMARY KEY (out_trade_no, seq)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TRIGGER payment_events_no_update BEFORE UPDATE ON payment_events
+        BEGIN SELECT RAISE(ABORT, 'payment_events is append-only'); END
+        """,
+        """
+        CREATE TRIGGER payment_events_no_delete BEFORE DELETE ON payment_events
+        BEGIN SELECT RAISE(ABORT, 'payment_events is append-only'); END
+        """,
+    ),
+    # 2: PayScore service orders. `pending` names the call whose answer is not recorded yet
+    # ('' when none): such an order is resolved by a query after a restart.
+    (
+        """
+        CREATE TABLE service_orders (
+            out_order_no     TEXT PRIMARY KEY,
+            params           TEXT NOT NULL,
+            params_hash      TEXT NOT NULL,
+            journal_state    TEXT NOT NULL,
+            pending          TEXT NOT NULL DEFAULT '',
+            risk_fund_amount INTEGER,
+            answer           TEXT,
+            created_at       REAL NOT NULL,
+            updated_at       REAL NOT NULL,
+            last_seq         INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        "CREATE INDEX service_orders_pending ON service_orders (created_at) WHERE pending != ''",
+        """
+        CREATE TABLE service_order_events (
+            out_order_no  TEXT NOT NULL REFERENCES service_orders (out_order_no),
+            seq           INTEGER NOT NULL,
+            time          REAL NOT NULL,
+            journal_state TEXT NOT NULL,
+            kind          TEXT NOT NULL,
+            data          TEXT NOT NULL,
+            PRIMARY KEY (out_order_no, seq)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TRIGGER service_order_events_no_update BEFORE UPDATE ON service_order_events
+        BEGIN SELECT RAISE(ABORT, 'service_order_events is append-only'); END
+        """,
+        """
+        CREATE TRIGGER service_order_events_no_delete BEFORE DELETE ON service_order_events
+        BEGIN SELECT RAISE(ABORT, 'service_order_events is append-only'); END
+        """,
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)

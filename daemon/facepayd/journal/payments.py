@@ -1,0 +1,392 @@
+"""The payments aggregate: one row per order and its append-only events, in one transaction each."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import structlog
+
+from facepayd.clock import Clock
+from facepayd.errors import AlreadyExists, InvalidArgument, NotFound
+from facepayd.journal.db import Database, canonical, transaction
+from facepayd.payments.models import (
+    TRANSITIONS,
+    EventKind,
+    Payment,
+    PaymentEvent,
+    PaymentOrder,
+    PaymentState,
+)
+
+__all__ = ["MAX_PAGE_SIZE", "PaymentListener", "PaymentStore"]
+
+log = structlog.get_logger(__name__)
+
+PaymentListener = Callable[[PaymentEvent], None]
+# Aliases: inside PaymentStore, the name "list" is the method.
+PaymentList = list[Payment]
+EventList = list[PaymentEvent]
+
+MAX_PAGE_SIZE = 200
+_PAGE_CURSOR_RULE = "is not a token from a previous ListPayments"
+
+# Result columns a state change may set; pay_sent_at has its own guarded call.
+_ROW_UPDATES = frozenset(
+    {
+        "transaction_id",
+        "openid",
+        "bank_type",
+        "cash_fee",
+        "fee_type",
+        "time_end",
+        "err_code",
+        "err_code_des",
+    }
+)
+_INT_COLUMNS = frozenset({"cash_fee"})
+_ORDER_FIELDS = frozenset(f.name for f in dataclasses.fields(PaymentOrder))
+_PAYMENT_COLUMNS = (
+    "params, state, transaction_id, openid, bank_type, cash_fee, fee_type, time_end, "
+    "err_code, err_code_des, created_at, updated_at, pay_sent_at, last_seq"
+)
+
+
+class PaymentStore:
+    """Payments and their events; every call runs on the database's worker thread."""
+
+    def __init__(self, database: Database, clock: Clock) -> None:
+        self._database = database
+        self._db = database.connection
+        self._clock = clock
+        self._listeners: list[PaymentListener] = []
+
+    def add_listener(self, listener: PaymentListener) -> None:
+        """Call listener on the event loop with every event once it is committed."""
+        self._listeners.append(listener)
+
+    async def create_payment(
+        self, order: PaymentOrder, *, data: Mapping[str, str | int] | None = None
+    ) -> tuple[Payment, bool]:
+        """Journal a new payment (CAPTURING, session_started), or return the same-parameter one."""
+        now = self._clock.time()
+        payment, event = await self._database.run(
+            self._create_payment, order, dict(data or {}), now
+        )
+        if event is not None:
+            self._notify(event)
+        return payment, event is not None
+
+    async def append(
+        self,
+        out_trade_no: str,
+        state: PaymentState,
+        kind: EventKind,
+        data: Mapping[str, str | int] | None = None,
+        **row_updates: str | int,
+    ) -> PaymentEvent:
+        """Move a payment to state and append its event, in one transaction."""
+        unknown = set(row_updates) - _ROW_UPDATES
+        if unknown:
+            raise ValueError(f"not a payment result column: {', '.join(sorted(unknown))}")
+        now = self._clock.time()
+        event: PaymentEvent = await self._database.run(
+            self._append, out_trade_no, state, kind, dict(data or {}), row_updates, now
+        )
+        self._notify(event)
+        return event
+
+    async def mark_pay_sent(self, out_trade_no: str, at: float | None = None) -> Payment:
+        """Record that micropay is about to be sent (at: wall time); refused if it ever was."""
+        now = self._clock.time() if at is None else at
+        payment: Payment = await self._database.run(self._mark_pay_sent, out_trade_no, now)
+        return payment
+
+    async def get(self, out_trade_no: str) -> Payment:
+        """The payment, or NotFound."""
+        payment = await self.find(out_trade_no)
+        if payment is None:
+            raise NotFound(f"no payment with out_trade_no {out_trade_no}")
+        return payment
+
+    async def find(self, out_trade_no: str) -> Payment | None:
+        """The payment, or None."""
+        payment: Payment | None = await self._database.run(self._find, out_trade_no)
+        return payment
+
+    async def events(self, out_trade_no: str, after_seq: int = 0) -> EventList:
+        """The payment's events with seq > after_seq, in order."""
+        events: EventList = await self._database.run(self._events, out_trade_no, after_seq)
+        return events
+
+    async def list(
+        self,
+        states: Iterable[PaymentState] = (),
+        created_after: float | None = None,
+        created_before: float | None = None,
+        page_size: int = 50,
+        page_token: str = "",
+    ) -> tuple[PaymentList, str]:
+        """Payments newest first, created_after <= created_at < created_before; next token or ""."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument("page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
+        cursor = _decode_token(page_token) if page_token else None
+        result: tuple[PaymentList, str] = await self._database.run(
+            self._list, tuple(states), created_after, created_before, page_size, cursor
+        )
+        return result
+
+    async def unfinished(self) -> PaymentList:
+        """Every payment not in a final state, oldest first."""
+        payments: PaymentList = await self._database.run(self._unfinished)
+        return payments
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _notify(self, event: PaymentEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("journal_listener_failed", out_trade_no=event.out_trade_no)
+
+    def _create_payment(
+        self, order: PaymentOrder, data: dict[str, str | int], now: float
+    ) -> tuple[Payment, PaymentEvent | None]:
+        params = order.to_dict()
+        params_json = canonical(params)
+        params_hash = hashlib.sha256(params_json.encode()).hexdigest()
+        with transaction(self._db):
+            row = self._db.execute(
+                "SELECT params, params_hash FROM payments WHERE out_trade_no = ?",
+                (order.out_trade_no,),
+            ).fetchone()
+            if row is not None:
+                if row[1] != params_hash:
+                    stored = json.loads(row[0])
+                    differ = sorted(k for k in params if stored.get(k) != params[k])
+                    raise AlreadyExists(
+                        f"out_trade_no {order.out_trade_no} exists with different parameters: "
+                        f"field(s) {', '.join(differ) or 'unknown'}"
+                    )
+                return self._require(order.out_trade_no), None
+            self._db.execute(
+                "INSERT INTO payments (out_trade_no, params, params_hash, state, total_fee, body,"
+                " attach, created_at, updated_at, final, last_seq)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 1)",
+                (
+                    order.out_trade_no,
+                    params_json,
+                    params_hash,
+                    PaymentState.CAPTURING.value,
+                    order.total_fee,
+                    order.body,
+                    order.attach,
+                    now,
+                    now,
+                ),
+            )
+            event = PaymentEvent(
+                order.out_trade_no, 1, now, PaymentState.CAPTURING, EventKind.SESSION_STARTED, data
+            )
+            self._insert_event(event)
+            return self._require(order.out_trade_no), event
+
+    def _append(
+        self,
+        out_trade_no: str,
+        state: PaymentState,
+        kind: EventKind,
+        data: dict[str, str | int],
+        row_updates: Mapping[str, str | int],
+        now: float,
+    ) -> PaymentEvent:
+        with transaction(self._db):
+            row = self._db.execute(
+                "SELECT state, last_seq FROM payments WHERE out_trade_no = ?", (out_trade_no,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no payment with out_trade_no {out_trade_no}")
+            current, seq = PaymentState(row[0]), int(row[1]) + 1
+            if state not in TRANSITIONS[current]:
+                raise InvalidArgument(
+                    "state", f"payment {out_trade_no} cannot go from {current} to {state}"
+                )
+            columns = sorted(row_updates)
+            assignments = "".join(f", {column} = ?" for column in columns)
+            values = [
+                int(row_updates[c]) if c in _INT_COLUMNS else str(row_updates[c]) for c in columns
+            ]
+            # Column names come from the _ROW_UPDATES allowlist, never from input.
+            self._db.execute(
+                "UPDATE payments SET state = ?, final = ?, last_seq = ?, updated_at = ?"  # noqa: S608
+                f"{assignments} WHERE out_trade_no = ?",
+                (state.value, int(state.final), seq, now, *values, out_trade_no),
+            )
+            event = PaymentEvent(out_trade_no, seq, now, state, kind, data)
+            self._insert_event(event)
+            return event
+
+    def _mark_pay_sent(self, out_trade_no: str, now: float) -> Payment:
+        with transaction(self._db):
+            updated = self._db.execute(
+                "UPDATE payments SET pay_sent_at = ?, updated_at = ?"
+                " WHERE out_trade_no = ? AND state = ? AND pay_sent_at IS NULL",
+                (now, now, out_trade_no, PaymentState.PAYING.value),
+            ).rowcount
+            payment = self._require(out_trade_no)
+            if updated != 1:
+                why = (
+                    "micropay was already attempted"
+                    if payment.pay_sent_at is not None
+                    else f"payment is {payment.state}, not PAYING"
+                )
+                raise InvalidArgument("out_trade_no", f"{out_trade_no}: {why}")
+            return payment
+
+    def _find(self, out_trade_no: str) -> Payment | None:
+        row = self._db.execute(
+            f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE out_trade_no = ?",  # noqa: S608
+            (out_trade_no,),
+        ).fetchone()
+        return None if row is None else _payment(row)
+
+    def _require(self, out_trade_no: str) -> Payment:
+        payment = self._find(out_trade_no)
+        if payment is None:
+            raise NotFound(f"no payment with out_trade_no {out_trade_no}")
+        return payment
+
+    def _events(self, out_trade_no: str, after_seq: int) -> EventList:
+        rows = self._db.execute(
+            "SELECT seq, time, state, kind, data FROM payment_events"
+            " WHERE out_trade_no = ? AND seq > ? ORDER BY seq",
+            (out_trade_no, after_seq),
+        ).fetchall()
+        return [
+            PaymentEvent(
+                out_trade_no,
+                int(seq),
+                float(time),
+                PaymentState(state),
+                EventKind(kind),
+                json.loads(data),
+            )
+            for seq, time, state, kind, data in rows
+        ]
+
+    def _list(
+        self,
+        states: tuple[PaymentState, ...],
+        created_after: float | None,
+        created_before: float | None,
+        page_size: int,
+        cursor: tuple[float, str] | None,
+    ) -> tuple[PaymentList, str]:
+        where: list[str] = []
+        args: list[Any] = []
+        if states:
+            where.append(f"state IN ({', '.join('?' for _ in states)})")
+            args.extend(s.value for s in states)
+        if created_after is not None:
+            where.append("created_at >= ?")
+            args.append(created_after)
+        if created_before is not None:
+            where.append("created_at < ?")
+            args.append(created_before)
+        if cursor is not None:
+            where.append("(created_at, out_trade_no) < (?, ?)")
+            args.extend(cursor)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        # Only placeholders and fixed fragments are formatted in; values are bound.
+        rows = self._db.execute(
+            f"SELECT {_PAYMENT_COLUMNS} FROM payments{clause}"  # noqa: S608
+            " ORDER BY created_at DESC, out_trade_no DESC LIMIT ?",
+            (*args, page_size + 1),
+        ).fetchall()
+        payments = [_payment(row) for row in rows[:page_size]]
+        token = ""
+        if len(rows) > page_size:
+            last = payments[-1]
+            token = _encode_token(last.created_at, last.out_trade_no)
+        return payments, token
+
+    def _unfinished(self) -> PaymentList:
+        rows = self._db.execute(
+            f"SELECT {_PAYMENT_COLUMNS} FROM payments"  # noqa: S608
+            " WHERE final = 0 ORDER BY created_at, out_trade_no"
+        ).fetchall()
+        return [_payment(row) for row in rows]
+
+    def _insert_event(self, event: PaymentEvent) -> None:
+        self._db.execute(
+            "INSERT INTO payment_events (out_trade_no, seq, time, state, kind, data)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                event.out_trade_no,
+                event.seq,
+                event.time,
+                event.state.value,
+                event.kind.value,
+                canonical(event.data),
+            ),
+        )
+
+
+def _payment(row: tuple[Any, ...]) -> Payment:
+    (
+        params,
+        state,
+        transaction_id,
+        openid,
+        bank_type,
+        cash_fee,
+        fee_type,
+        time_end,
+        err_code,
+        err_code_des,
+        created_at,
+        updated_at,
+        pay_sent_at,
+        last_seq,
+    ) = row
+    stored = json.loads(params)
+    order = PaymentOrder(**{k: v for k, v in stored.items() if k in _ORDER_FIELDS})
+    return Payment(
+        order=order,
+        state=PaymentState(state),
+        created_at=float(created_at),
+        updated_at=float(updated_at),
+        last_seq=int(last_seq),
+        transaction_id=transaction_id,
+        openid=openid,
+        bank_type=bank_type,
+        cash_fee=int(cash_fee),
+        fee_type=fee_type,
+        time_end=time_end,
+        err_code=err_code,
+        err_code_des=err_code_des,
+        pay_sent_at=None if pay_sent_at is None else float(pay_sent_at),
+    )
+
+
+def _encode_token(created_at: float, out_trade_no: str) -> str:
+    raw = json.dumps([created_at, out_trade_no], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> tuple[float, str]:
+    try:
+        fields = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidArgument("page_token", _PAGE_CURSOR_RULE) from exc
+    match fields:
+        case [int() | float() as created_at, str() as out_trade_no]:
+            return float(created_at), out_trade_no
+        case _:
+            raise InvalidArgument("page_token", _PAGE_CURSOR_RULE)

@@ -1,0 +1,1 @@
+"""Running as a service: config, logs, systemd, secret files."""

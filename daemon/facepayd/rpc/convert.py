@@ -1,0 +1,79 @@
+"""Domain values to protobuf and back, shared by every area."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+
+from facepay.terminal.v1 import terminal_pb2 as pb
+from facepayd.face.lifecycle import State
+from facepayd.payments.models import Payment, PaymentEvent, PaymentState
+
+LIFECYCLE_STATE = {
+    State.DISCONNECTED: pb.LIFECYCLE_STATE_DISCONNECTED,
+    State.UNINITIALIZED: pb.LIFECYCLE_STATE_UNINITIALIZED,
+    State.INITIALIZING: pb.LIFECYCLE_STATE_INITIALIZING,
+    State.READY: pb.LIFECYCLE_STATE_READY,
+    State.IN_SESSION: pb.LIFECYCLE_STATE_IN_SESSION,
+    State.RELEASING: pb.LIFECYCLE_STATE_RELEASING,
+    State.FAULT: pb.LIFECYCLE_STATE_FAULT,
+    State.STOPPING: pb.LIFECYCLE_STATE_STOPPING,
+}
+PAYMENT_STATE: dict[PaymentState, Any] = {
+    state: pb.PaymentState.Value(f"PAYMENT_STATE_{state.name}") for state in PaymentState
+}
+PAYMENT_STATE_BACK = {value: state for state, value in PAYMENT_STATE.items()}
+
+
+def timestamp(unix: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(unix * 1e9))
+    return ts
+
+
+def unix(ts: timestamp_pb2.Timestamp) -> float:
+    # Not ToDatetime().timestamp(): that naive datetime is read as local time (UTC+8 in China).
+    return float(ts.ToNanoseconds()) / 1e9
+
+
+def event_message(event: PaymentEvent) -> pb.PaymentEvent:
+    message = pb.PaymentEvent(
+        out_trade_no=event.out_trade_no,
+        seq=event.seq,
+        time=timestamp(event.time),
+        state=PAYMENT_STATE[event.state],
+    )
+    kind = getattr(message, event.kind)
+    for field in kind.DESCRIPTOR.fields:
+        if field.name in event.data and field.name != "face_code":
+            value = event.data[field.name]
+            setattr(
+                kind,
+                field.name,
+                int(value) if field.type in (field.TYPE_INT32, field.TYPE_INT64) else str(value),
+            )
+    kind.SetInParent()
+    return message
+
+
+def payment_message(payment: Payment) -> pb.Payment:
+    return pb.Payment(
+        out_trade_no=payment.out_trade_no,
+        state=PAYMENT_STATE[payment.state],
+        total_fee=payment.total_fee,
+        body=payment.body,
+        attach=payment.attach,
+        transaction_id=payment.transaction_id,
+        openid=payment.openid,
+        bank_type=payment.bank_type,
+        cash_fee=payment.cash_fee,
+        fee_type=payment.fee_type,
+        time_end=payment.time_end,
+        err_code=payment.err_code,
+        err_code_des=payment.err_code_des,
+        created_at=timestamp(payment.created_at),
+        updated_at=timestamp(payment.updated_at),
+        last_seq=payment.last_seq,
+        final=payment.final,
+    )

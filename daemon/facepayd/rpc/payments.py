@@ -1,0 +1,116 @@
+"""Payments: WatchPayment, GetPayment, ListPayments, ReversePayment, and the order's rules."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from facepay.terminal.v1 import terminal_pb2 as pb
+from facepayd.payments.models import PaymentOrder
+from facepayd.rpc import validation as v
+from facepayd.rpc.convert import PAYMENT_STATE_BACK, event_message, payment_message, unix
+from facepayd.rpc.handlers import Area, stream, unary
+
+
+class PaymentsArea(Area):
+    """The journal's payments."""
+
+    @stream
+    async def WatchPayment(
+        self, request: pb.WatchPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchPaymentResponse]:
+        """Replay after after_seq, then follow to the final state."""
+        v.require_out_trade_no(request.out_trade_no)
+        await self._d.payments.get(request.out_trade_no)
+        async for event in self._d.payments.watch(request.out_trade_no, request.after_seq):
+            yield pb.WatchPaymentResponse(event=event_message(event))
+
+    @unary
+    async def GetPayment(
+        self, request: pb.GetPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPaymentResponse:
+        """One payment from the journal."""
+        v.require_out_trade_no(request.out_trade_no)
+        return pb.GetPaymentResponse(
+            payment=payment_message(await self._d.payments.get(request.out_trade_no))
+        )
+
+    @unary
+    async def ListPayments(
+        self, request: pb.ListPaymentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPaymentsResponse:
+        """Payments from the journal, newest first, paged."""
+        rules = v.Rules()
+        rules.int_range("page_size", request.page_size, 0, 200)
+        states = []
+        for index, value in enumerate(request.states):
+            if value not in PAYMENT_STATE_BACK:
+                rules.fail(
+                    f"states[{index}]", "must be a known PaymentState other than UNSPECIFIED"
+                )
+            else:
+                states.append(PAYMENT_STATE_BACK[value])
+        if len(request.page_token) > 512:
+            rules.fail("page_token", "must be a token from a previous ListPayments")
+        rules.check()
+        payments, token = await self._d.payments.list(
+            states=states,
+            created_after=unix(request.created_after)
+            if request.HasField("created_after")
+            else None,
+            created_before=unix(request.created_before)
+            if request.HasField("created_before")
+            else None,
+            page_size=request.page_size or 50,
+            page_token=request.page_token,
+        )
+        return pb.ListPaymentsResponse(
+            payments=[payment_message(p) for p in payments], next_page_token=token
+        )
+
+    @unary
+    async def ReversePayment(
+        self, request: pb.ReversePaymentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReversePaymentResponse:
+        """Reverse a payment."""
+        v.require_out_trade_no(request.out_trade_no)
+        return pb.ReversePaymentResponse(
+            payment=payment_message(await self._d.payments.reverse(request.out_trade_no))
+        )
+
+
+def payment_order(request: pb.StartFacePayRequest, max_amount: int, rules: v.Rules) -> PaymentOrder:
+    """The order of a StartFacePay, its violations recorded into rules."""
+    v.out_trade_no(rules, "out_trade_no", request.out_trade_no)
+    rules.int_range("total_fee", request.total_fee, 1, max_amount)
+    rules.max_bytes("body", request.body, 128, required=True)
+    rules.max_bytes("attach", request.attach, 127)
+    rules.max_bytes("detail", request.detail, 6000)
+    rules.pattern(
+        "fee_type",
+        request.fee_type,
+        v.FEE_TYPE,
+        "must be an ISO 4217 code like CNY",
+        required=False,
+    )
+    rules.max_bytes("goods_tag", request.goods_tag, 32)
+    rules.choice("limit_pay", request.limit_pay, ("no_credit",))
+    rules.pattern(
+        "time_expire", request.time_expire, v.TIME14, "must be yyyyMMddHHmmss", required=False
+    )
+    rules.max_bytes("scene_info", request.scene_info, 256)
+    rules.choice("receipt", request.receipt, ("Y",))
+    return PaymentOrder(
+        out_trade_no=request.out_trade_no,
+        total_fee=request.total_fee,
+        body=request.body,
+        attach=request.attach,
+        detail=request.detail,
+        fee_type=request.fee_type,
+        goods_tag=request.goods_tag,
+        limit_pay=request.limit_pay,
+        time_expire=request.time_expire,
+        scene_info=request.scene_info,
+        receipt=request.receipt,
+    )
