@@ -1,6 +1,7 @@
 """The daemon's exception tree; every foreign error is translated into one of these at its boundary.
 
 FacepayError
+├── Internal                     an unexpected failure (a bug); only its correlation id leaves
 ├── ConfigError                  bad or unsafe configuration (unknown key, readable secret file)
 ├── InvalidArgument              a request field breaks a rule (field, rule)
 ├── TerminalBusy                 the camera is held by another face session (session_id)
@@ -37,6 +38,16 @@ class FacepayError(Exception):
     """Root of every error the daemon raises on purpose."""
 
     reason = "INTERNAL"
+
+
+class Internal(FacepayError):
+    """An unexpected failure inside the daemon; the client sees only its correlation id."""
+
+    reason = "INTERNAL"
+
+    def __init__(self, correlation_id: str) -> None:
+        super().__init__(f"internal error; the daemon's log names it {correlation_id}")
+        self.correlation_id = correlation_id
 
 
 class ConfigError(FacepayError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -51,9 +52,10 @@ def unary(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     async def wrapper(self: Area, request: Any, context: grpc.aio.ServicerContext) -> T:
         try:
             return await handler(self, request, context)
-        except errors.FacepayError as exc:
-            log.info("rpc_error", rpc=handler.__name__, reason=exc.reason, error=str(exc))
-            await context.abort_with_status(to_status(exc))
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await context.abort_with_status(to_status(_domain_error(handler.__name__, exc)))
             raise AssertionError("abort_with_status returned") from exc
 
     return wrapper
@@ -71,8 +73,20 @@ def stream(
         try:
             async for item in handler(self, request, context):
                 yield item
-        except errors.FacepayError as exc:
-            log.info("rpc_error", rpc=handler.__name__, reason=exc.reason, error=str(exc))
-            await context.abort_with_status(to_status(exc))
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status, none leaks text
+            await context.abort_with_status(to_status(_domain_error(handler.__name__, exc)))
 
     return wrapper
+
+
+def _domain_error(rpc: str, exc: Exception) -> errors.FacepayError:
+    """exc as the client may see it; anything unexpected is INTERNAL with a correlation id."""
+    if isinstance(exc, errors.FacepayError):
+        log.info("rpc_error", rpc=rpc, reason=exc.reason, error=str(exc))
+        return exc
+    correlation_id = secrets.token_hex(6)
+    # The traceback goes to the log only; the client gets a fixed text and the id to quote.
+    log.error("rpc_internal_error", rpc=rpc, correlation_id=correlation_id, exc_info=exc)
+    return errors.Internal(correlation_id)

@@ -54,6 +54,8 @@ def metadata(exc: errors.FacepayError) -> dict[str, str]:
         return meta
     if isinstance(exc, errors.BackendRejected):
         return {"code": exc.code}
+    if isinstance(exc, errors.Internal):
+        return {"correlation_id": exc.correlation_id}
     return {}
 
 
