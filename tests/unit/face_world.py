@@ -74,6 +74,7 @@ class World:
     clock: ManualClock
     sim: SimTerminal
     lifecycle: Lifecycle
+    authinfo: AuthinfoCache
     sessions: FaceSessions
     flows: FaceFlows
     journal: Journal
@@ -165,7 +166,9 @@ async def face_world(
     backend = PayingBackend()
     payments = PaymentService(journal.payments, backend, clock, PaymentTimings())
     flows = FaceFlows(sessions=sessions, payments=payments, lifecycle=lifecycle, clock=clock)
-    world = World(clock, sim, lifecycle, sessions, flows, journal, payments, backend, device)
+    world = World(
+        clock, sim, lifecycle, authinfo, sessions, flows, journal, payments, backend, device
+    )
     await lifecycle.start()
     ready = State.UNINITIALIZED if mode is SdkMode.AGGREGATE else State.READY
     await until(lambda: lifecycle.state is ready, 10, f"lifecycle {ready.value}")
