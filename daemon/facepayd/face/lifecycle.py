@@ -23,7 +23,6 @@ from facepayd.device.reconnect import Reconnector
 from facepayd.device.sdk import InitOptions, Sdk, SdkVersion
 from facepayd.device.transport import PeripheralInfo, Transport
 from facepayd.errors import (
-    SDK_NOT_INITIALIZED,
     DeviceLost,
     FacepayError,
     SdkInitializing,
@@ -218,11 +217,6 @@ class Lifecycle:
         return SdkVersion.parse(self._hello.sdk_version) if self._hello else SdkVersion()
 
     @property
-    def sdk_version(self) -> tuple[int, ...]:
-        """The connected SDK's version as a tuple, (0,) when unknown."""
-        return self.version.parts
-
-    @property
     def in_session(self) -> bool:
         """Whether a face session holds the SDK (IN_SESSION or re-initializing inside one)."""
         return self._state in SESSION_STATES
@@ -238,14 +232,6 @@ class Lifecycle:
             log.info("sdk_not_initialized")
             await self._init_after_loss(generation)
             return await call(self._typed_sdk())
-
-    def supports_update_pay_result(self) -> bool:
-        """updateWxpayfacePayResult exists only below SDK 2.13."""
-        return self.version.has_update_pay_result
-
-    def supports_quit(self) -> bool:
-        """quitWxpayface exists from SDK 2.22."""
-        return self.version.has_quit
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call back on every state change (status watchers)."""
@@ -282,34 +268,6 @@ class Lifecycle:
         if self._bridge is not None:
             await self._bridge.close()
 
-    async def call(
-        self,
-        method: str,
-        params: Mapping[str, str],
-        *,
-        timeout: float | None = None,
-        on_update_result: Callable[[dict[str, str]], None] | None = None,
-    ) -> dict[str, str]:
-        """Deprecated raw call (info map back); use run() with a typed Sdk call instead."""
-        # Kept only until face/sessions.py moves to run(); nothing new may use it.
-        await self._wait_init_settled()
-        self._require_callable()
-        generation = self._init_generation
-        info = await self._raw_call(method, params, timeout, on_update_result)
-        if info.get("err_code") == SDK_NOT_INITIALIZED:
-            log.info("sdk_not_initialized", method=method)
-            await self._init_after_loss(generation)
-            info = await self._raw_call(method, params, timeout, on_update_result)
-        return info
-
-    async def ensure_initialized(self) -> None:
-        """Init the SDK unless it already is; concurrent callers share one init."""
-        async with self._init_lock:
-            if self._state in (State.READY, *SESSION_STATES):
-                return
-            self._require(State.UNINITIALIZED, State.INIT_FAILED, action="initialize the SDK")
-            await self._init_locked(State.INITIALIZING)
-
     async def reinitialize(self) -> None:
         """Release (if initialized) and init again, on operator request; also from INIT_FAILED."""
         async with self._init_lock:
@@ -343,7 +301,10 @@ class Lifecycle:
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[None]:
-        """Hold the SDK for one face session: init first (aggregate: always), release after."""
+        """Hold the SDK for one face session: init first, release (aggregate) or READY after."""
+        # Aggregate mode releases between sessions, so each session inits; an idle init (after
+        # Reinitialize or a retry) is taken instead. The release on exit is this session's
+        # because it holds the SDK, whatever the state says meanwhile.
         hold = await self._begin_session()
         try:
             yield
@@ -353,7 +314,8 @@ class Lifecycle:
             else:
                 # Shielded and owned: a cancelled session must still end its hold, or the
                 # lifecycle would stay IN_SESSION.
-                await asyncio.shield(self._tasks.spawn(self._end_session(hold), name="end"))
+                end = self._tasks.spawn(self._end_session(hold), name="lifecycle-session-end")
+                await asyncio.shield(end)
 
     # ------------------------------------------------------------------ phases
 
@@ -621,22 +583,6 @@ class Lifecycle:
             self.version,
             call_timeout=self._device.call_timeout,
             face_timeout=self._device.face_timeout,
-        )
-
-    async def _raw_call(
-        self,
-        method: str,
-        params: Mapping[str, str],
-        timeout: float | None,
-        on_update_result: Callable[[dict[str, str]], None] | None,
-    ) -> dict[str, str]:
-        self._require_connected()
-        assert self._bridge is not None
-        return await self._bridge.call(
-            method,
-            params,
-            timeout=timeout if timeout is not None else self._device.call_timeout,
-            on_update_result=on_update_result,
         )
 
     def _init_options(self) -> InitOptions:
