@@ -168,7 +168,10 @@ class Session:
             )
             return False
         self._state = new
-        log.info("session_state", session_id=self.id, kind=self.kind, old=old.value, new=new.value)
+        # Nothing is logged at info ahead of the getWxpayfaceCode frame (the camera path).
+        camera_path = old is SessionState.CLAIMED and new is SessionState.FACE_UI
+        emit = log.debug if camera_path else log.info
+        emit("session_state", session_id=self.id, kind=self.kind, old=old.value, new=new.value)
         return True
 
     def _finish(self, reason: EndReason, return_msg: str = "") -> None:
@@ -414,7 +417,7 @@ class FaceSessions:
     def _grant(self, kind: str, out_trade_no: str) -> Session:
         session = Session(self._new_id(), kind, out_trade_no)
         self._active = session
-        log.info("session_claimed", session_id=session.id, kind=kind)
+        log.debug("session_claimed", session_id=session.id, kind=kind)
         return session
 
     def _free(self, session: Session) -> None:
