@@ -292,6 +292,41 @@ async def _follow_payment(
             _print_event(out, event)
             if event.state in _EXIT_BY_FINAL_STATE:
                 return _EXIT_BY_FINAL_STATE[event.state]
+    return _ended_early(out, out_trade_no, last_seq)
+
+
+async def _follow_face_pay(
+    out: _Output,
+    out_trade_no: str,
+    responses: AsyncGenerator[terminal_pb2.StartFacePayResponse, None],
+) -> int:
+    """Print events and the face UI's end until the stream ends; the final state is the code."""
+    last_seq = 0
+    exit_code: int | None = None
+    async with aclosing(responses):
+        async for response in responses:
+            if response.HasField("session_ended"):
+                _print_session_ended(out, response.session_ended)
+                continue
+            event = response.event
+            last_seq = event.seq
+            _print_event(out, event)
+            if event.state in _EXIT_BY_FINAL_STATE:
+                exit_code = _EXIT_BY_FINAL_STATE[event.state]
+    if exit_code is None:
+        return _ended_early(out, out_trade_no, last_seq)
+    return exit_code
+
+
+def _print_session_ended(out: _Output, ended: terminal_pb2.SessionEnded) -> None:
+    """The face UI has closed: the screen is free for the next sale."""
+    if out.json_mode:
+        out.record({"session_ended": _to_json(ended)})
+        return
+    out.line(f"{'':<4} {'session_ended':<16} {_inline(_flatten(ended))}".rstrip())
+
+
+def _ended_early(out: _Output, out_trade_no: str, last_seq: int) -> int:
     out.note(
         f"stream ended before a final state; re-attach with: "
         f"facepay payment watch {out_trade_no} --after-seq {last_seq}"
@@ -383,7 +418,7 @@ async def _follow_capture(
             _print_reported(out, session_id, args.report)
             # Wait a bounded time for the SDK's confirmation, which old SDKs send on the stream.
             deadline.reschedule(asyncio.get_running_loop().time() + args.timeout)
-        elif kind == "pay_result_confirmed":
+        elif kind == "session_ended":
             break
     return captured
 
@@ -426,14 +461,14 @@ async def _cmd_pay(client: TerminalClient, args: argparse.Namespace, out: _Outpu
         "receipt": args.receipt,
         "fee_type": args.fee_type,
     }
-    events = client.start_face_pay(
+    responses = client.start_face_pay_stream(
         out_trade_no,
         args.amount,
         args.body,
         face=_face_options(args),
         **{name: value for name, value in optional.items() if value is not None},
     )
-    return await _follow_payment(out, out_trade_no, events)
+    return await _follow_face_pay(out, out_trade_no, responses)
 
 
 def _new_out_trade_no() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Self
 
@@ -302,12 +303,32 @@ class TerminalClient:
         face: terminal_pb2.FaceOptions | None = None,
         **fields: str,
     ) -> AsyncGenerator[terminal_pb2.PaymentEvent, None]:
-        """Capture a face and pay; yields each payment event up to the final state."""
+        """Capture a face and pay; yields each payment event (start_face_pay_stream has all)."""
+        stream = self.start_face_pay_stream(out_trade_no, total_fee, body, face=face, **fields)
+        async with aclosing(stream):
+            async for response in stream:
+                if response.HasField("event"):
+                    yield response.event
+
+    async def start_face_pay_stream(
+        self,
+        out_trade_no: str,
+        total_fee: int,
+        body: str,
+        *,
+        face: terminal_pb2.FaceOptions | None = None,
+        **fields: str,
+    ) -> AsyncGenerator[terminal_pb2.StartFacePayResponse, None]:
+        """Capture a face and pay; yields payment events and, once, the face UI's end.
+
+        Each response holds `event` (a PaymentEvent) or `session_ended` (the screen is free);
+        the stream ends once the payment is final and the face UI has closed.
+        """
         request = terminal_pb2.StartFacePayRequest(
             out_trade_no=out_trade_no, total_fee=total_fee, body=body, face=face, **fields
         )
         async for response in self._stream("StartFacePay", request):
-            yield response.event
+            yield response
 
     async def capture_face_code(
         self,
@@ -316,7 +337,7 @@ class TerminalClient:
         *,
         face: terminal_pb2.FaceOptions | None = None,
     ) -> AsyncGenerator[terminal_pb2.CaptureEvent, None]:
-        """Capture-only: yields session, face code and result-confirmation events."""
+        """Capture-only: session, face code (or cancelled), confirmation, then session_ended."""
         request = terminal_pb2.CaptureFaceCodeRequest(
             out_trade_no=out_trade_no, total_fee=total_fee, face=face
         )

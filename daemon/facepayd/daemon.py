@@ -17,9 +17,9 @@ from facepayd.clock import Clock, SystemClock
 from facepayd.device.adb import AdbSettings, AdbTransport
 from facepayd.device.tcp import TcpTransport
 from facepayd.device.transport import Transport
-from facepayd.errors import ConfigError, SdkError
+from facepayd.errors import ConfigError
 from facepayd.face.authinfo import AuthinfoCache, AuthinfoKey
-from facepayd.face.flows import FacePayFlows
+from facepayd.face.flows import FaceFlows
 from facepayd.face.lifecycle import Lifecycle, State
 from facepayd.face.sessions import FaceSessions
 from facepayd.journal import Journal
@@ -228,6 +228,7 @@ class Daemon:
             authinfo=self.authinfo,
             merchant=merchant,
             device=config.device,
+            clock=clock,
         )
         keys = outside.payscore_keys
         self.payscore_client = (
@@ -251,7 +252,7 @@ class Daemon:
         self._journal: Journal | None = None
         self.payments: PaymentService | None = None
         self.payscore: PayScoreService | None = None
-        self.flows: FacePayFlows | None = None
+        self.flows: FaceFlows | None = None
         self._server: RpcServer | None = None
         self._recovered = False
         self._tasks = TaskOwner("daemon")
@@ -277,12 +278,11 @@ class Daemon:
             merchant_spbill_ip=config.merchant.spbill_create_ip,
             device_info=config.merchant.device_id,
         )
-        self.flows = FacePayFlows(
-            sessions=self.sessions, payments=self.payments, lifecycle=self.lifecycle
+        self.flows = FaceFlows(
+            sessions=self.sessions, payments=self.payments, lifecycle=self.lifecycle, clock=clock
         )
         self.payscore = PayScoreService(
             journal=self._journal.service_orders,
-            sessions=self.sessions,
             client=self.payscore_client,
             clock=clock,
             service_id=config.payscore.service_id,
@@ -349,25 +349,19 @@ class Daemon:
     def _on_lifecycle_change(self) -> None:
         if self._server is None:
             return
-        serving = (self._recovered and self.lifecycle.usable()) or (
-            self.lifecycle.state is State.IN_SESSION
-        )
+        # Serving while a session could start or one is under way; INIT_FAILED, FAULT and
+        # the rest are not serving.
+        lifecycle = self.lifecycle
+        serving = self._recovered and (lifecycle.usable() or lifecycle.in_session)
         self._tasks.spawn(self._server.set_serving(serving), name="health")
-        if self.lifecycle.state is State.READY:
+        if lifecycle.state is State.READY:
             self.authinfo.poke()
 
     async def _fetch_authinfo(self) -> AuthinfoGrant:
-        info = await self.lifecycle.call("getWxpayfaceRawdata", {})
-        if info.get("return_code") != "SUCCESS" or not info.get("rawdata"):
-            raise SdkError(
-                "getWxpayfaceRawdata",
-                info.get("return_code", ""),
-                info.get("return_msg", ""),
-                info.get("err_code", ""),
-            )
+        rawdata = await self.lifecycle.run(lambda sdk: sdk.rawdata())
         merchant = self.config.merchant
         return await self.wxpay.get_authinfo(
-            rawdata=info["rawdata"],
+            rawdata=rawdata,
             store_id=merchant.store_id,
             store_name=merchant.store_name,
             device_id=merchant.device_id,

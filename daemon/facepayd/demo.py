@@ -54,9 +54,13 @@ def event_line(event: pb.PaymentEvent) -> str:
 async def pay(client: TerminalClient, out_trade_no: str, amount: int, body: str) -> pb.PaymentEvent:
     """A face payment, printing each event; returns the last one."""
     last = None
-    async for event in client.start_face_pay(out_trade_no, amount, body):
-        say(event_line(event))
-        last = event
+    async for response in client.start_face_pay_stream(out_trade_no, amount, body):
+        if response.HasField("session_ended"):
+            ended = response.session_ended
+            say(f"        screen free: {ended.reason}")
+            continue
+        say(event_line(response.event))
+        last = response.event
     if last is None:
         raise DemoFailed(f"{out_trade_no}: no events")
     return last

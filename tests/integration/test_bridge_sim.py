@@ -204,14 +204,63 @@ async def test_init_rawdata_code_round_trip_with_both_callbacks(rig: Rig) -> Non
     assert updates[0]["return_code"] == "SUCCESS"
     assert len(sent_ids) == 1
 
+    await until(lambda: not sim.face_ui_open)
     assert sim.timeline == [
         "initWxpayface",
         "getWxpayfaceRawdata",
         "getWxpayfaceCode",
         "camera_open",
+        "result_page",
+        "result_page_closed",
     ]
     assert client.methods_sent == ["initWxpayface", "getWxpayfaceRawdata", "getWxpayfaceCode"]
     assert client.calls_sent == 3
+
+
+@pytest.mark.parametrize("ui_result", ["SUCCESS", "USER_QUERY_CANCEL"])
+async def test_result_page_keeps_the_camera_busy_until_the_second_callback(
+    rig: Rig, ui_result: str
+) -> None:
+    clock = ManualClock()
+    latencies = SimLatencies(init=0, rawdata=0, face_capture=0, update_result=3.0, quit=0)
+    sim, client = await rig.pair(sim_clock=clock, latencies=latencies)
+    await _init(client)
+    sim.script(FaceOutcome[ui_result])
+    updates, on_update = _collector()
+    info = await client.call(
+        "getWxpayfaceCode", FACE_PARAMS, timeout=_CALL_TIMEOUT, on_update_result=on_update
+    )
+    assert info["return_code"] == "SUCCESS"
+    await until(lambda: clock.sleepers > 0)
+    # The code is out, WeChat's result page is up: the camera is still busy.
+    assert sim.result_page_open
+    assert sim.face_ui_open
+    busy = await client.call("getWxpayfaceCode", FACE_PARAMS, timeout=_CALL_TIMEOUT)
+    assert busy["return_code"] == "ERROR"
+    assert "already open" in busy["return_msg"]
+    assert updates == []
+    await clock.advance(3.0)
+    await until(lambda: len(updates) == 1)
+    assert updates[0]["return_code"] == ui_result
+    await until(lambda: not sim.face_ui_open)
+
+
+async def test_quit_closes_the_result_page_without_a_second_callback(rig: Rig) -> None:
+    clock = ManualClock()
+    latencies = SimLatencies(init=0, rawdata=0, face_capture=0, update_result=3.0, quit=0)
+    sim, client = await rig.pair(sim_clock=clock, latencies=latencies)
+    await _init(client)
+    updates, on_update = _collector()
+    await client.call(
+        "getWxpayfaceCode", FACE_PARAMS, timeout=_CALL_TIMEOUT, on_update_result=on_update
+    )
+    await until(lambda: sim.result_page_open)
+    quit_answer = await client.call("quitWxpayface", {}, timeout=_CALL_TIMEOUT)
+    assert quit_answer["return_code"] == "SUCCESS"
+    assert not sim.face_ui_open
+    await clock.advance(3.0)
+    await settle()
+    assert updates == []
 
 
 async def test_old_sdk_sends_update_result_only_after_the_pay_result(rig: Rig) -> None:
@@ -574,6 +623,8 @@ async def test_user_info(rig: Rig) -> None:
         (SimUser(has_payscore=True), FaceOutcome.SUCCESS, "SUCCESS"),
         (SimUser(has_payscore=False, authorizes_payscore=True), FaceOutcome.SUCCESS, "SUCCESS"),
         (SimUser(has_payscore=False, authorizes_payscore=False), FaceOutcome.SUCCESS, "ERROR"),
+        # Has PayScore, but declines to authorize this service: not a SUCCESS.
+        (SimUser(has_payscore=True, authorizes_payscore=False), FaceOutcome.SUCCESS, "ERROR"),
         (SimUser(), FaceOutcome.USER_CANCEL, "USER_CANCEL"),
         (SimUser(), FaceOutcome.SCAN_PAYMENT, "SCAN_PAYMENT"),
     ],
@@ -589,6 +640,9 @@ async def test_payscore_status(
     assert ("face_sid" in info) == (return_code == "SUCCESS")
     if return_code == "SUCCESS":
         assert info["openid"] == user.openid
+    if return_code == "ERROR":
+        declined = "authorize" in info["return_msg"]
+        assert declined == user.has_payscore
 
 
 # ---------------------------------------------------------------------------- version gates

@@ -26,10 +26,15 @@ async def capture(
 ) -> pb.FaceCaptured:
     """Run one capture-only session to its end and return the captured face."""
     captured = None
+    last = None
     async for event in client.capture_face_code(out_trade_no, 100, face=pb.FaceOptions(**face)):
         if event.HasField("face_captured"):
             captured = event.face_captured
+        last = event
     assert captured is not None
+    # The stream's last event says the screen is free: the SDK's result page closed.
+    assert last is not None
+    assert last.session_ended.reason == "RESULT_SHOWN"
     return captured
 
 

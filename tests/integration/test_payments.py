@@ -496,7 +496,8 @@ async def test_capture_only_on_an_old_sdk_reports_the_result_and_streams_the_con
         assert len(captured.face_captured.face_code) == 18
         await client.report_pay_result(started.session_started.session_id, True)
         confirmed = await anext(events)
-        assert [e async for e in events] == []
+        ended = [e async for e in events]
+        assert [e.session_ended.reason for e in ended] == ["PAY_RESULT_REPORTED"]
         # A full face payment on the old SDK tells the face UI the result by itself.
         paid = await pay(client, "CO2", 1)
     assert confirmed.HasField("pay_result_confirmed")
@@ -574,6 +575,9 @@ async def test_cli_pay_and_payment_commands_end_to_end(
     assert paid.returncode == 0, paid.stderr
     lines = paid.stdout.splitlines()
     assert lines[0].split() == ["out_trade_no:", "CLI1"]
+    # The face UI's end is its own line; the rest are the payment's events.
+    assert [line.split()[0] for line in lines if "session_ended" in line] == ["session_ended"]
+    lines = [line for line in lines if "session_ended" not in line]
     assert [line.split()[3] for line in lines[1:]] == [
         "session_started",
         "face_captured",

@@ -81,6 +81,9 @@ class FakeTerminal(terminal_pb2_grpc.TerminalServiceServicer):
         self.failures: dict[str, grpc.Status] = {}
         self.requests: dict[str, list[Any]] = {}
         self.pay_events: list[terminal_pb2.PaymentEvent] = []
+        # Sent after pay event number ``session_ended_after`` (1-based) when set.
+        self.session_ended: terminal_pb2.SessionEnded | None = None
+        self.session_ended_after = 0
         self.page = terminal_pb2.ListPaymentsResponse()
         self.reported = asyncio.Event()
 
@@ -95,11 +98,13 @@ class FakeTerminal(terminal_pb2_grpc.TerminalServiceServicer):
 
     async def StartFacePay(self, request: Any, context: Any) -> AsyncIterator[Any]:
         await self._enter("StartFacePay", request, context)
-        for item in self.pay_events:
+        for n, item in enumerate(self.pay_events, 1):
             copy = terminal_pb2.PaymentEvent()
             copy.CopyFrom(item)
             copy.out_trade_no = request.out_trade_no
             yield terminal_pb2.StartFacePayResponse(event=copy)
+            if self.session_ended is not None and n == self.session_ended_after:
+                yield terminal_pb2.StartFacePayResponse(session_ended=self.session_ended)
 
     async def CaptureFaceCode(self, request: Any, context: Any) -> AsyncIterator[Any]:
         await self._enter("CaptureFaceCode", request, context)
@@ -116,6 +121,10 @@ class FakeTerminal(terminal_pb2_grpc.TerminalServiceServicer):
         confirmed = terminal_pb2.PayResultConfirmed(return_code="SUCCESS")
         yield terminal_pb2.CaptureFaceCodeResponse(
             event=terminal_pb2.CaptureEvent(pay_result_confirmed=confirmed)
+        )
+        ended = terminal_pb2.SessionEnded(session_id="sess-42", reason="PAY_RESULT_REPORTED")
+        yield terminal_pb2.CaptureFaceCodeResponse(
+            event=terminal_pb2.CaptureEvent(session_ended=ended)
         )
 
     async def ReportPayResult(self, request: Any, context: Any) -> Any:
@@ -351,6 +360,30 @@ async def test_pay_prints_events_in_order_without_the_face_code(
     assert _FACE_CODE not in out
 
 
+@pytest.mark.parametrize("after", [2, 4])
+async def test_pay_prints_the_screen_free_and_waits_for_it_after_the_final_state(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str], after: int
+) -> None:
+    daemon.fake.pay_events = _happy_events()
+    daemon.fake.session_ended = terminal_pb2.SessionEnded(
+        session_id="sess-1", reason="USER_QUERY_CANCEL", return_msg="user left"
+    )
+    daemon.fake.session_ended_after = after
+    code = await daemon.run("pay", "--amount", "1", "--body", "water", "--out-trade-no", "T2")
+    out = capsys.readouterr().out
+    assert code == ExitCode.OK
+    rest = lines(out)[1:]
+    assert len(rest) == 5
+    ended = rest[after]
+    assert ended.split()[0] == "session_ended"
+    assert "reason=USER_QUERY_CANCEL" in ended
+    assert "session_id=sess-1" in ended
+    # The client library's payment view leaves the face UI's end out.
+    async with TerminalClient(daemon.socket) as client:
+        events = [e async for e in client.start_face_pay("T3", 1, "water")]
+    assert [e.seq for e in events] == [1, 2, 3, 4]
+
+
 async def test_pay_json_hides_the_face_code_too(
     daemon: Daemon, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -435,6 +468,7 @@ async def test_capture_prints_face_code_and_reports_the_result(
     assert re.search(rf"^face_code:\s+{_FACE_CODE}$", out, re.MULTILINE)
     assert re.search(r"^openid:\s+o-user-1$", out, re.MULTILINE)
     assert re.search(r"^return_code:\s+SUCCESS$", out, re.MULTILINE)
+    assert re.search(r"^reason:\s+PAY_RESULT_REPORTED$", out, re.MULTILINE)
     [capture] = daemon.fake.requests["CaptureFaceCode"]
     assert (capture.out_trade_no, capture.total_fee) == ("T9", 250)
     [report] = daemon.fake.requests["ReportPayResult"]

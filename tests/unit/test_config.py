@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,21 @@ def test_defaults_are_a_valid_config() -> None:
     loaded = config.from_mapping({})
     assert loaded.sdk.mode is SdkMode.NON_AGGREGATE
     assert loaded.payments.poll_interval == 5.0
+
+
+def test_init_retry_backoff_defaults_and_values() -> None:
+    defaults = config.from_mapping({}).sdk
+    assert 0 < defaults.init_retry_backoff <= defaults.init_retry_backoff_max
+    loaded = config.from_mapping({"sdk": {"init_retry_backoff": 1, "init_retry_backoff_max": 8}})
+    assert (loaded.sdk.init_retry_backoff, loaded.sdk.init_retry_backoff_max) == (1.0, 8.0)
+
+
+def test_example_config_sets_every_sdk_key() -> None:
+    example = Path(__file__).parents[2] / "systemd" / "facepayd.example.toml"
+    raw = tomllib.loads(example.read_text())
+    loaded = config.from_mapping(raw)
+    assert set(raw["sdk"]) >= {"init_retry_backoff", "init_retry_backoff_max"}
+    assert loaded.sdk.init_retry_backoff == raw["sdk"]["init_retry_backoff"]
 
 
 def test_values_are_typed() -> None:
@@ -38,6 +54,13 @@ def test_values_are_typed() -> None:
         ({"sdk": {"mode": "sometimes"}}, "sdk.mode: must be one of"),
         ({"sdk": {"firewall": "yes"}}, "sdk.firewall: must be true or false"),
         ({"sdk": {"init_retries": 1.5}}, "sdk.init_retries: must be an integer"),
+        ({"sdk": {"init_retries": -1}}, "sdk.init_retries: must not be negative"),
+        ({"sdk": {"init_retry_delay": 0}}, "sdk.init_retry_delay: must be greater than 0"),
+        ({"sdk": {"init_retry_backoff": 0}}, "sdk.init_retry_backoff/init_retry_backoff_max"),
+        (
+            {"sdk": {"init_retry_backoff": 10, "init_retry_backoff_max": 5}},
+            "sdk.init_retry_backoff/init_retry_backoff_max",
+        ),
         ({"device": {"call_timeout": "10"}}, "device.call_timeout: must be a float"),
         ({"device": {"transport": "usb"}}, "device.transport: must be adb or tcp"),
         (

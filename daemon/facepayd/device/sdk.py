@@ -22,14 +22,22 @@ from facepayd.errors import (
     SdkInitializing,
     SdkNotInitialized,
 )
+from facepayd.ops.logs import get_logger
 
 __all__ = [
+    "CAMERA_ERROR",
+    "FACE_TIMEOUT",
+    "SCAN_PAYMENT",
+    "USER_CANCEL",
+    "USER_QUERY_CANCEL",
     "FaceCode",
     "FaceCodeRequest",
     "FaceMerchant",
+    "FaceUi",
     "InitOptions",
     "PayScoreStatus",
     "PayScoreStatusRequest",
+    "ProxyType",
     "RawCall",
     "Sdk",
     "SdkVersion",
@@ -40,11 +48,20 @@ __all__ = [
     "sdk_error",
 ]
 
+log = get_logger(__name__)
+
 Info = dict[str, str]
 
 # return_code values with which a face UI ends without a result.
 USER_CANCEL = "USER_CANCEL"
 SCAN_PAYMENT = "SCAN_PAYMENT"
+# FaceSessionEnded reasons the SDK names only in return_msg.
+FACE_TIMEOUT = "FACE_TIMEOUT"
+CAMERA_ERROR = "CAMERA_ERROR"
+# updateResultWxpayfaceCallBack / updateWxpayfacePayResult: the user left before the result.
+USER_QUERY_CANCEL = "USER_QUERY_CANCEL"
+# The SDK's own result page closed: the two answers that end a face UI after a face code.
+_UI_ENDED = frozenset({"SUCCESS", USER_QUERY_CANCEL})
 
 
 class RawCall(Protocol):
@@ -188,7 +205,7 @@ class UiResult:
     @property
     def user_query_cancel(self) -> bool:
         """The user left the SDK's result page before it knew the outcome."""
-        return self.return_code == "USER_QUERY_CANCEL"
+        return self.return_code == USER_QUERY_CANCEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,28 +262,35 @@ def sdk_error(method: str, info: Mapping[str, str]) -> SdkError:
         return SdkNotInitialized(method, return_code, return_msg, err_code)
     if err_code == SDK_INITIALIZING:
         return SdkInitializing(method, return_code, return_msg, err_code)
-    if "authinfo" in return_msg.lower():
-        # The SDK names a rejected authinfo only in its message.
+    # The SDK names a rejected authinfo only in its message; a PARAM_ERROR naming it is ours.
+    if return_code != "PARAM_ERROR" and "authinfo" in return_msg.lower():
         return AuthinfoRejected(method, return_code, return_msg, err_code)
     return SdkError(method, return_code, return_msg, err_code)
 
 
 def _face_ui_ended(method: str, info: Mapping[str, str]) -> SdkError:
-    """A face UI that ended without a result, or an SDK error."""
-    error = sdk_error(method, info)
-    if type(error) is not SdkError:
-        return error
+    """A face UI that ended without a result (FaceSessionEnded), or an SDK error."""
     return_code = info.get("return_code", "")
-    msg = info.get("return_msg", "").lower()
+    return_msg = info.get("return_msg", "")
+    err_code = info.get("err_code", "")
+    reason = _end_reason(return_code, return_msg)
+    if reason and err_code not in (SDK_NOT_INITIALIZED, SDK_INITIALIZING):
+        return FaceSessionEnded(method, reason, return_msg, err_code)
+    return sdk_error(method, info)
+
+
+def _end_reason(return_code: str, return_msg: str) -> str:
+    """Why a face UI ended without a result, "" when the answer is an error of another kind."""
     if return_code in (USER_CANCEL, SCAN_PAYMENT):
-        reason = return_code
-    elif "timeout" in msg or "time out" in msg:
-        reason = "FACE_TIMEOUT"
-    elif "camera" in msg:
-        reason = "CAMERA_ERROR"
-    else:
-        return error
-    return FaceSessionEnded(method, reason, info.get("return_msg", ""), info.get("err_code", ""))
+        return return_code
+    if return_code == "PARAM_ERROR":
+        return ""
+    msg = return_msg.lower()
+    if "timeout" in msg or "time out" in msg or "timed out" in msg:
+        return FACE_TIMEOUT
+    if "camera" in msg:
+        return CAMERA_ERROR
+    return ""
 
 
 def _int(text: str) -> int:
@@ -292,12 +316,17 @@ class Sdk:
         v = self.version
         if options.proxy_type == ProxyType.HTTP and not v.has_tcp_proxy:
             raise NotSupported("initWxpayface proxy_type 3 (Http) needs SDK 2.12 or later")
+        # Options this SDK lacks are left out (it would refuse the init), and said so.
+        if options.tcp_port and not v.has_tcp_proxy:
+            log.warning("sdk_option_unsupported", option="tcp_port", sdk_version=str(v))
+        if options.perform_mode and not v.has_perform_mode:
+            log.warning("sdk_option_unsupported", option="perform_mode", sdk_version=str(v))
         params = {
             "ip": options.ip,
             "port": options.port,
             "user": options.user,
             "passwd": options.passwd,
-            "proxy_type": str(options.proxy_type) if options.ip else "",
+            "proxy_type": str(int(options.proxy_type)) if options.ip else "",
             "tcp_port": options.tcp_port if v.has_tcp_proxy else "",
             "perform_mode": options.perform_mode if v.has_perform_mode else "",
         }
@@ -348,6 +377,8 @@ class Sdk:
         )
         if info.get("return_code") != "SUCCESS":
             raise _face_ui_ended("getWxpayfaceCode", info)
+        if not info.get("face_code"):
+            raise SdkError("getWxpayfaceCode", "SUCCESS", "no face_code in the answer")
         return FaceCode(
             face_code=info.get("face_code", ""),
             openid=info.get("openid", ""),
@@ -396,11 +427,14 @@ class Sdk:
         }
         info = await self._call("getUserPayScoreStatus", params, timeout=self._face_timeout)
         code = info.get("return_code", "")
-        if code not in ("SUCCESS", "ERROR"):
+        if code == "ERROR":
+            # ERROR is the answer "face recognised, PayScore not enabled or not authorized",
+            # unless the SDK says it is not ready, refused the authinfo or the face UI failed.
+            error = _face_ui_ended("getUserPayScoreStatus", info)
+            if type(error) is not SdkError:
+                raise error
+        elif code != "SUCCESS":
             raise _face_ui_ended("getUserPayScoreStatus", info)
-        if code == "ERROR" and type(sdk_error("getUserPayScoreStatus", info)) is not SdkError:
-            # Not initialized, initializing or a rejected authinfo: the caller retries.
-            raise sdk_error("getUserPayScoreStatus", info)
         return PayScoreStatus(
             return_code=code,
             return_msg=info.get("return_msg", ""),
@@ -411,8 +445,8 @@ class Sdk:
 
     async def update_pay_result(
         self, merchant: FaceMerchant, authinfo: str, *, success: bool
-    ) -> None:
-        """updateWxpayfacePayResult, below SDK 2.13 only: the UI shows the result and closes."""
+    ) -> UiResult:
+        """updateWxpayfacePayResult, below SDK 2.13 only: its answer says the face UI closed."""
         if not self.version.has_update_pay_result:
             raise NotSupported("updateWxpayfacePayResult exists only below SDK 2.13")
         params = {
@@ -422,7 +456,11 @@ class Sdk:
             "authinfo": authinfo,
             "payresult": "SUCCESS" if success else "ERROR",
         }
-        await self._checked("updateWxpayfacePayResult", params)
+        info = await self._call("updateWxpayfacePayResult", params, timeout=self._call_timeout)
+        code = info.get("return_code", "")
+        if code not in _UI_ENDED:
+            raise sdk_error("updateWxpayfacePayResult", info)
+        return UiResult(code, info.get("return_msg", ""))
 
     async def quit(self, toast_text: str = "") -> None:
         """quitWxpayface (2.22 and later): close a face UI that has not returned a code yet."""

@@ -1,73 +1,120 @@
-"""The face SDK's lifecycle: connect, init once (or per session), release, firewall, faults."""
+"""The face SDK's lifecycle as a state machine: connect, init, sessions, release, faults.
+
+Every state change goes through ``Lifecycle._set_state``, which checks TRANSITIONS, logs the
+change and refuses (logging at error) any transition the table does not list. Every phase checks
+the state it starts from before it calls the SDK.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import enum
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 import structlog
 
-from facepayd.clock import Clock
+from facepayd.clock import Clock, wait_event
 from facepayd.device.bridge import BridgeClient, BridgeHello
 from facepayd.device.reconnect import Reconnector
-from facepayd.device.sdk import Sdk, SdkVersion
+from facepayd.device.sdk import InitOptions, Sdk, SdkVersion
 from facepayd.device.transport import PeripheralInfo, Transport
 from facepayd.errors import (
-    SDK_INITIALIZING,
-    SDK_NOT_INITIALIZED,
-    DeviceError,
     DeviceLost,
     FacepayError,
-    NotSupported,
-    SdkError,
+    SdkInitializing,
     SdkNotInitialized,
     SdkNotReady,
+    WrongState,
 )
 from facepayd.ops.config import DeviceConfig, MerchantConfig, SdkConfig, SdkMode
+from facepayd.tasks import TaskOwner
 
 log = structlog.get_logger(__name__)
 
 FACE_APP_PACKAGE = "com.tencent.wxpayface"
 
-# SDK version gates from the reference.
-UPDATE_PAY_RESULT_BELOW = (2, 13)
-FIREWALL_FROM = (2, 21)
-QUIT_FROM = (2, 22)
-
 
 class State(enum.Enum):
     """Where the SDK lifecycle stands."""
 
-    DISCONNECTED = "DISCONNECTED"  # no bridge connection; the reconnector is working on it
-    UNINITIALIZED = "UNINITIALIZED"  # connected, SDK not initialized
-    INITIALIZING = "INITIALIZING"  # initWxpayface in flight
-    READY = "READY"  # initialized and idle
-    IN_SESSION = "IN_SESSION"  # a face session holds the camera
-    RELEASING = "RELEASING"  # releaseWxpayface in flight
-    FAULT = "FAULT"  # the peripheral was lost or stopped answering; see fault
-    STOPPING = "STOPPING"  # the daemon is shutting down
+    # No bridge connection yet; the reconnector is working on it.
+    DISCONNECTED = "DISCONNECTED"
+    # Connected, SDK not initialized: aggregate mode between sessions, or after Release.
+    UNINITIALIZED = "UNINITIALIZED"
+    # initWxpayface in flight, no face session open.
+    INITIALIZING = "INITIALIZING"
+    # Connected, but the last init failed (reason in fault): retried with capped backoff,
+    # Reinitialize accepted, sessions refused. The bridge is fine; this is not a FAULT.
+    INIT_FAILED = "INIT_FAILED"
+    # Initialized and idle: a session can start at once.
+    READY = "READY"
+    # A face session holds the SDK (the camera) until the SDK's UI has ended.
+    IN_SESSION = "IN_SESSION"
+    # 271378620 inside a face session: initWxpayface in flight, the session keeps the SDK.
+    REINITIALIZING = "REINITIALIZING"
+    # releaseWxpayface in flight.
+    RELEASING = "RELEASING"
+    # The transport's: peripheral lost, frozen, or its face app missing; ends only when the
+    # reconnector has the peripheral back.
+    FAULT = "FAULT"
+    # The daemon is shutting down; nothing follows.
+    STOPPING = "STOPPING"
+
+
+S = State
+# Allowed transitions, checked in Lifecycle._set_state. Setting the current state again is no
+# change. FAULT and STOPPING can follow every live state: the peripheral can vanish and the
+# daemon can stop at any moment.
+TRANSITIONS: Mapping[State, frozenset[State]] = {
+    S.DISCONNECTED: frozenset({S.UNINITIALIZED, S.FAULT, S.STOPPING}),
+    S.UNINITIALIZED: frozenset({S.INITIALIZING, S.FAULT, S.STOPPING}),
+    # UNINITIALIZED: the init was cancelled before the SDK answered.
+    S.INITIALIZING: frozenset({S.READY, S.INIT_FAILED, S.UNINITIALIZED, S.FAULT, S.STOPPING}),
+    # INITIALIZING: its own retry, Reinitialize, or a session's init.
+    S.INIT_FAILED: frozenset({S.INITIALIZING, S.FAULT, S.STOPPING}),
+    # UNINITIALIZED: the SDK answered 271378620 outside a session (it restarted underneath).
+    S.READY: frozenset({S.IN_SESSION, S.RELEASING, S.UNINITIALIZED, S.FAULT, S.STOPPING}),
+    # READY: non-aggregate session end; RELEASING: aggregate session end.
+    S.IN_SESSION: frozenset({S.READY, S.RELEASING, S.REINITIALIZING, S.FAULT, S.STOPPING}),
+    # IN_SESSION: re-init done (or cancelled), the session goes on; INIT_FAILED: it failed.
+    S.REINITIALIZING: frozenset({S.IN_SESSION, S.INIT_FAILED, S.FAULT, S.STOPPING}),
+    S.RELEASING: frozenset({S.UNINITIALIZED, S.FAULT, S.STOPPING}),
+    S.FAULT: frozenset({S.UNINITIALIZED, S.STOPPING}),
+    S.STOPPING: frozenset(),
+}
+
+# States in which a face session is under way (the terminal is serving it).
+SESSION_STATES = frozenset({S.IN_SESSION, S.REINITIALIZING})
+# States in which an SDK call may be sent (an init may be under way: run() waits for it).
+_CALLABLE = frozenset(
+    {S.UNINITIALIZED, S.INITIALIZING, S.READY, S.IN_SESSION, S.REINITIALIZING, S.RELEASING}
+)
+_INIT_IN_FLIGHT = frozenset({S.INITIALIZING, S.REINITIALIZING, S.RELEASING})
 
 
 @dataclass(slots=True)
 class Counters:
     """What the lifecycle has done, for status and tests."""
 
-    inits: int = 0
-    releases: int = 0
-    reconnects: int = 0
+    inits: int = 0  # initWxpayface answered SUCCESS
+    releases: int = 0  # releaseWxpayface answered SUCCESS
+    reconnects: int = 0  # connections after the first
+    init_failures: int = 0  # inits that ended in INIT_FAILED
+    # 271378620 while the daemon held an init: the SDK dropped it (restarted underneath), so
+    # that init needs no release. In aggregate mode inits == releases + resets.
+    resets: int = 0
 
 
-def parse_version(text: str) -> tuple[int, ...]:
-    """ "2.22.1" -> (2, 22, 1); unparseable parts count as 0."""
-    parts: list[int] = []
-    for piece in text.strip().split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
+@dataclass(slots=True, eq=False)
+class _Hold:
+    """One face session's hold on the SDK of one connection."""
+
+    connection: int
+    valid: bool = True  # False once the SDK it held is gone (peripheral lost, re-init failed)
 
 
 BridgeFactory = Callable[[Transport], BridgeClient]
@@ -98,12 +145,21 @@ class Lifecycle:
         self._fault = ""
         self._hello: BridgeHello | None = None
         self._info = PeripheralInfo()
+        # Serializes init, release and a session's start and end.
         self._init_lock = asyncio.Lock()
-        self._changed = asyncio.Condition()
+        self._changed = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
-        self._firewall = False
+        self._connection = 0  # bumped on every new bridge connection
+        self._init_generation = 0  # bumped on every successful init
+        self._hold: _Hold | None = None
+        # Per device serial: True once enableFirewall succeeded, False after disableFirewall.
+        # The SDK keeps the firewall across its restarts, so neither is repeated per init.
+        self._firewall: dict[str, bool] = {}
+        self._firewall_gate_logged = False
         self._bridge_calls_before = 0
         self._connected_once = False
+        self._tasks = TaskOwner("lifecycle")
+        self._retry_task: asyncio.Task[None] | None = None
         self.counters = Counters()
         self._reconnector = Reconnector(
             connect=self._connect,
@@ -121,7 +177,7 @@ class Lifecycle:
 
     @property
     def fault(self) -> str:
-        """Why the lifecycle is in FAULT, without secrets."""
+        """Why the lifecycle is in FAULT or INIT_FAILED (or cannot connect), without secrets."""
         return self._fault
 
     @property
@@ -141,8 +197,8 @@ class Lifecycle:
 
     @property
     def firewall_enabled(self) -> bool:
-        """Whether enableFirewall succeeded on this connection."""
-        return self._firewall
+        """Whether enableFirewall succeeded on the connected peripheral (and was not undone)."""
+        return self._firewall.get(self._device_key(), False)
 
     @property
     def transport_description(self) -> str:
@@ -156,33 +212,26 @@ class Lifecycle:
         return self._bridge_calls_before + current
 
     @property
-    def sdk_version(self) -> tuple[int, ...]:
-        """The connected SDK's version, (0,) when unknown."""
-        return parse_version(self._hello.sdk_version) if self._hello else (0,)
+    def version(self) -> SdkVersion:
+        """The connected SDK's version and its gates; (0,) when unknown."""
+        return SdkVersion.parse(self._hello.sdk_version) if self._hello else SdkVersion()
 
     @property
-    def version(self) -> SdkVersion:
-        """The connected SDK's version and its gates."""
-        return SdkVersion(self.sdk_version)
+    def in_session(self) -> bool:
+        """Whether a face session holds the SDK (IN_SESSION or re-initializing inside one)."""
+        return self._state in SESSION_STATES
 
     async def run(self, call: Callable[[Sdk], Awaitable[T]]) -> T:
         """Run one typed SDK call; 271378620 (not initialized) → init, then the call once more."""
-        sdk = self._typed_sdk()
+        await self._wait_init_settled()
+        self._require_callable()
+        generation = self._init_generation
         try:
-            return await call(sdk)
+            return await call(self._typed_sdk())
         except SdkNotInitialized:
             log.info("sdk_not_initialized")
-            await self._set_state(State.UNINITIALIZED)
-            await self.ensure_initialized()
+            await self._init_after_loss(generation)
             return await call(self._typed_sdk())
-
-    def supports_update_pay_result(self) -> bool:
-        """updateWxpayfacePayResult exists only below SDK 2.13."""
-        return self.sdk_version < UPDATE_PAY_RESULT_BELOW
-
-    def supports_quit(self) -> bool:
-        """quitWxpayface exists from SDK 2.22."""
-        return self.sdk_version >= QUIT_FROM
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call back on every state change (status watchers)."""
@@ -198,16 +247,13 @@ class Lifecycle:
         self._reconnector.start()
 
     async def wait_ready(self, timeout: float) -> bool:
-        """Wait until the SDK can take a session (READY, or UNINITIALIZED in aggregate mode)."""
-
-        def usable() -> bool:
-            return self._usable()
-
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(usable), timeout)
-            except TimeoutError:
+        """Wait on the injected clock until a session could start (see usable())."""
+        deadline = self._clock.monotonic() + timeout
+        while not self._usable():
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
                 return False
+            await wait_event(self._clock, self._changed, remaining)
         return True
 
     def usable(self) -> bool:
@@ -215,86 +261,208 @@ class Lifecycle:
         return self._usable()
 
     async def stop(self) -> None:
-        """Stop reconnecting, release in aggregate mode, close the bridge."""
-        await self._set_state(State.STOPPING)
+        """Stop reconnecting and retrying, close the bridge."""
+        self._set_state(State.STOPPING)
         await self._reconnector.stop()
+        await self._tasks.close()
         if self._bridge is not None:
             await self._bridge.close()
 
-    async def call(
-        self,
-        method: str,
-        params: Mapping[str, str],
-        *,
-        timeout: float | None = None,
-        on_update_result: Callable[[dict[str, str]], None] | None = None,
-    ) -> dict[str, str]:
-        """Call the SDK; 271378620 (not initialized) → init, then the call once more."""
-        info = await self._raw_call(method, params, timeout, on_update_result)
-        if info.get("err_code") == SDK_NOT_INITIALIZED:
-            log.info("sdk_not_initialized", method=method)
-            await self._set_state(State.UNINITIALIZED)
-            await self.ensure_initialized()
-            info = await self._raw_call(method, params, timeout, on_update_result)
-        return info
-
-    async def ensure_initialized(self) -> None:
-        """Init the SDK unless it already is; concurrent callers share one init."""
-        async with self._init_lock:
-            if self._state in (State.READY, State.IN_SESSION):
-                return
-            await self._init_locked()
-
     async def reinitialize(self) -> None:
-        """Release (if initialized) and init again, on operator request."""
+        """Release (if initialized) and init again, on operator request; also from INIT_FAILED."""
         async with self._init_lock:
-            self._require_connected()
-            if self._state in (State.READY, State.IN_SESSION):
+            self._require(
+                State.READY, State.UNINITIALIZED, State.INIT_FAILED, action="reinitialize"
+            )
+            if self._state is State.READY:
                 await self._release_locked()
-            await self._init_locked()
+            await self._init_locked(State.INITIALIZING)
 
     async def release(self) -> None:
         """Release the SDK (frees the camera for other payment platforms)."""
         async with self._init_lock:
-            self._require_connected()
-            if self._state == State.UNINITIALIZED:
-                return
-            await self._release_locked()
+            self._require(State.READY, State.UNINITIALIZED, State.INIT_FAILED, action="release")
+            if self._state is State.READY:
+                await self._release_locked()
 
     async def enable_firewall(self) -> None:
-        """enableFirewall(mch_id, sub_mch_id), SDK 2.21 and later."""
-        self._require_version(FIREWALL_FROM, "enableFirewall")
-        await self.ensure_initialized()
-        await self._checked("enableFirewall", self._firewall_params())
-        self._firewall = True
-        await self._notify()
+        """enableFirewall(mch_id, sub_mch_id), SDK 2.21 and later; remembered for this device."""
+        m = self._merchant
+        await self.run(lambda sdk: sdk.enable_firewall(m.mch_id, m.sub_mch_id))
+        self._firewall[self._device_key()] = True
+        self._notify()
 
     async def disable_firewall(self) -> None:
-        """disableFirewall, SDK 2.21 and later."""
-        self._require_version(FIREWALL_FROM, "disableFirewall")
-        await self.ensure_initialized()
-        await self._checked("disableFirewall", self._firewall_params())
-        self._firewall = False
-        await self._notify()
+        """disableFirewall, SDK 2.21 and later; later inits do not enable it again."""
+        m = self._merchant
+        await self.run(lambda sdk: sdk.disable_firewall(m.mch_id, m.sub_mch_id))
+        self._firewall[self._device_key()] = False
+        self._notify()
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[None]:
-        """Hold the SDK for one face session: init first (aggregate: always), release after."""
-        self._require_connected()
-        await self.ensure_initialized()
-        await self._set_state(State.IN_SESSION)
+        """Hold the SDK for one face session: init first, release (aggregate) or READY after."""
+        # Aggregate mode releases between sessions, so each session inits; an idle init (after
+        # Reinitialize or a retry) is taken instead. The release on exit is this session's
+        # because it holds the SDK, whatever the state says meanwhile.
+        hold = await self._begin_session()
         try:
             yield
         finally:
-            if self._state == State.IN_SESSION:
-                if self._sdk.mode is SdkMode.AGGREGATE:
-                    async with self._init_lock:
-                        with contextlib.suppress(FacepayError):
-                            await self._release_locked()
-                else:
-                    await self._set_state(State.READY)
+            if self._state is State.STOPPING:
+                self._drop_hold(hold)
+            else:
+                # Shielded and owned: a cancelled session must still end its hold, or the
+                # lifecycle would stay IN_SESSION.
+                end = self._tasks.spawn(self._end_session(hold), name="lifecycle-session-end")
+                await asyncio.shield(end)
 
-    # ------------------------------------------------------------------ private
+    # ------------------------------------------------------------------ phases
+
+    async def _begin_session(self) -> _Hold:
+        async with self._init_lock:
+            self._require(State.READY, State.UNINITIALIZED, action="start a face session")
+            if self._state is State.UNINITIALIZED:
+                # Aggregate mode between sessions, or non-aggregate after a Release.
+                await self._init_locked(State.INITIALIZING)
+            self._move(State.IN_SESSION)
+            hold = _Hold(self._connection)
+            self._hold = hold
+            return hold
+
+    async def _end_session(self, hold: _Hold) -> None:
+        # Under the lock: a re-init inside the session finishes first.
+        async with self._init_lock:
+            self._drop_hold(hold)
+            if not hold.valid or hold.connection != self._connection:
+                # The SDK this session held is gone; the state already says why.
+                return
+            if self._state is not State.IN_SESSION:
+                log.error("session_end_in_wrong_state", state=self._state.value)
+                return
+            if self._sdk.mode is SdkMode.AGGREGATE:
+                # This session initialized the SDK (or took the idle init): it releases it.
+                try:
+                    await self._release_locked()
+                except FacepayError as exc:
+                    log.warning("sdk_release_failed", error=str(exc))
+            else:
+                self._move(State.READY)
+
+    async def _init_after_loss(self, generation: int) -> None:
+        """The SDK answered 271378620: init again, keeping a session that holds the SDK."""
+        async with self._init_lock:
+            if self._init_generation != generation and self._state in (
+                State.READY,
+                State.IN_SESSION,
+            ):
+                return  # another caller's init came after our call was answered
+            self._require_callable()
+            if self._state is State.IN_SESSION:
+                self.counters.resets += 1
+                await self._init_locked(State.REINITIALIZING)
+            elif self._state is State.READY:
+                self.counters.resets += 1
+                self._move(State.UNINITIALIZED)
+                await self._init_locked(State.INITIALIZING)
+            elif self._state is State.UNINITIALIZED:
+                await self._init_locked(State.INITIALIZING)
+            else:
+                raise SdkNotReady(f"the SDK cannot be initialized while {self._state.value}")
+
+    async def _init_locked(self, phase: State) -> None:
+        """initWxpayface under the init lock; phase is INITIALIZING or REINITIALIZING."""
+        after = State.IN_SESSION if phase is State.REINITIALIZING else State.READY
+        self._move(phase)
+        try:
+            sdk = self._typed_sdk()
+            options = self._init_options()
+            for attempt in range(self._sdk.init_retries + 1):
+                try:
+                    await sdk.init(options)
+                    break
+                except SdkInitializing:
+                    if attempt >= self._sdk.init_retries:
+                        raise
+                    # The SDK asks for ~500 ms before the next init.
+                    await self._clock.sleep(self._sdk.init_retry_delay)
+        except asyncio.CancelledError:
+            if self._state is phase:
+                # Unknown whether the SDK took the init; a later call's 271378620 says so.
+                self._set_state(after if phase is State.REINITIALIZING else State.UNINITIALIZED)
+            raise
+        except FacepayError as exc:
+            self._init_failed(phase, exc)
+            raise
+        if self._state is not phase:
+            # The peripheral went away between the answer and now.
+            raise DeviceLost(self._fault or "the peripheral was lost during init")
+        self._init_generation += 1
+        self.counters.inits += 1
+        self._fault = ""
+        self._move(after)
+        retry = self._retry_task
+        if retry is not None and retry is not asyncio.current_task():
+            retry.cancel()
+        await self._firewall_after_init(sdk)
+
+    def _init_failed(self, phase: State, exc: FacepayError) -> None:
+        if self._state is not phase:
+            return  # lost meanwhile: FAULT says why
+        self.counters.init_failures += 1
+        self._fault = f"init failed: {exc}"
+        if phase is State.REINITIALIZING and self._hold is not None:
+            self._hold.valid = False  # the session holds no initialized SDK any more
+        retrying = self._retry_task is not None and self._retry_task is asyncio.current_task()
+        (log.debug if retrying else log.warning)("sdk_init_failed", error=str(exc))
+        self._move(State.INIT_FAILED)
+        if not retrying and (self._retry_task is None or self._retry_task.done()):
+            self._retry_task = self._tasks.spawn(self._retry_init(), name="sdk-init-retry")
+
+    async def _retry_init(self) -> None:
+        """While INIT_FAILED: init again after a capped, doubling backoff on the clock."""
+        delay = self._sdk.init_retry_backoff
+        while self._state is State.INIT_FAILED:
+            log.info("sdk_init_retry_scheduled", retry_in=delay)
+            await self._clock.sleep(delay)
+            delay = min(delay * 2, self._sdk.init_retry_backoff_max)
+            async with self._init_lock:
+                if self._state is not State.INIT_FAILED:
+                    return
+                with contextlib.suppress(FacepayError):
+                    await self._init_locked(State.INITIALIZING)
+                    log.info("sdk_init_recovered")
+
+    async def _release_locked(self) -> None:
+        self._move(State.RELEASING)
+        try:
+            await self._typed_sdk().release()
+            self.counters.releases += 1
+        finally:
+            if self._state is State.RELEASING:
+                self._move(State.UNINITIALIZED)
+
+    async def _firewall_after_init(self, sdk: Sdk) -> None:
+        """enableFirewall once per device after its first successful init, when configured."""
+        key = self._device_key()
+        if not self._sdk.firewall or key in self._firewall:
+            return
+        if not sdk.version.has_firewall:
+            if not self._firewall_gate_logged:
+                log.warning("firewall_not_supported", sdk_version=str(sdk.version))
+                self._firewall_gate_logged = True
+            return
+        try:
+            await sdk.enable_firewall(self._merchant.mch_id, self._merchant.sub_mch_id)
+        except FacepayError as exc:
+            # Not remembered, so the next init tries again; the SDK works without it.
+            log.warning("firewall_enable_failed", error=str(exc))
+            return
+        self._firewall[key] = True
+        log.info("firewall_enabled")
+        self._notify()
+
+    # ------------------------------------------------------------------ connection
 
     def _default_bridge(self, transport: Transport) -> BridgeClient:
         return BridgeClient(
@@ -306,21 +474,6 @@ class Lifecycle:
             heartbeat_timeout=self._device.heartbeat_timeout,
         )
 
-    def _typed_sdk(self) -> Sdk:
-        self._require_connected()
-        assert self._bridge is not None
-        return Sdk(
-            self._bridge.call,
-            self.version,
-            call_timeout=self._device.call_timeout,
-            face_timeout=self._device.face_timeout,
-        )
-
-    def _usable(self) -> bool:
-        if self._sdk.mode is SdkMode.AGGREGATE:
-            return self._state in (State.READY, State.UNINITIALIZED)
-        return self._state is State.READY
-
     async def _connect(self) -> None:
         if self._state is State.STOPPING:
             return
@@ -331,7 +484,7 @@ class Lifecycle:
             await bridge.close()
             # Status shows why the peripheral cannot be reached while the reconnector retries.
             self._fault = str(exc)
-            await self._notify()
+            self._notify()
             if isinstance(exc, DeviceLost):
                 # A bridge app that is installed but not running is started for the next round.
                 with contextlib.suppress(FacepayError):
@@ -344,43 +497,66 @@ class Lifecycle:
             self._bridge_calls_before += self._bridge.calls_sent
         self._bridge = bridge
         self._hello = hello
-        bridge.add_lost_listener(self._on_lost)
+        self._connection += 1
+        bridge.add_lost_listener(functools.partial(self._on_lost, bridge))
 
     async def _on_connected(self) -> None:
+        if self._state is State.STOPPING:
+            return
         if self._connected_once:
             self.counters.reconnects += 1
         self._connected_once = True
         with contextlib.suppress(FacepayError):
             self._info = await self._transport.inspect(self._device.call_timeout)
-        self._firewall = False
         if self._info.face_app_installed is False:
-            await self._enter_fault(
+            self._enter_fault(
                 f"the WeChat face app ({FACE_APP_PACKAGE}) is not installed on the peripheral"
             )
             return
         self._fault = ""
-        await self._set_state(State.UNINITIALIZED)
+        self._move(State.UNINITIALIZED)
         if self._sdk.mode is SdkMode.NON_AGGREGATE:
-            try:
-                await self.ensure_initialized()
-            except FacepayError as exc:
-                await self._enter_fault(f"init failed: {exc}")
+            async with self._init_lock:
+                if self._state is State.UNINITIALIZED:
+                    # A failed init is INIT_FAILED (retried there), not a failed connection:
+                    # the bridge stays up.
+                    with contextlib.suppress(FacepayError):
+                        await self._init_locked(State.INITIALIZING)
 
-    def _on_lost(self, exc: BaseException) -> None:
-        if self._state is State.STOPPING:
+    def _on_lost(self, bridge: BridgeClient, exc: BaseException) -> None:
+        if self._state is State.STOPPING or bridge is not self._bridge:
             return
         reason = f"peripheral lost: {exc}" if str(exc) else "peripheral lost"
-        task = asyncio.get_running_loop().create_task(self._lost(reason))
-        task.add_done_callback(lambda _t: None)
-
-    async def _lost(self, reason: str) -> None:
-        await self._enter_fault(reason)
+        self._enter_fault(reason)
         self._reconnector.wake()
 
-    async def _enter_fault(self, reason: str) -> None:
+    def _enter_fault(self, reason: str) -> None:
         self._fault = reason
-        await self._set_state(State.FAULT)
+        if self._hold is not None:
+            self._hold.valid = False
+        self._set_state(State.FAULT)
         log.warning("peripheral_fault", fault=reason)
+
+    # ------------------------------------------------------------------ checks
+
+    def _usable(self) -> bool:
+        if self._sdk.mode is SdkMode.AGGREGATE:
+            return self._state in (State.READY, State.UNINITIALIZED)
+        return self._state is State.READY
+
+    def _require(self, *allowed: State, action: str) -> None:
+        """Raise the clearest error unless connected and in one of ``allowed``."""
+        self._require_connected()
+        if self._state in allowed:
+            return
+        if self._state is State.INIT_FAILED:
+            raise SdkNotReady(
+                f"cannot {action}: the face SDK failed to initialize ({self._fault}); "
+                "it is retried, or call Reinitialize"
+            )
+        if self._state in SESSION_STATES:
+            raise SdkNotReady(f"cannot {action}: a face session holds the SDK")
+        raise SdkNotReady(f"cannot {action}: the terminal is {self._state.value}")
 
     def _require_connected(self) -> None:
         if self._bridge is None or not self._bridge.connected:
@@ -388,102 +564,72 @@ class Lifecycle:
         if self._state in (State.FAULT, State.DISCONNECTED, State.STOPPING):
             raise SdkNotReady(f"the terminal is {self._state.value}: {self._fault}".rstrip(": "))
 
-    def _require_version(self, minimum: tuple[int, ...], method: str) -> None:
-        self._require_connected()
-        if self.sdk_version < minimum:
-            need = ".".join(map(str, minimum))
-            raise NotSupported(f"{method} needs SDK {need} or later")
+    def _require_callable(self) -> None:
+        self._require(*_CALLABLE, action="call the face SDK")
 
-    async def _raw_call(
-        self,
-        method: str,
-        params: Mapping[str, str],
-        timeout: float | None,
-        on_update_result: Callable[[dict[str, str]], None] | None,
-    ) -> dict[str, str]:
+    async def _wait_init_settled(self) -> None:
+        # A call sent while an init is in flight would only get "initializing" back.
+        if self._state in _INIT_IN_FLIGHT:
+            async with self._init_lock:
+                pass
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _typed_sdk(self) -> Sdk:
         self._require_connected()
         assert self._bridge is not None
-        return await self._bridge.call(
-            method,
-            params,
-            timeout=timeout if timeout is not None else self._device.call_timeout,
-            on_update_result=on_update_result,
+        return Sdk(
+            self._bridge.call,
+            self.version,
+            call_timeout=self._device.call_timeout,
+            face_timeout=self._device.face_timeout,
         )
 
-    async def _checked(self, method: str, params: Mapping[str, str]) -> dict[str, str]:
-        info = await self.call(method, params)
-        if info.get("return_code") != "SUCCESS":
-            raise SdkError(
-                method,
-                info.get("return_code", ""),
-                info.get("return_msg", ""),
-                info.get("err_code", ""),
-            )
-        return info
-
-    async def _init_locked(self) -> None:
-        self._require_connected()
-        await self._set_state(State.INITIALIZING)
-        params = self._init_params()
-        try:
-            for attempt in range(self._sdk.init_retries + 1):
-                info = await self._raw_call("initWxpayface", params, None, None)
-                if info.get("return_code") == "SUCCESS":
-                    break
-                if info.get("err_code") == SDK_INITIALIZING and attempt < self._sdk.init_retries:
-                    # The SDK asks for ~500 ms before the next init.
-                    await self._clock.sleep(self._sdk.init_retry_delay)
-                    continue
-                raise SdkError(
-                    "initWxpayface",
-                    info.get("return_code", ""),
-                    info.get("return_msg", ""),
-                    info.get("err_code", ""),
-                )
-        except DeviceError:
-            if self._state is State.INITIALIZING:
-                await self._set_state(State.UNINITIALIZED)
-            raise
-        self.counters.inits += 1
-        await self._set_state(State.READY)
-        if self._sdk.firewall and self.sdk_version >= FIREWALL_FROM:
-            await self._checked("enableFirewall", self._firewall_params())
-            self._firewall = True
-
-    async def _release_locked(self) -> None:
-        await self._set_state(State.RELEASING)
-        try:
-            await self._raw_call("releaseWxpayface", {}, None, None)
-        finally:
-            self.counters.releases += 1
-            if self._state is State.RELEASING:
-                await self._set_state(State.UNINITIALIZED)
-
-    def _init_params(self) -> dict[str, str]:
+    def _init_options(self) -> InitOptions:
         proxy = self._sdk.proxy
-        params = {
-            "ip": proxy.ip,
-            "port": proxy.port,
-            "user": proxy.user,
-            "passwd": proxy.passwd,
-            "proxy_type": str(proxy.proxy_type) if proxy.ip else "",
-            "tcp_port": proxy.tcp_port,
-            "perform_mode": self._sdk.perform_mode,
-        }
-        return {k: v for k, v in params.items() if v}
+        return InitOptions(
+            ip=proxy.ip,
+            port=proxy.port,
+            user=proxy.user,
+            passwd=proxy.passwd,
+            proxy_type=proxy.proxy_type,
+            tcp_port=proxy.tcp_port,
+            perform_mode=self._sdk.perform_mode,
+        )
 
-    def _firewall_params(self) -> dict[str, str]:
-        return {"mchId": self._merchant.mch_id, "subMchId": self._merchant.sub_mch_id}
+    def _device_key(self) -> str:
+        """Which peripheral the firewall memory is for."""
+        if self._hello is not None and self._hello.device_serial:
+            return self._hello.device_serial
+        return self._info.serial
 
-    async def _set_state(self, state: State) -> None:
-        if state is self._state:
-            return
-        log.info("lifecycle_state", old=self._state.value, new=state.value)
+    def _drop_hold(self, hold: _Hold) -> None:
+        if self._hold is hold:
+            self._hold = None
+
+    def _move(self, state: State) -> None:
+        """A phase's transition: refused means a bug in the phase, so the phase stops."""
+        if not self._set_state(state):
+            raise WrongState(f"lifecycle cannot go from {self._state.value} to {state.value}")
+
+    def _set_state(self, state: State) -> bool:
+        """The one setter: checks TRANSITIONS, logs the change; an illegal one is refused."""
+        old = self._state
+        if state is old:
+            return True
+        if state not in TRANSITIONS[old]:
+            log.error("lifecycle_transition_refused", old=old.value, new=state.value)
+            return False
         self._state = state
-        await self._notify()
+        if state in (State.FAULT, State.INIT_FAILED):
+            log.info("lifecycle_state", old=old.value, new=state.value, fault=self._fault)
+        else:
+            log.info("lifecycle_state", old=old.value, new=state.value)
+        self._notify()
+        return True
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
         for listener in list(self._listeners):
             listener()

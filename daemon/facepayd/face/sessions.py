@@ -1,32 +1,118 @@
-"""Face sessions: one camera, one session at a time; the SDK calls that open the face UI."""
+"""Face sessions: one camera, held by one session from its claim to the end of the SDK's UI.
+
+A session is an explicit state machine (SessionState + TRANSITIONS, one setter that logs). The
+claim is synchronous, so it is atomic on the event loop: there is no gap between "is the camera
+free" and "it is mine", and a caller that loses gets TerminalBusy before anything is written.
+The session ends (the camera and screen are free) when the SDK's UI has closed: on SDK 2.13 and
+later the updateResultWxpayfaceCallBack (SUCCESS or USER_QUERY_CANCEL), below 2.13 the
+updateWxpayfacePayResult answer, or a quit, or the face timeout on the injected clock.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import enum
+import functools
 import secrets
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 import structlog
 
+from facepayd.clock import Clock, race
+from facepayd.device.sdk import (
+    FaceCode,
+    FaceCodeRequest,
+    FaceMerchant,
+    FaceUi,
+    PayScoreStatus,
+    PayScoreStatusRequest,
+    Sdk,
+    UiResult,
+    UserInfo,
+    UserInfoRequest,
+)
 from facepayd.errors import (
+    AuthinfoRejected,
+    DeviceError,
+    DeviceLost,
+    DeviceTimeout,
     FacepayError,
     FaceSessionEnded,
     NotFound,
     NotSupported,
-    SdkError,
     TerminalBusy,
+    WrongState,
 )
 from facepayd.face.authinfo import AuthinfoCache
-from facepayd.face.lifecycle import Lifecycle
+from facepayd.face.lifecycle import Lifecycle, State
 from facepayd.ops.config import DeviceConfig, MerchantConfig
 
+__all__ = [
+    "SCAN_PAYMENT",
+    "TRANSITIONS",
+    "USER_CANCEL",
+    "EndReason",
+    "FaceOptions",
+    "FaceSessions",
+    "Session",
+    "SessionEnd",
+    "SessionState",
+]
+
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 # return_code values with which the face UI ends without a result.
 USER_CANCEL = "USER_CANCEL"
 SCAN_PAYMENT = "SCAN_PAYMENT"
+
+
+class SessionState(enum.Enum):
+    """Where a face session stands."""
+
+    CLAIMED = "CLAIMED"  # the camera is ours; the SDK is being prepared, no face UI yet
+    FACE_UI = "FACE_UI"  # a face UI call is in flight: waiting for a face
+    RESULT_PAGE = "RESULT_PAGE"  # the answer came back; the SDK's own page is still up
+    QUITTING = "QUITTING"  # quitWxpayface sent; the UI is closing
+    ENDED = "ENDED"  # the face UI has closed: camera and screen are free (final)
+
+
+_S = SessionState
+# Every state change a session may take; anything else is a bug, logged and refused.
+TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
+    # ENDED: the SDK could not be prepared, or the session was cancelled before its UI opened.
+    _S.CLAIMED: frozenset({_S.FACE_UI, _S.ENDED}),
+    _S.FACE_UI: frozenset({_S.RESULT_PAGE, _S.QUITTING, _S.ENDED}),
+    _S.RESULT_PAGE: frozenset({_S.QUITTING, _S.ENDED}),
+    _S.QUITTING: frozenset({_S.ENDED}),
+    _S.ENDED: frozenset(),
+}
+
+
+class EndReason(enum.StrEnum):
+    """Why the face UI closed; the SessionEnded.reason the POS sees."""
+
+    RESULT_SHOWN = "RESULT_SHOWN"  # updateResultWxpayfaceCallBack SUCCESS (or the UI's answer)
+    USER_QUERY_CANCEL = "USER_QUERY_CANCEL"  # the user left the result page before the outcome
+    PAY_RESULT_REPORTED = "PAY_RESULT_REPORTED"  # below 2.13: updateWxpayfacePayResult answered
+    QUIT = "QUIT"  # quitWxpayface closed it (POS cancel, hang-up, journal failure, stop)
+    FACE_TIMEOUT = "FACE_TIMEOUT"  # the face deadline passed without the UI's end
+    NO_FACE_CODE = "NO_FACE_CODE"  # the UI ended without a result (cancel, scan, error)
+    DEVICE_LOST = "DEVICE_LOST"  # the peripheral went away
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnd:
+    """The end of a session's face UI: the screen is free for the next sale."""
+
+    session_id: str
+    reason: EndReason
+    return_msg: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,34 +126,60 @@ class FaceOptions:
     wait_if_busy: bool = False
     ask_unionid: bool = False
 
+    @property
+    def ui(self) -> FaceUi:
+        """The SDK's view of these options."""
+        return FaceUi(self.face_authtype or "FACEPAY", self.screen_index, self.overlay_option)
 
-@dataclass(frozen=True, slots=True)
-class FaceCapture:
-    """A face code and who it belongs to. face_code is a secret: never log it."""
 
-    face_code: str
-    openid: str
-    sub_openid: str
-    underage_state: int
+class Session:
+    """One face session holding the camera; its state changes only through _set."""
+
+    def __init__(self, session_id: str, kind: str, out_trade_no: str = "") -> None:
+        self.id = session_id
+        self.kind = kind
+        self.out_trade_no = out_trade_no
+        self._state = SessionState.CLAIMED
+        # Why a quit was asked (POS_CANCEL, SHUTDOWN, POS_HUNG_UP, JOURNAL_UNAVAILABLE).
+        self.quit_reason = ""
+        # The SDK's updateResultWxpayfaceCallBack, once it came.
+        self.ui_result: UiResult | None = None
+        self.ended: asyncio.Future[SessionEnd] = asyncio.get_running_loop().create_future()
 
     def __repr__(self) -> str:
-        return f"FaceCapture(openid={self.openid!r}, face_code=<redacted>)"
+        return f"Session({self.id!r}, {self.kind!r}, {self._state.value})"
 
+    @property
+    def state(self) -> SessionState:
+        """The current state."""
+        return self._state
 
-@dataclass(slots=True)
-class Session:
-    """One face session holding the camera."""
+    @property
+    def end(self) -> SessionEnd | None:
+        """How the UI ended, once it has."""
+        return self.ended.result() if self.ended.done() else None
 
-    id: str
-    kind: str
-    out_trade_no: str = ""
-    cancel_reason: str = ""
-    face_ui_open: bool = False
-    update_results: asyncio.Queue[dict[str, str]] = field(default_factory=asyncio.Queue)
+    def _set(self, new: SessionState) -> bool:
+        """The one setter: checks the table, logs the change; an illegal change is refused."""
+        old = self._state
+        if new not in TRANSITIONS[old]:
+            log.error(
+                "session_transition_refused", session_id=self.id, old=old.value, new=new.value
+            )
+            return False
+        self._state = new
+        # Nothing is logged at info ahead of the getWxpayfaceCode frame (the camera path).
+        camera_path = old is SessionState.CLAIMED and new is SessionState.FACE_UI
+        emit = log.debug if camera_path else log.info
+        emit("session_state", session_id=self.id, kind=self.kind, old=old.value, new=new.value)
+        return True
 
-    def on_update_result(self, info: dict[str, str]) -> None:
-        """The SDK's updateResultWxpayfaceCallBack for this session's capture."""
-        self.update_results.put_nowait(dict(info))
+    def _finish(self, reason: EndReason, return_msg: str = "") -> None:
+        if self.ended.done():
+            return
+        if self._set(SessionState.ENDED):
+            log.info("session_ended", session_id=self.id, kind=self.kind, reason=reason.value)
+            self.ended.set_result(SessionEnd(self.id, reason, return_msg))
 
 
 def _new_session_id() -> str:
@@ -75,7 +187,7 @@ def _new_session_id() -> str:
 
 
 class FaceSessions:
-    """Grants the camera to one session at a time and runs the face UI calls."""
+    """Grants the camera to one session at a time and runs the face UI calls on the typed SDK."""
 
     def __init__(
         self,
@@ -84,77 +196,136 @@ class FaceSessions:
         authinfo: AuthinfoCache,
         merchant: MerchantConfig,
         device: DeviceConfig,
+        clock: Clock,
         new_id: Callable[[], str] = _new_session_id,
     ) -> None:
         self._lifecycle = lifecycle
         self._authinfo = authinfo
-        self._merchant = merchant
-        self._device = device
+        self._merchant = FaceMerchant(
+            appid=merchant.appid,
+            mch_id=merchant.mch_id,
+            store_id=merchant.store_id,
+            sub_appid=merchant.sub_appid,
+            sub_mch_id=merchant.sub_mch_id,
+        )
+        self._face_timeout = device.face_timeout
+        self._clock = clock
         self._new_id = new_id
-        self._camera = asyncio.Lock()
         self._active: Session | None = None
+        self._waiters: collections.deque[tuple[asyncio.Future[Session], str, str]] = (
+            collections.deque()
+        )
         self.captures = 0
+        lifecycle.add_listener(self._on_lifecycle)
 
     @property
     def active(self) -> Session | None:
         """The session holding the camera, if any."""
         return self._active
 
-    def try_claim(self) -> bool:
-        """Whether the camera is free right now (the caller still has to open a session)."""
-        return not self._camera.locked()
+    @property
+    def face_timeout(self) -> float:
+        """How long a face UI may stay up, on the injected clock."""
+        return self._face_timeout
+
+    # ------------------------------------------------------------------ the camera
+
+    def claim_now(self, kind: str, out_trade_no: str = "") -> Session:
+        """Take the camera at once or raise TerminalBusy naming the holder (no await: atomic)."""
+        holder = self._active
+        if holder is not None:
+            raise TerminalBusy(holder.id)
+        return self._grant(kind, out_trade_no)
+
+    async def claim(self, kind: str, *, wait: bool, out_trade_no: str = "") -> Session:
+        """Take the camera; TerminalBusy unless the caller asked to wait for it (first come)."""
+        if not wait or self._active is None:
+            return self.claim_now(kind, out_trade_no)
+        turn: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+        self._waiters.append((turn, kind, out_trade_no))
+        try:
+            # _free hands the camera over directly, so nobody can take it in between.
+            return await turn
+        except BaseException:
+            self._waiters = collections.deque(w for w in self._waiters if w[0] is not turn)
+            if turn.done() and not turn.cancelled():
+                self._free(turn.result())  # granted as we gave up: pass it on
+            raise
+
+    def release_unused(self, session: Session) -> None:
+        """Give back a claim that never opened a face UI (nothing was started for it)."""
+        session._finish(EndReason.NO_FACE_CODE, "not used")
+        self._free(session)
 
     @contextlib.asynccontextmanager
-    async def open(
-        self, kind: str, *, wait: bool, out_trade_no: str = ""
-    ) -> AsyncIterator[Session]:
-        """Hold the camera for one session; TerminalBusy unless the caller asked to wait."""
-        if self._camera.locked() and not wait:
-            holder = self._active.id if self._active else "starting"
-            raise TerminalBusy(holder)
-        async with self._camera:
-            session = Session(id=self._new_id(), kind=kind, out_trade_no=out_trade_no)
-            self._active = session
-            structlog.contextvars.bind_contextvars(session_id=session.id)
-            log.info("session_started", kind=kind)
-            try:
-                async with self._lifecycle.session():
+    async def hold(self, session: Session) -> AsyncIterator[Session]:
+        """Hold the SDK for the session (init first; aggregate release only after its end)."""
+        structlog.contextvars.bind_contextvars(session_id=session.id)
+        try:
+            async with self._lifecycle.session():
+                try:
                     yield session
-            finally:
-                self._active = None
-                log.info("session_ended", kind=kind)
-                structlog.contextvars.unbind_contextvars("session_id")
+                finally:
+                    # The UI's end comes before the lifecycle's release of the SDK.
+                    self._fallback_finish(session)
+        finally:
+            self._fallback_finish(session)
+            self._free(session)
+            structlog.contextvars.unbind_contextvars("session_id")
+
+    async def wait_end(self, session: Session, timeout: float | None = None) -> SessionEnd:
+        """Wait for the UI's end, at most the face timeout on the clock; then FACE_TIMEOUT."""
+        seconds = self._face_timeout if timeout is None else timeout
+        if not await race(self._clock, session.ended, seconds):
+            log.warning("session_end_timeout", session_id=session.id, state=session.state.value)
+            session._finish(EndReason.FACE_TIMEOUT, "the face UI did not close in time")
+        return session.ended.result()
+
+    # ------------------------------------------------------------------ face UI calls
 
     async def capture(
         self, session: Session, options: FaceOptions, *, out_trade_no: str, total_fee: int
-    ) -> FaceCapture:
-        """Open the face UI and return a face code (getWxpayfaceCode)."""
-        params = self._face_params(options)
-        params.update(
-            {
-                "out_trade_no": out_trade_no,
-                "total_fee": str(total_fee),
-                "face_code_type": "1",
-                "ignore_update_pay_result": "0",
-            }
-        )
-        if options.openid:
-            params["openid"] = options.openid
-        info = await self._face_call(session, "getWxpayfaceCode", params)
-        self.captures += 1
-        return FaceCapture(
-            face_code=info.get("face_code", ""),
-            openid=info.get("openid", ""),
-            sub_openid=info.get("sub_openid", ""),
-            underage_state=_int(info.get("underage_state", "0")),
-        )
+    ) -> FaceCode:
+        """Open the face UI and return a face code (getWxpayfaceCode); ends the session on error."""
 
-    async def user_info(self, session: Session, options: FaceOptions) -> dict[str, str]:
-        """Identify the user by face (getWxpayfaceUserInfo)."""
-        params = self._face_params(options)
-        if options.ask_unionid:
-            params["ask_unionid"] = "1"
-        return await self._face_call(session, "getWxpayfaceUserInfo", params)
+        async def call(authinfo: str, sdk: Sdk) -> FaceCode:
+            request = FaceCodeRequest(
+                merchant=self._merchant,
+                authinfo=authinfo,
+                ui=options.ui,
+                out_trade_no=out_trade_no,
+                total_fee=total_fee,
+                openid=options.openid,
+            )
+            return await sdk.get_face_code(
+                request, on_ui_result=lambda result: self._on_ui_result(session, result)
+            )
+
+        code = await self._face_call(session, "getWxpayfaceCode", call)
+        if session.state is not SessionState.FACE_UI:
+            # A quit was sent while the code was on its way: the POS no longer wants it.
+            raise FaceSessionEnded("getWxpayfaceCode", session.quit_reason or "QUIT", "quit")
+        session._set(SessionState.RESULT_PAGE)
+        self.captures += 1
+        if session.ui_result is not None:
+            self._on_ui_result(session, session.ui_result)
+        return code
+
+    async def user_info(self, session: Session, options: FaceOptions) -> UserInfo:
+        """Identify the user by face (getWxpayfaceUserInfo); the UI closes with the answer."""
+
+        async def call(authinfo: str, sdk: Sdk) -> UserInfo:
+            request = UserInfoRequest(
+                merchant=self._merchant,
+                authinfo=authinfo,
+                ui=options.ui,
+                ask_unionid=options.ask_unionid,
+            )
+            return await sdk.get_user_info(request)
+
+        info = await self._face_call(session, "getWxpayfaceUserInfo", call)
+        session._finish(EndReason.RESULT_SHOWN)
+        return info
 
     async def payscore_status(
         self,
@@ -164,131 +335,177 @@ class FaceSessions:
         out_trade_no: str,
         out_request_no: str,
         service_id: str,
-    ) -> dict[str, str]:
-        """getUserPayScoreStatus; every documented outcome is returned, not raised."""
-        params = {
-            "appid": self._merchant.appid,
-            "mch_id": self._merchant.mch_id,
-            "out_trade_no": out_trade_no,
-            "payscore_out_request_no": out_request_no,
-            "payscore_service_id": service_id,
-            "ask_unionid": "1" if options.ask_unionid else "0",
-        }
-        return await self._face_call(
-            session,
-            "getUserPayScoreStatus",
-            params,
-            ends_ok=frozenset({"SUCCESS", "ERROR", USER_CANCEL, SCAN_PAYMENT}),
+    ) -> PayScoreStatus:
+        """getUserPayScoreStatus; SUCCESS and ERROR are answers, the rest FaceSessionEnded."""
+
+        async def call(authinfo: str, sdk: Sdk) -> PayScoreStatus:
+            request = PayScoreStatusRequest(
+                merchant=self._merchant,
+                authinfo=authinfo,
+                out_trade_no=out_trade_no,
+                out_request_no=out_request_no,
+                service_id=service_id,
+                ask_unionid=options.ask_unionid,
+            )
+            return await sdk.get_payscore_status(request)
+
+        status = await self._face_call(session, "getUserPayScoreStatus", call)
+        session._finish(EndReason.RESULT_SHOWN, status.return_msg)
+        return status
+
+    async def report_pay_result(self, session: Session, success: bool) -> bool:
+        """Below SDK 2.13: tell the UI the result; its answer ends the session. False from 2.13."""
+        if not self._lifecycle.version.has_update_pay_result:
+            return False
+        if session.state is not SessionState.RESULT_PAGE:
+            raise WrongState(
+                f"face session {session.id} is {session.state.value}, not showing a result"
+            )
+        authinfo = await self._authinfo.get()
+        await self._lifecycle.run(
+            lambda sdk: sdk.update_pay_result(self._merchant, authinfo, success=success)
         )
+        session._finish(EndReason.PAY_RESULT_REPORTED)
+        return True
 
     async def cancel(self, session_id: str, toast_text: str) -> str:
-        """Quit the face UI of the named (or current) session before a code is returned."""
+        """Quit the face UI of the named (or current) session (CancelSession)."""
         session = self._active
         if session is None or (session_id and session.id != session_id):
             raise NotFound(
                 f"no face session {session_id}".rstrip() if session_id else "no face session"
             )
-        if not self._lifecycle.supports_quit():
-            raise NotSupported("quitWxpayface needs SDK 2.22 or later")
-        await self._quit(session, "POS_CANCEL", toast_text)
+        await self.quit(session, "POS_CANCEL", toast_text)
         return session.id
+
+    async def quit(self, session: Session, reason: str, toast_text: str = "") -> None:
+        """quitWxpayface (SDK 2.22 and later) for this session; its answer ends the session."""
+        if session.state is SessionState.ENDED:
+            return
+        if not self._lifecycle.version.has_quit:
+            raise NotSupported("quitWxpayface needs SDK 2.22 or later")
+        session.quit_reason = session.quit_reason or reason
+        if session.state is SessionState.CLAIMED:
+            # Its UI has not opened yet: the session ends before it does.
+            session._finish(EndReason.QUIT, reason)
+            return
+        if session.state is not SessionState.QUITTING:
+            session._set(SessionState.QUITTING)
+        await self._lifecycle.run(lambda sdk: sdk.quit(toast_text))
+        session._finish(EndReason.QUIT, reason)
+
+    async def quit_if_open(self, session: Session, reason: str, toast_text: str = "") -> bool:
+        """Quit the session's UI when the SDK can; False when it cannot (it keeps waiting)."""
+        if session.state is SessionState.ENDED or not self._lifecycle.version.has_quit:
+            return False
+        try:
+            await self.quit(session, reason, toast_text)
+        except FacepayError as exc:
+            log.warning("quit_failed", session_id=session.id, reason=reason, error=exc.reason)
+            return False
+        return True
 
     async def quit_for_shutdown(self) -> None:
         """Close a face UI still waiting for a face, so that stopping waits on nobody."""
         session = self._active
-        if session is None or not session.face_ui_open or not self._lifecycle.supports_quit():
+        if session is None or session.state is not SessionState.FACE_UI:
             return
-        try:
-            await self._quit(session, "SHUTDOWN", "")
-        except FacepayError as exc:
-            log.warning("quit_on_shutdown_failed", reason=exc.reason)
+        await self.quit_if_open(session, "SHUTDOWN")
 
-    async def _quit(self, session: Session, reason: str, toast_text: str) -> None:
-        session.cancel_reason = reason
-        params = {"toast_text": toast_text} if toast_text else {}
-        info = await self._lifecycle.call("quitWxpayface", params)
-        if info.get("return_code") != "SUCCESS":
-            raise SdkError("quitWxpayface", info.get("return_code", ""), info.get("return_msg", ""))
+    # ------------------------------------------------------------------ private
 
-    async def report_pay_result(self, session: Session, success: bool) -> bool:
-        """Tell an SDK below 2.13 the payment result; False when the SDK does not need it."""
-        if not self._lifecycle.supports_update_pay_result():
-            return False
-        params = {
-            "appid": self._merchant.appid,
-            "mch_id": self._merchant.mch_id,
-            "store_id": self._merchant.store_id,
-            "authinfo": await self._authinfo.get(),
-            "payresult": "SUCCESS" if success else "ERROR",
-        }
-        info = await self._lifecycle.call("updateWxpayfacePayResult", params)
-        if info.get("return_code") != "SUCCESS":
-            raise SdkError(
-                "updateWxpayfacePayResult", info.get("return_code", ""), info.get("return_msg", "")
-            )
-        return True
+    def _grant(self, kind: str, out_trade_no: str) -> Session:
+        session = Session(self._new_id(), kind, out_trade_no)
+        self._active = session
+        log.debug("session_claimed", session_id=session.id, kind=kind)
+        return session
 
-    def _face_params(self, options: FaceOptions) -> dict[str, str]:
-        params = {
-            "appid": self._merchant.appid,
-            "mch_id": self._merchant.mch_id,
-            "sub_appid": self._merchant.sub_appid,
-            "sub_mch_id": self._merchant.sub_mch_id,
-            "store_id": self._merchant.store_id,
-            "face_authtype": options.face_authtype or "FACEPAY",
-            "screen_index": options.screen_index,
-            "overlay_option": options.overlay_option,
-        }
-        return {k: v for k, v in params.items() if v}
+    def _free(self, session: Session) -> None:
+        if self._active is not session:
+            return
+        self._active = None
+        log.info("session_freed", session_id=session.id)
+        while self._waiters:
+            turn, kind, out_trade_no = self._waiters.popleft()
+            if not turn.done():
+                turn.set_result(self._grant(kind, out_trade_no))
+                return
+
+    def _fallback_finish(self, session: Session) -> None:
+        """End a session its flow left without an end (an error, a crash, a stop)."""
+        if session.ended.done():
+            return
+        state = session.state
+        if state is SessionState.QUITTING:
+            reason = EndReason.QUIT
+        elif self._lifecycle.state in (State.FAULT, State.DISCONNECTED):
+            reason = EndReason.DEVICE_LOST
+        elif state is SessionState.RESULT_PAGE:
+            reason = EndReason.FACE_TIMEOUT
+        else:
+            reason = EndReason.NO_FACE_CODE
+        session._finish(reason, "the face session stopped")
+
+    def _on_ui_result(self, session: Session, result: UiResult) -> None:
+        """updateResultWxpayfaceCallBack: from 2.13 the SDK's result page has closed."""
+        session.ui_result = result
+        if session.state is not SessionState.RESULT_PAGE:
+            return  # before the code was handled; applied once it is
+        if self._lifecycle.version.has_update_pay_result:
+            return  # below 2.13 the updateWxpayfacePayResult answer ends the session
+        if result.user_query_cancel:
+            session._finish(EndReason.USER_QUERY_CANCEL, result.return_msg)
+        else:
+            session._finish(EndReason.RESULT_SHOWN, result.return_msg)
+
+    def _on_lifecycle(self) -> None:
+        session = self._active
+        if session is None or session.ended.done():
+            return
+        lost = self._lifecycle.state in (State.FAULT, State.DISCONNECTED)
+        # A face call in flight fails on its own; a result page cannot end any more.
+        if lost and session.state is SessionState.RESULT_PAGE:
+            session._finish(EndReason.DEVICE_LOST, self._lifecycle.fault)
 
     async def _face_call(
-        self,
-        session: Session,
-        method: str,
-        params: dict[str, str],
-        *,
-        ends_ok: frozenset[str] = frozenset({"SUCCESS"}),
-    ) -> dict[str, str]:
+        self, session: Session, method: str, call: Callable[[str, Sdk], Awaitable[T]]
+    ) -> T:
+        _require_unopened(session, method)
         authinfo = await self._authinfo.get()
+        _require_unopened(session, method)
+        session._set(SessionState.FACE_UI)
         for attempt in (1, 2):
-            session.face_ui_open = True
             try:
-                info = await self._lifecycle.call(
-                    method,
-                    {**params, "authinfo": authinfo},
-                    timeout=self._device.face_timeout,
-                    on_update_result=session.on_update_result,
-                )
-            finally:
-                session.face_ui_open = False
-            code = info.get("return_code", "")
-            if code in ends_ok:
-                return info
-            # The SDK names a rejected authinfo only in its message: refresh once and retry.
-            if attempt == 1 and "authinfo" in info.get("return_msg", "").lower():
+                return await self._lifecycle.run(functools.partial(call, authinfo))
+            except AuthinfoRejected:
+                if attempt == 2:
+                    session._finish(EndReason.NO_FACE_CODE, "authinfo rejected")
+                    raise
                 log.info("authinfo_rejected_by_sdk", method=method)
                 authinfo = await self._authinfo.replace(authinfo)
-                continue
-            reason = session.cancel_reason or _end_reason(code, info.get("return_msg", ""))
-            raise FaceSessionEnded(
-                method, reason, info.get("return_msg", ""), info.get("err_code", "")
-            )
+            except FaceSessionEnded as exc:
+                quitting = session.state is SessionState.QUITTING
+                session._finish(
+                    EndReason.QUIT if quitting else EndReason.NO_FACE_CODE, exc.return_msg
+                )
+                if session.quit_reason:
+                    raise FaceSessionEnded(
+                        method, session.quit_reason, exc.return_msg, exc.err_code
+                    ) from exc
+                raise
+            except DeviceTimeout:
+                session._finish(EndReason.FACE_TIMEOUT, "no answer from the face UI in time")
+                raise
+            except DeviceLost:
+                session._finish(EndReason.DEVICE_LOST, "the peripheral went away")
+                raise
+            except DeviceError as exc:
+                session._finish(EndReason.NO_FACE_CODE, str(exc))
+                raise
         raise AssertionError("unreachable")
 
 
-def _end_reason(return_code: str, return_msg: str) -> str:
-    if return_code in (USER_CANCEL, SCAN_PAYMENT):
-        return return_code
-    msg = return_msg.lower()
-    if "timeout" in msg or "time out" in msg:
-        return "FACE_TIMEOUT"
-    if "camera" in msg:
-        return "CAMERA_ERROR"
-    return return_code or "ERROR"
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        return 0
+def _require_unopened(session: Session, method: str) -> None:
+    """A session cancelled before its UI opened never opens it."""
+    if session.state is not SessionState.CLAIMED:
+        raise FaceSessionEnded(method, session.quit_reason or "QUIT", "cancelled before start")

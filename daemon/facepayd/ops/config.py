@@ -112,8 +112,10 @@ class SdkConfig:
     mode: SdkMode = SdkMode.NON_AGGREGATE
     firewall: bool = False
     perform_mode: str = ""
-    init_retries: int = 10
-    init_retry_delay: float = 0.5
+    init_retries: int = 10  # 271378621 (initializing) answers taken before an init fails
+    init_retry_delay: float = 0.5  # the SDK asks for ~500 ms between those inits
+    init_retry_backoff: float = 2.0  # first retry of a failed init (INIT_FAILED), doubling
+    init_retry_backoff_max: float = 60.0  # cap of that backoff
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
 
 
@@ -251,6 +253,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("merchant.sign_type: must be MD5 or HMAC-SHA256")
     if config.sdk.perform_mode not in ("", "NORMAL_PRFORM", "LOW_PERFORM"):
         raise ConfigError("sdk.perform_mode: must be NORMAL_PRFORM or LOW_PERFORM")
+    _validate_sdk(config.sdk)
     if config.payments.max_amount < 1:
         raise ConfigError("payments.max_amount: must be at least 1")
     positive = {
@@ -268,6 +271,15 @@ def _validate(config: Config) -> None:
     if config.payments.give_up_after < config.payments.reverse_after:
         raise ConfigError("payments.give_up_after: must not be less than payments.reverse_after")
     _validate_payscore(config.payscore)
+
+
+def _validate_sdk(sdk: SdkConfig) -> None:
+    if sdk.init_retries < 0:
+        raise ConfigError("sdk.init_retries: must not be negative")
+    if sdk.init_retry_delay <= 0:
+        raise ConfigError("sdk.init_retry_delay: must be greater than 0")
+    if sdk.init_retry_backoff <= 0 or sdk.init_retry_backoff_max < sdk.init_retry_backoff:
+        raise ConfigError("sdk.init_retry_backoff/init_retry_backoff_max: need 0 < backoff <= max")
 
 
 def _validate_payscore(payscore: PayScoreConfig) -> None:

@@ -1,11 +1,11 @@
 """PayScore by face and journaled v3 service orders.
 
-Face → PayScore status goes through the face sessions (getUserPayScoreStatus); its four
-documented outcomes are results, not errors. Every create, complete, sync and cancel is
-committed to the journal (pending = that call) before it is sent and its answer recorded
-after; an order whose call may have been sent but whose answer was not recorded (a crash,
-a lost connection, an untrusted answer) is resolved by a query, at start and in the
-background, so WeChat Pay never holds an order the journal does not know about.
+Face → PayScore status is a daemon-owned face flow (face/flows.py, getUserPayScoreStatus)
+whose four documented outcomes are the results defined here, not errors. Every create,
+complete, sync and cancel is committed to the journal (pending = that call) before it is
+sent and its answer recorded after; an order whose call may have been sent but whose answer
+was not recorded (a crash, a lost connection, an untrusted answer) is resolved by a query, at
+start and in the background, so WeChat Pay never holds an order the journal does not know of.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from facepayd.errors import (
     ResponseNotTrusted,
     Unavailable,
 )
-from facepayd.face.sessions import SCAN_PAYMENT, USER_CANCEL, FaceOptions, FaceSessions
 from facepayd.payscore.models import ServiceOrderRecord
 from facepayd.payscore.ports import ServiceOrderJournal
 from facepayd.wxpay import payscore_models as m
@@ -66,8 +65,8 @@ class PayScoreOutcome(enum.StrEnum):
 
     SUCCESS = "SUCCESS"  # PayScore enabled and the service authorized: an order may be created
     ERROR = "ERROR"  # face recognised, but enabling PayScore or authorizing failed
-    USER_CANCEL = USER_CANCEL  # the user left the face or authorization UI
-    SCAN_PAYMENT = SCAN_PAYMENT  # the user chose to scan a code instead
+    USER_CANCEL = "USER_CANCEL"  # the user left the face or authorization UI
+    SCAN_PAYMENT = "SCAN_PAYMENT"  # the user chose to scan a code instead
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +122,6 @@ class PayScoreService:
         self,
         *,
         journal: ServiceOrderJournal,
-        sessions: FaceSessions,
         client: PayScoreClient | None,
         clock: Clock,
         service_id: str,
@@ -132,7 +130,6 @@ class PayScoreService:
         resolve_backoff_max: float = 60.0,
     ) -> None:
         self._journal = journal
-        self._sessions = sessions
         self._client = client
         self._clock = clock
         self._service_id = service_id
@@ -152,38 +149,10 @@ class PayScoreService:
 
     # ------------------------------------------------------------------ face
 
-    async def check_status(
-        self,
-        options: FaceOptions,
-        *,
-        out_trade_no: str,
-        out_request_no: str = "",
-        service_id: str = "",
-    ) -> PayScoreStatus:
-        """Recognise the user and ask for PayScore and authorization (getUserPayScoreStatus)."""
-        service_id = service_id or self._service_id
-        if not service_id:
-            raise ConfigError(NOT_CONFIGURED)
-        async with self._sessions.open(
-            "payscore", wait=options.wait_if_busy, out_trade_no=out_trade_no
-        ) as session:
-            info = await self._sessions.payscore_status(
-                session,
-                options,
-                out_trade_no=out_trade_no,
-                out_request_no=out_request_no or out_trade_no,
-                service_id=service_id,
-            )
-        outcome = PayScoreOutcome(info.get("return_code", ""))
-        log.info("payscore_status", out_trade_no=out_trade_no, outcome=outcome.value)
-        return PayScoreStatus(
-            outcome=outcome,
-            openid=info.get("openid", ""),
-            sub_openid=info.get("sub_openid", ""),
-            face_sid=info.get("face_sid", ""),
-            return_msg=info.get("return_msg", ""),
-            err_code=info.get("err_code", ""),
-        )
+    @property
+    def service_id(self) -> str:
+        """The configured PayScore service_id ("" when PayScore is not configured)."""
+        return self._service_id
 
     async def unionid(self, face_sid: str) -> str:
         """The UnionID of the user a PayScore check or user-info session recognised."""

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
 
 from facepay.terminal.v1 import terminal_pb2 as pb
 from facepayd import errors
-from facepayd.face.sessions import FaceOptions
+from facepayd.face.flows import (
+    CaptureCancelled,
+    CaptureStep,
+    FaceCode,
+    SessionStartedStep,
+    UiResult,
+)
+from facepayd.face.sessions import FaceOptions, SessionEnd
 from facepayd.rpc import validation as v
 from facepayd.rpc.convert import event_message
 from facepayd.rpc.handlers import Area, stream, unary
@@ -24,67 +29,39 @@ class FaceArea(Area):
     async def StartFacePay(
         self, request: pb.StartFacePayRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StartFacePayResponse]:
-        """Capture a face and pay; streams the payment's events to its final state."""
+        """Capture a face and pay; streams the payment's events and the face UI's end."""
         rules = v.Rules()
         order = payment_order(request, self._d.config.payments.max_amount, rules)
         options = face_options(request.face, "face", rules)
         rules.check()
-        handle = await self._d.flows.start(order, options)
-        face_code = handle.face_code
-        async for event in self._d.payments.watch(order.out_trade_no, 0):
-            message = event_message(event)
-            if (
-                event.kind == "face_captured"
-                and face_code is not None
-                and face_code.done()
-                and not face_code.cancelled()
-            ):
+        handle = await self._d.flows.start_face_pay(order, options)
+        async for step in handle.steps():
+            if isinstance(step, SessionEnd):
+                yield pb.StartFacePayResponse(session_ended=session_ended(step))
+                continue
+            message = event_message(step)
+            face_code = handle.face_code
+            if step.kind == "face_captured" and face_code is not None:
                 # Only the POS that started this capture ever sees its face code.
-                message.face_captured.face_code = face_code.result()
+                message.face_captured.face_code = face_code
             yield pb.StartFacePayResponse(event=message)
 
     @stream
     async def CaptureFaceCode(
         self, request: pb.CaptureFaceCodeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.CaptureFaceCodeResponse]:
-        """Capture-only: face code to the POS, then the SDK's result confirmation."""
+        """Capture-only: face code to the POS, then the SDK's confirmation and the UI's end."""
         rules = v.Rules()
         v.out_trade_no(rules, "out_trade_no", request.out_trade_no)
         rules.int_range("total_fee", request.total_fee, 1, self._d.config.payments.max_amount)
         options = face_options(request.face, "face", rules)
-        sessions = self._d.sessions
-        async with sessions.open(
-            "capture", wait=options.wait_if_busy, out_trade_no=request.out_trade_no
-        ) as session:
-            yield pb.CaptureFaceCodeResponse(
-                event=pb.CaptureEvent(session_started=pb.SessionStarted(session_id=session.id))
-            )
-            try:
-                capture = await sessions.capture(
-                    session, options, out_trade_no=request.out_trade_no, total_fee=request.total_fee
-                )
-            except errors.FaceSessionEnded as exc:
-                cancelled = pb.SessionCancelled(reason=exc.return_code, description=exc.return_msg)
-                yield pb.CaptureFaceCodeResponse(event=pb.CaptureEvent(cancelled=cancelled))
-                return
-            captured = pb.FaceCaptured(
-                face_code=capture.face_code,
-                openid=capture.openid,
-                sub_openid=capture.sub_openid,
-                underage_state=capture.underage_state,
-            )
-            yield pb.CaptureFaceCodeResponse(event=pb.CaptureEvent(face_captured=captured))
-            # The SDK's UI stays until it confirms the result (after ReportPayResult below 2.13).
-            with contextlib.suppress(TimeoutError):
-                info = await asyncio.wait_for(
-                    session.update_results.get(), self._d.config.device.face_timeout
-                )
-                confirmed = pb.PayResultConfirmed(
-                    return_code=info.get("return_code", ""), return_msg=info.get("return_msg", "")
-                )
-                yield pb.CaptureFaceCodeResponse(
-                    event=pb.CaptureEvent(pay_result_confirmed=confirmed)
-                )
+        # Checked before the camera is claimed: an invalid request never reaches the SDK.
+        rules.check()
+        handle = await self._d.flows.start_capture(
+            options, out_trade_no=request.out_trade_no, total_fee=request.total_fee
+        )
+        async for step in handle.steps():
+            yield pb.CaptureFaceCodeResponse(event=capture_event(step))
 
     @unary
     async def CancelSession(
@@ -121,16 +98,43 @@ class FaceArea(Area):
     ) -> pb.GetUserInfoResponse:
         """Identify the user by face."""
         options = face_options(request.face, "face")
-        async with self._d.sessions.open("userinfo", wait=options.wait_if_busy) as session:
-            info = await self._d.sessions.user_info(session, options)
+        info = await self._d.flows.user_info(options)
         return pb.GetUserInfoResponse(
-            openid=info.get("openid", ""),
-            sub_openid=info.get("sub_openid", ""),
-            nickname=info.get("nickname", ""),
-            token=info.get("token", ""),
-            unionid_code=info.get("unionid_code", ""),
-            unionid_msg=info.get("unionid_msg", ""),
+            openid=info.openid,
+            sub_openid=info.sub_openid,
+            nickname=info.nickname,
+            token=info.token,
+            unionid_code=info.unionid_code,
+            unionid_msg=info.unionid_msg,
         )
+
+
+def session_ended(end: SessionEnd) -> pb.SessionEnded:
+    """The end of a face UI, for the POS."""
+    return pb.SessionEnded(
+        session_id=end.session_id, reason=end.reason.value, return_msg=end.return_msg
+    )
+
+
+def capture_event(step: CaptureStep) -> pb.CaptureEvent:
+    """One step of a capture-only session."""
+    if isinstance(step, SessionStartedStep):
+        return pb.CaptureEvent(session_started=pb.SessionStarted(session_id=step.session_id))
+    if isinstance(step, FaceCode):
+        captured = pb.FaceCaptured(
+            face_code=step.face_code,
+            openid=step.openid,
+            sub_openid=step.sub_openid,
+            underage_state=step.underage_state,
+        )
+        return pb.CaptureEvent(face_captured=captured)
+    if isinstance(step, CaptureCancelled):
+        cancelled = pb.SessionCancelled(reason=step.reason, description=step.description)
+        return pb.CaptureEvent(cancelled=cancelled)
+    if isinstance(step, UiResult):
+        confirmed = pb.PayResultConfirmed(return_code=step.return_code, return_msg=step.return_msg)
+        return pb.CaptureEvent(pay_result_confirmed=confirmed)
+    return pb.CaptureEvent(session_ended=session_ended(step))
 
 
 def face_options(face: pb.FaceOptions, prefix: str, rules: v.Rules | None = None) -> FaceOptions:

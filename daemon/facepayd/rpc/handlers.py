@@ -13,7 +13,7 @@ import structlog
 
 from facepayd import errors
 from facepayd.face.authinfo import AuthinfoCache
-from facepayd.face.flows import FacePayFlows
+from facepayd.face.flows import FaceFlows
 from facepayd.face.lifecycle import Lifecycle
 from facepayd.face.sessions import FaceSessions
 from facepayd.ops.config import Config
@@ -34,7 +34,7 @@ class Domain:
     lifecycle: Lifecycle
     authinfo: AuthinfoCache
     sessions: FaceSessions
-    flows: FacePayFlows
+    flows: FaceFlows
     payments: PaymentService
     payscore: PayScoreService | None = None
 

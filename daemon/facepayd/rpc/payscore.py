@@ -41,11 +41,12 @@ class PayScoreArea(Area):
         _max_chars(rules, "payscore_service_id", request.payscore_service_id, 32)
         options = face_options(request.face, "face", rules)
         rules.check()
-        status = await self._payscore().check_status(
+        payscore = self._payscore()
+        status = await self._d.flows.check_payscore_status(
             options,
             out_trade_no=request.out_trade_no,
             out_request_no=request.payscore_out_request_no,
-            service_id=request.payscore_service_id,
+            service_id=request.payscore_service_id or payscore.service_id,
         )
         return pb.CheckPayScoreStatusResponse(
             outcome=_PAYSCORE_OUTCOME[status.outcome],

@@ -92,7 +92,8 @@ class TerminalArea(Area):
     async def Reinitialize(
         self, request: pb.ReinitializeRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReinitializeResponse:
-        """Release and init the SDK again."""
+        """Release (if initialized) and init the SDK again; the way out of INIT_FAILED too."""
+        # Only a session blocks it: INIT_FAILED and UNINITIALIZED are accepted by the lifecycle.
         self._require_idle()
         await self._d.lifecycle.reinitialize()
         return pb.ReinitializeResponse(status=self.status())

@@ -42,6 +42,9 @@ class FaceOutcome(enum.Enum):
     """How a scripted face capture ends."""
 
     SUCCESS = "SUCCESS"  # a face code (or user info / PayScore status) comes back
+    # A face code comes back, but the user leaves the result page before it knows the outcome:
+    # the second callback (updateResultWxpayfaceCallBack) says USER_QUERY_CANCEL.
+    USER_QUERY_CANCEL = "USER_QUERY_CANCEL"
     USER_CANCEL = "USER_CANCEL"  # the user closed the face UI
     SCAN_PAYMENT = "SCAN_PAYMENT"  # the user chose to scan a payment code instead
     FACE_TIMEOUT = "FACE_TIMEOUT"  # no face recognised in time
@@ -56,7 +59,8 @@ class SimUser:
     sub_openid: str = ""
     nickname: str = "Sim User"
     unionid: str = ""
-    has_payscore: bool = True
+    has_payscore: bool = True  # PayScore already enabled
+    # Whether the user agrees when the UI asks (to enable PayScore and to authorize the service).
     authorizes_payscore: bool = True
     underage_state: int = 1  # 0 unknown, 1 adult, 2 minor
 
@@ -106,12 +110,14 @@ class _Peer:
             await self.writer.wait_closed()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _FaceUi:
     method: str
     quit: asyncio.Event = field(default_factory=asyncio.Event)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     quit_msg: str = ""
+    # The result page after a face code: up (camera busy) until the second callback.
+    result_page: bool = False
 
 
 _Info = dict[str, str]
@@ -165,8 +171,10 @@ class SimTerminal:
         self._init_initializing = 0
         self._init_failures = 0
         self._face_ui: _FaceUi | None = None
-        # getWxpayfaceCode calls (peer, call_id) whose UPDATE_RESULT waits for the pay result.
-        self._awaiting_pay_result: collections.deque[tuple[_Peer, int]] = collections.deque()
+        # getWxpayfaceCode calls whose result page (and UPDATE_RESULT) waits for the pay result.
+        self._awaiting_pay_result: collections.deque[tuple[_Peer, int, _FaceUi, str]] = (
+            collections.deque()
+        )
         self._frozen = False
         self._unfrozen = asyncio.Event()
         self._unfrozen.set()
@@ -220,8 +228,13 @@ class SimTerminal:
 
     @property
     def face_ui_open(self) -> bool:
-        """True while a face UI (camera) is up."""
+        """True while a face UI (camera) is up, its result page included."""
         return self._face_ui is not None
+
+    @property
+    def result_page_open(self) -> bool:
+        """True while the result page after a face code is up (before the second callback)."""
+        return self._face_ui is not None and self._face_ui.result_page
 
     @property
     def connections(self) -> int:
@@ -445,8 +458,12 @@ class SimTerminal:
         if isinstance(captured, dict):
             return captured
         outcome, user = captured
-        if outcome is not FaceOutcome.SUCCESS:
+        if outcome not in (FaceOutcome.SUCCESS, FaceOutcome.USER_QUERY_CANCEL):
             return _face_failure(outcome)
+        # The camera stays busy: the SDK's result page is up until the second callback.
+        page = _FaceUi("getWxpayfaceCode", result_page=True)
+        self._face_ui = page
+        ui_result = outcome.value
         face_code = "13" + "".join(str(self._rng.randrange(10)) for _ in range(16))
         self.issued_face_codes.append(face_code)
         self.face_code_openids[face_code] = user.openid
@@ -462,13 +479,26 @@ class SimTerminal:
             },
             bridge_pb2.CALLBACK_KIND_RESULT,
         )
+        self.timeline.append("result_page")
         old_sdk = self._version < _NO_UPDATE_PAY_RESULT_FROM
         if old_sdk and params.get("ignore_update_pay_result", "0") != "1":
-            self._awaiting_pay_result.append((peer, call_id))
-        else:
-            await self._wait(self.latencies.update_result)
-            await self._update_callback(peer, call_id, "payment result confirmed")
+            # Closed by updateWxpayfacePayResult (or a release).
+            self._awaiting_pay_result.append((peer, call_id, page, ui_result))
+            return None
+        try:
+            if await self._wait_or(self.latencies.update_result, page.quit):
+                return None  # quit or released: the page closes without a second callback
+            message = "payment result confirmed" if ui_result == "SUCCESS" else "user left"
+            await self._update_callback(peer, call_id, message, ui_result)
+        finally:
+            self._close_page(page)
         return None
+
+    def _close_page(self, page: _FaceUi) -> None:
+        if self._face_ui is page:
+            self._face_ui = None
+            self.timeline.append("result_page_closed")
+        page.closed.set()
 
     async def _user_info(self, _peer: _Peer, _call_id: int, params: Mapping[str, str]) -> _Info:
         if not self.initialized:
@@ -482,7 +512,7 @@ class SimTerminal:
         if isinstance(captured, dict):
             return captured
         outcome, user = captured
-        if outcome is not FaceOutcome.SUCCESS:
+        if outcome not in (FaceOutcome.SUCCESS, FaceOutcome.USER_QUERY_CANCEL):
             return _face_failure(outcome)
         info = {
             **_success(),
@@ -524,10 +554,12 @@ class SimTerminal:
         if isinstance(captured, dict):
             return captured
         outcome, user = captured
-        if outcome is not FaceOutcome.SUCCESS:
+        if outcome not in (FaceOutcome.SUCCESS, FaceOutcome.USER_QUERY_CANCEL):
             return _face_failure(outcome)
-        if not (user.has_payscore or user.authorizes_payscore):
-            return _error("user did not enable PayScore or authorize the service")
+        if not user.authorizes_payscore:
+            if user.has_payscore:
+                return _error("user declined to authorize the PayScore service")
+            return _error("user did not enable PayScore")
         return {
             **_success(),
             "openid": user.openid,
@@ -548,13 +580,20 @@ class SimTerminal:
         await self._wait(self.latencies.other)
         if not self._awaiting_pay_result:
             return _error("no face payment is waiting for its result")
-        waiting_peer, waiting_call = self._awaiting_pay_result.popleft()
-        if not waiting_peer.closed.is_set():
-            await self._update_callback(waiting_peer, waiting_call, "payment result shown")
+        waiting_peer, waiting_call, page, ui_result = self._awaiting_pay_result.popleft()
+        try:
+            if not waiting_peer.closed.is_set():
+                await self._update_callback(
+                    waiting_peer, waiting_call, "payment result shown", ui_result
+                )
+        finally:
+            self._close_page(page)
         return _success()
 
-    async def _update_callback(self, peer: _Peer, call_id: int, message: str) -> None:
-        info = {"return_code": "SUCCESS", "return_msg": message}
+    async def _update_callback(
+        self, peer: _Peer, call_id: int, message: str, return_code: str = "SUCCESS"
+    ) -> None:
+        info = {"return_code": return_code, "return_msg": message}
         await self._callback(peer, call_id, info, bridge_pb2.CALLBACK_KIND_UPDATE_RESULT)
 
     async def _quit(self, _peer: _Peer, _call_id: int, params: Mapping[str, str]) -> _Info:
@@ -564,8 +603,16 @@ class SimTerminal:
             return {"return_code": "SUCCESS", "return_msg": "no face UI open"}
         ui.quit_msg = params.get("toast_text", "") or "merchant cancelled face recognition"
         ui.quit.set()
+        self._drop_awaiting(ui)
         await ui.closed.wait()
         return _success()
+
+    def _drop_awaiting(self, ui: _FaceUi) -> None:
+        """A result page waiting for updateWxpayfacePayResult closes at once (quit, release)."""
+        for entry in list(self._awaiting_pay_result):
+            if entry[2] is ui:
+                self._awaiting_pay_result.remove(entry)
+                self._close_page(ui)
 
     async def _enable_firewall(
         self, _peer: _Peer, _call_id: int, params: Mapping[str, str]
@@ -595,6 +642,8 @@ class SimTerminal:
             ui.quit_msg = "face service released"
             ui.quit.set()
         self.initialized = False
+        for entry in list(self._awaiting_pay_result):
+            self._close_page(entry[2])
         self._awaiting_pay_result.clear()
         return _success()
 
