@@ -23,7 +23,7 @@ from facepayd.errors import (
     ResponseNotTrusted,
 )
 from facepayd.sim.tls import TestPki, generate_test_pki
-from facepayd.sim.wxpay import OrderState, Scenario, WxPaySimulator
+from facepayd.sim.wxpay import OrderState, Scenario, UnknownReverse, WxPaySimulator
 from facepayd.wxpay.http import ClientCert, WxPayHttpClients, build_http_clients
 from facepayd.wxpay.models import Merchant, MicropayOrder, TradeState
 from facepayd.wxpay.sign import HMAC_SHA256, MD5
@@ -384,9 +384,23 @@ async def test_reverse_recall_until_it_succeeds(
     assert record.reverse_calls == sim.reverse_recalls + 1
 
 
-async def test_reverse_of_an_unknown_order_closes_its_number(
+async def test_reverse_of_an_unknown_order_is_refused_and_closes_nothing(
     make_client: MakeClient, sim: WxPaySimulator
 ) -> None:
+    client = make_client()
+    result = await client.reverse(out_trade_no="T-never")
+    assert (result.succeeded, result.recall, result.err_code) == (False, False, "TRADE_ERROR")
+    assert sim.order("T-never") is None
+    assert sim.reverses("T-never")[0].age is None
+    # Nothing was closed: a micropay still on its way is charged, so a refusal proves nothing.
+    late = await client.micropay(order("T-never", 1))
+    assert late.state is TradeState.SUCCESS
+
+
+async def test_reverse_of_an_unknown_order_succeeds_only_when_asked(
+    make_client: MakeClient, sim: WxPaySimulator
+) -> None:
+    sim.unknown_reverse = UnknownReverse.SUCCESS
     client = make_client()
     assert (await client.reverse(out_trade_no="T-never")).succeeded
     late = await client.micropay(order("T-never", 1))
@@ -394,6 +408,7 @@ async def test_reverse_of_an_unknown_order_closes_its_number(
     record = sim.order("T-never")
     assert record is not None
     assert record.charge_count == 0
+    assert record.reverse_calls == 1
 
 
 async def test_reverse_needs_the_client_certificate(
@@ -417,6 +432,7 @@ async def test_client_certificate_from_pem_files_works(
 ) -> None:
     cert = ClientCert.load_pem_files(pki.client_cert, pki.client_key)
     clients = build_http_clients(sim.ca_file, cert, TIMEOUT)
+    await make_client().micropay(order("T-pem", 102))
     try:
         result = await make_client(secapi_http=clients.secapi).reverse(out_trade_no="T-pem")
     finally:

@@ -26,7 +26,7 @@ from facepayd.sim.adbd import AdbServer, FakeAdbd
 from facepayd.sim.payscore import PayScoreSimulator
 from facepayd.sim.terminal import DEFAULT_USER, SimLatencies, SimTerminal
 from facepayd.sim.tls import TestPki, generate_test_pki
-from facepayd.sim.wxpay import WxPaySimulator
+from facepayd.sim.wxpay import UnknownReverse, WxPaySimulator
 from facepayd.wxpay.models import Merchant
 from facepayd.wxpay.v3 import certificate_serial
 
@@ -49,6 +49,8 @@ class SimOptions:
     userpaying_seconds: float = 2.0
     slow_seconds: float = 30.0
     reverse_recalls: int = 2
+    # A reverse of an order WeChat Pay never saw: refused (TRADE_ERROR recall=N) unless asked.
+    unknown_reverse: UnknownReverse = UnknownReverse.REFUSE
     sign_type: str = "HMAC-SHA256"
     # "adb": the real adb server and a fake adbd in front of the terminal; "tcp": plain TCP.
     device: str = "adb"
@@ -92,6 +94,7 @@ class SimStack:
             userpaying_seconds=o.userpaying_seconds,
             slow_seconds=o.slow_seconds,
             reverse_recalls=o.reverse_recalls,
+            unknown_reverse=o.unknown_reverse,
         )
         self._start_payscore(pki_dir)
         await self.wxpay.start()
