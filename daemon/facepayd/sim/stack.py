@@ -55,6 +55,20 @@ class SimOptions:
     # "adb": the real adb server and a fake adbd in front of the terminal; "tcp": plain TCP.
     device: str = "adb"
     face_app_installed: bool = True
+    # The daemon config's timers (polls, reverse delay, give-up, timeouts, heartbeats): short,
+    # for tests and the demo, or else left at the daemon's production defaults.
+    fast_timers: bool = True
+
+    @classmethod
+    def wechat_timers(cls, **overrides: Any) -> SimOptions:
+        """WeChat's own pace instead of the tests' short one (the simulators run on their own)."""
+        timers: dict[str, Any] = {
+            "latencies": SimLatencies(),
+            "userpaying_seconds": 10.0,
+            "slow_seconds": 60.0,
+            "fast_timers": False,
+        }
+        return cls(**{**timers, **overrides})
 
 
 class SimStack:
@@ -213,6 +227,12 @@ class SimStack:
                 "resolve_backoff_max": 1.0,
             },
         }
+        if not self.options.fast_timers:
+            for name, keys in _FAST_TIMERS.items():
+                for key in keys:
+                    settings[name].pop(key, None)
+                if not settings[name]:
+                    del settings[name]
         for name, values in sections.items():
             settings.setdefault(name, {}).update(values)
         return settings
@@ -241,6 +261,21 @@ class SimStack:
             to_toml(self.daemon_settings(socket=socket, state_dir=state_dir, **sections))
         )
         return path
+
+
+# What daemon_settings shortens for tests and the demo; without fast_timers they are left out.
+_FAST_TIMERS: dict[str, tuple[str, ...]] = {
+    "wxpay": ("read_timeout",),
+    "device": (
+        "call_timeout",
+        "face_timeout",
+        "heartbeat_interval",
+        "heartbeat_timeout",
+        "reconnect_max_backoff",
+    ),
+    "payments": ("poll_interval", "reverse_after", "give_up_after"),
+    "payscore": ("backoff_initial", "backoff_max", "resolve_backoff", "resolve_backoff_max"),
+}
 
 
 def to_toml(settings: dict[str, Any]) -> str:
