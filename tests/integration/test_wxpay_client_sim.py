@@ -559,9 +559,11 @@ async def test_merchant_mismatch_in_the_request_is_refused(
         secapi_http=http.secapi,
         clock=clock,
     )
-    with pytest.raises(BackendRejected):
-        await client.micropay(order("T-mm", 1))
+    refused = await client.micropay(order("T-mm", 1))
+    assert (refused.state, refused.err_code_des) == (TradeState.REJECTED, "APPID_MCHID_NOT_MATCH")
     assert sim.order("T-mm") is None
+    with pytest.raises(BackendRejected):
+        await client.orderquery(out_trade_no="T-mm")
 
 
 async def test_request_fields_are_sent_and_signed(
