@@ -1,10 +1,10 @@
 """`python -m facepayd.sim`: the simulators on their own, and a config `facepayd --config` can use.
 
 Starts SimStack (the simulated terminal behind a fake adbd and the real adb server, simulated
-WeChat Pay and PayScore over HTTPS with a test CA generated now), writes the daemon config and
-the 0600 secret files it names under --dir, prints the config to stdout (ending with the line
-END_OF_CONFIG), one line on stderr saying how to start the daemon, and runs until Ctrl-C or
-SIGTERM. Timers are WeChat's unless --fast is given.
+WeChat Pay and PayScore over HTTPS with a test CA made now), writes the daemon config and the
+0600 secret files it names under --dir, prints the config to stdout (its last line is the comment
+"# end of facepayd config"), one line on stderr saying how to start the daemon, and runs until
+Ctrl-C or SIGTERM. Timers are WeChat's unless --fast is given.
 """
 
 from __future__ import annotations
