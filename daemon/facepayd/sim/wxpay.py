@@ -893,7 +893,7 @@ class WxPaySimulator:
         scenario = None if scripted in REPLY_FAULTS else scripted
         if scenario is None and order.micropay_calls == 1:
             scenario = AMOUNT_SCENARIOS.get(fee, Scenario.SUCCESS)
-        if order.scenario is None:
+        if order.scenario is None and not order.foreign:  # another's order keeps its own way
             order.scenario = scenario
         self._settle(order)
         # A number already used for another amount is another order (an order closed by an
