@@ -178,9 +178,10 @@ class PaymentService:
         )
 
     async def watch(self, out_trade_no: str, after_seq: int = 0) -> AsyncIterator[PaymentEvent]:
-        """Events after after_seq from the journal, then live ones; ends after a settled event.
+        """Events after after_seq from the journal, then live ones; ends once settled.
 
-        Settled: final, or NEEDS_ATTENTION (a later change is seen by watching again).
+        Settled: the newest event is final or NEEDS_ATTENTION (a later change, such as a manual
+        reverse, is seen by watching again).
         """
         last = after_seq
         with self._watching(out_trade_no) as changed:
@@ -192,8 +193,9 @@ class PaymentService:
                     for event in events:
                         yield event
                         last = event.seq
-                        if event.state.settled:
-                            return
+                    # Settled at its newest event (a replay goes past an earlier SUCCEEDED).
+                    if events[-1].state.settled:
+                        return
                     continue
                 payment = await self._journal.get(out_trade_no)
                 if payment.last_seq > last:
@@ -325,20 +327,22 @@ class PaymentService:
         out_trade_no: str,
         start: Callable[[PaymentMachine], Coroutine[Any, Any, Payment]],
     ) -> asyncio.Task[Payment]:
-        first = start(self._machine(out_trade_no))
-        task = self._owner.spawn(self._drive(out_trade_no, first), name=f"payment {out_trade_no}")
+        task = self._owner.spawn(self._drive(out_trade_no, start), name=f"payment {out_trade_no}")
         self._tasks[out_trade_no] = task
         task.add_done_callback(lambda done: self._task_done(out_trade_no, done))
         return task
 
-    async def _drive(self, out_trade_no: str, first: Coroutine[Any, Any, Payment]) -> Payment:
+    async def _drive(
+        self, out_trade_no: str, start: Callable[[PaymentMachine], Coroutine[Any, Any, Payment]]
+    ) -> Payment:
         """Run a machine step; after a failure, resume from the journal with capped backoff.
 
         A step that could not journal its next state (JournalError) never made the call that
         state leads to; the retry starts again from what the journal holds.
         """
         structlog.contextvars.bind_contextvars(out_trade_no=out_trade_no)
-        step = first
+        # Made here, not at spawn: a task cancelled before it ran leaves no coroutine behind.
+        step = start(self._machine(out_trade_no))
         delay = self._timings.reverse_backoff
         while True:
             try:
