@@ -66,9 +66,7 @@ class Rules:
 
 def out_trade_no(rules: Rules, field: str, value: str, *, required: bool = True) -> None:
     """A merchant order number as micropay takes it: [0-9A-Za-z_-|*]{1,32}."""
-    rules.pattern(
-        field, value, OUT_TRADE_NO, "must match [0-9A-Za-z_-|*]{1,32}", required=required
-    )
+    rules.pattern(field, value, OUT_TRADE_NO, "must match [0-9A-Za-z_-|*]{1,32}", required=required)
 
 
 def require_out_trade_no(value: str) -> None:
