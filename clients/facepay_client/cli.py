@@ -6,7 +6,8 @@ object per line (proto3 JSON mapping, field names as in the proto; errors as {"e
 Exit codes (ExitCode below is the one table):
 
     0    ok; a payment ended SUCCEEDED; a PayScore check ended SUCCESS
-    1    a payment ended FAILED, REVERSED or CANCELLED; a face session ended without a code;
+    1    a payment ended FAILED, REVERSED, CANCELLED or CLOSED, or needs an operator
+         (NEEDS_ATTENTION: its reason and action are printed); a face session ended without a code;
          a PayScore check ended otherwise; any other error
     2    usage error
     3    terminal busy (the session holding the camera is printed)
@@ -88,6 +89,9 @@ _EXIT_BY_FINAL_STATE: dict[int, ExitCode] = {
     terminal_pb2.PAYMENT_STATE_FAILED: ExitCode.FAILED,
     terminal_pb2.PAYMENT_STATE_REVERSED: ExitCode.FAILED,
     terminal_pb2.PAYMENT_STATE_CANCELLED: ExitCode.FAILED,
+    terminal_pb2.PAYMENT_STATE_CLOSED: ExitCode.FAILED,
+    # Not final, but the stream ends there: an operator has to act.
+    terminal_pb2.PAYMENT_STATE_NEEDS_ATTENTION: ExitCode.FAILED,
 }
 
 _Handler = Callable[[TerminalClient, argparse.Namespace, "_Output"], Awaitable[int]]
@@ -495,6 +499,8 @@ async def _cmd_payment_list(client: TerminalClient, args: argparse.Namespace, ou
             f"{payment.out_trade_no:<32} {state:<10} {payment.total_fee:>9} "
             f"{created}  {payment.transaction_id or '-'}"
         )
+        if payment.state == terminal_pb2.PAYMENT_STATE_NEEDS_ATTENTION:
+            out.line(f"    reason: {payment.attention_reason}  action: {payment.attention_action}")
     if page.next_page_token:
         out.pairs([("next_page_token", page.next_page_token)])
     return ExitCode.OK

@@ -2,8 +2,11 @@
 
 Every kill comes from outside the daemon: when a POS stream shows that a step was journaled,
 when the simulated WeChat Pay has acted on a call but not yet answered, or at a random
-instant. The daemon restarts on the same state directory each time. At the end, the
-simulator's ledger (what really happened to the money) must agree with the journal.
+instant. The daemon restarts on the same state directory each time. The simulated WeChat Pay
+is the strict one: a reverse of an order it never saw is refused (TRADE_ERROR, recall=N). At
+the end, the simulator's ledger (what really happened to the money) must agree with the
+journal: every order final or NEEDS_ATTENTION with a reason, nothing charged twice, nothing
+paid unrecorded, and no reverse sooner than reverse_after after its order's micropay.
 """
 
 from __future__ import annotations
@@ -35,7 +38,13 @@ FINAL = {
     S.PAYMENT_STATE_FAILED,
     S.PAYMENT_STATE_REVERSED,
     S.PAYMENT_STATE_CANCELLED,
+    S.PAYMENT_STATE_CLOSED,
 }
+# Settled: final, or waiting for an operator with a reason and an action.
+SETTLED = FINAL | {S.PAYMENT_STATE_NEEDS_ATTENTION}
+REVERSE_AFTER = 1.5  # the stack's payments.reverse_after
+# The daemon's journaled pay_sent_at comes a moment before the simulator sees the micropay.
+ARRIVAL_SLACK = 0.25
 # success, USERPAYING then success, USERPAYING forever, reverse with recall, SYSTEMERROR (paid and
 # not), BANKERROR, NOTENOUGH, slow answer, dropped connection after the request was read.
 MIX = (1, 1, 101, 101, 102, 104, 201, 202, 203, 301, 501, 502, 502)
@@ -112,7 +121,7 @@ async def _follow_watch(chaos: Chaos, client: TerminalClient, out_trade_no: str)
 
 
 async def _unfinished(client: TerminalClient) -> list[str]:
-    states = [s for s in S.values() if s not in FINAL and s != S.PAYMENT_STATE_UNSPECIFIED]
+    states = [s for s in S.values() if s not in SETTLED and s != S.PAYMENT_STATE_UNSPECIFIED]
     page = await client.list_payments(states=states, page_size=200)
     return [p.out_trade_no for p in page.payments]
 
@@ -178,7 +187,13 @@ async def test_sigkill_at_every_step_never_loses_or_double_charges(
         ),
     )
     await stack.start()
-    daemon = DaemonProcess(stack, tmp_path / "daemon", wxpay={"read_timeout": 1.5})
+    daemon = DaemonProcess(
+        stack,
+        tmp_path / "daemon",
+        wxpay={"read_timeout": 1.5},
+        # A killed daemon's micropay is not in flight: 3 s after pay_sent_at it never will be.
+        payments={"in_flight_after": 3.0, "attention_after": 30.0},
+    )
     chaos = Chaos(stack, daemon, random.Random(seed))
     assert stack.wxpay is not None
     stack.wxpay.observers.append(chaos.on_backend)
@@ -209,15 +224,27 @@ async def test_sigkill_at_every_step_never_loses_or_double_charges(
             # even that must not happen: the journal is written first.
             problems.append(f"in the ledger, not in the journal: {where}")
             continue
-        if record.charged and payment.state != S.PAYMENT_STATE_SUCCEEDED:
-            problems.append(f"charged but not SUCCEEDED: {where}")
+        if record.charged and payment.state not in (
+            S.PAYMENT_STATE_SUCCEEDED,
+            S.PAYMENT_STATE_NEEDS_ATTENTION,
+        ):
+            problems.append(f"charged but not SUCCEEDED (paid unrecorded): {where}")
         if payment.state == S.PAYMENT_STATE_SUCCEEDED and not record.charged:
             problems.append(f"SUCCEEDED but not charged: {where}")
         if payment.state == S.PAYMENT_STATE_CANCELLED and record.micropay_calls:
             problems.append(f"CANCELLED after micropay was sent: {where}")
+        if payment.state == S.PAYMENT_STATE_CLOSED and record.charged:
+            problems.append(f"CLOSED but charged: {where}")
+    for record in stack.wxpay.reverses():
+        if record.age is not None and record.age < REVERSE_AFTER - ARRIVAL_SLACK:
+            problems.append(f"reversed {record.age:.2f} s after micropay: {record}")
     for out_trade_no, payment in journal.items():
-        if payment.state not in FINAL:
+        if payment.state not in SETTLED:
             problems.append(f"not final: {out_trade_no} {S.Name(payment.state)}")
+        if payment.state == S.PAYMENT_STATE_NEEDS_ATTENTION and not (
+            payment.attention_reason and payment.attention_action
+        ):
+            problems.append(f"NEEDS_ATTENTION without a reason and action: {out_trade_no}")
         if payment.state == S.PAYMENT_STATE_SUCCEEDED and out_trade_no not in ledger:
             problems.append(f"SUCCEEDED without an order at WeChat Pay: {out_trade_no}")
     kills = sum(chaos.kills.values())
@@ -229,8 +256,8 @@ async def test_sigkill_at_every_step_never_loses_or_double_charges(
     with capsys.disabled():
         print(
             f"\nchaos: {kills} SIGKILLs ({chaos.kills}), {len(chaos.attempted)} orders attempted,"
-            f" {len(journal)} journaled and checked, {len(ledger)} at WeChat Pay;"
-            f" outcomes {outcomes}"
+            f" {len(journal)} journaled and checked, {len(ledger)} at WeChat Pay,"
+            f" {len(stack.wxpay.reverses())} reverses; outcomes {outcomes}"
         )
     assert not problems, "\n".join(problems)
     assert kills >= ROUNDS

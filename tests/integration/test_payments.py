@@ -20,6 +20,7 @@ from facepay_client import (
     InvalidArgumentError,
     NotFoundError,
     TerminalClient,
+    WrongStateError,
 )
 from facepayd.sim.daemon_process import DaemonProcess
 from facepayd.sim.stack import MERCHANT, SimStack
@@ -34,12 +35,17 @@ from tests.integration.conftest import DaemonFactory, StackFactory
 S = pb.PaymentState
 # Short backend deadline so the SLOW scenario times out quickly (the answer is "unknown").
 FAST_WXPAY = {"read_timeout": 2.0}
+# No micropay of ours is still in flight 3 s after it went out (read_timeout 2 s on loopback).
+FAST_PAYMENTS = {"in_flight_after": 3.0, "attention_after": 20.0}
 FINAL = {
     S.PAYMENT_STATE_SUCCEEDED,
     S.PAYMENT_STATE_FAILED,
     S.PAYMENT_STATE_REVERSED,
     S.PAYMENT_STATE_CANCELLED,
+    S.PAYMENT_STATE_CLOSED,
 }
+# Where a POS stream ends: final, or waiting for an operator.
+SETTLED = FINAL | {S.PAYMENT_STATE_NEEDS_ATTENTION}
 
 
 def kinds(events: Sequence[pb.PaymentEvent]) -> list[str]:
@@ -51,8 +57,8 @@ def check_sequence(events: Sequence[pb.PaymentEvent], out_trade_no: str) -> None
     """seq counts 1..n without gaps, every event is ours, only the last one is final."""
     assert [e.seq for e in events] == list(range(1, len(events) + 1)), events
     assert all(e.out_trade_no == out_trade_no for e in events)
-    assert all(e.state not in FINAL for e in events[:-1]), events
-    assert events[-1].state in FINAL, events
+    assert all(e.state not in SETTLED for e in events[:-1]), events
+    assert events[-1].state in SETTLED, events
 
 
 async def pay(
@@ -104,8 +110,43 @@ SCENARIOS = {
     "SYSTEMERROR_PAID": Expect(
         201, S.PAYMENT_STATE_SUCCEEDED, PENDING_SUCCESS, True, "SYSTEMERROR"
     ),
+    # WeChat Pay never created it: one reverse (refused, as for any unknown order), then CLOSED.
     "SYSTEMERROR_NOT_PAID": Expect(
-        202, S.PAYMENT_STATE_REVERSED, PENDING_REVERSED, False, "SYSTEMERROR"
+        202,
+        S.PAYMENT_STATE_CLOSED,
+        ("session_started", "face_captured", "pending", "pending", "closed"),
+        False,
+        "SYSTEMERROR",
+    ),
+    "REVERSE_TRADE_ERROR": Expect(
+        105,
+        S.PAYMENT_STATE_NEEDS_ATTENTION,
+        ("session_started", "face_captured", "pending", "pending", "needs_attention"),
+        False,
+        "USERPAYING",
+    ),
+    "REVERSE_EXPIRE": Expect(
+        106,
+        S.PAYMENT_STATE_NEEDS_ATTENTION,
+        ("session_started", "face_captured", "pending", "pending", "needs_attention"),
+        False,
+        "USERPAYING",
+    ),
+    "NOTPAY": Expect(204, S.PAYMENT_STATE_REVERSED, PENDING_REVERSED, False, "SYSTEMERROR"),
+    "CLOSED": Expect(
+        205,
+        S.PAYMENT_STATE_FAILED,
+        ("session_started", "face_captured", "pending", "failed"),
+        False,
+        "SYSTEMERROR",
+    ),
+    # return_code=FAIL: unsigned, so queried at once; ORDERNOTEXIST makes it FAILED.
+    "RETURN_FAIL_SIGNERROR": Expect(
+        601,
+        S.PAYMENT_STATE_FAILED,
+        ("session_started", "face_captured", "pending", "failed"),
+        False,
+        "FAIL",
     ),
     "BANKERROR": Expect(
         203,
@@ -164,7 +205,7 @@ SCENARIOS = {
 async def test_every_micropay_scenario_ends_in_the_right_state_with_its_events_in_order(
     stack: SimStack, make_daemon: DaemonFactory
 ) -> None:
-    daemon = await make_daemon(stack, wxpay=FAST_WXPAY)
+    daemon = await make_daemon(stack, wxpay=FAST_WXPAY, payments=FAST_PAYMENTS)
     names = list(SCENARIOS)
     async with daemon.client() as client:
         # One camera: captures queue up; the payments then settle side by side in the daemon.
@@ -178,13 +219,20 @@ async def test_every_micropay_scenario_ends_in_the_right_state_with_its_events_i
     failures = []
     for n, (name, events) in enumerate(zip(names, results, strict=True)):
         want, no = SCENARIOS[name], f"SC{n:02d}"
+        assert stack.wxpay is not None
+        if name.startswith("RETURN_FAIL"):
+            # Refused before any trade: WeChat Pay has no order, nothing to check there.
+            assert stack.wxpay.order(no) is None
+            assert kinds(events) == list(want.kinds)
+            assert events[-1].failed.err_code == "FAIL"
+            continue
         record = ledger(stack, no)
         try:
             check_sequence(events, no)
             assert tuple(kinds(events)) == want.kinds
             assert events[-1].state == want.state
             assert journal[n].state == want.state
-            assert journal[n].final
+            assert journal[n].final == (want.state != S.PAYMENT_STATE_NEEDS_ATTENTION)
             assert journal[n].last_seq == len(events)
             # The POS that started the capture sees the face code; a replay never does.
             assert len(events[1].face_captured.face_code) == 18
@@ -216,6 +264,25 @@ async def test_every_micropay_scenario_ends_in_the_right_state_with_its_events_i
             if want.state == S.PAYMENT_STATE_FAILED:
                 assert journal[n].err_code
                 assert events[-1].failed.err_code == journal[n].err_code
+            if want.state == S.PAYMENT_STATE_CLOSED:
+                assert events[-2].pending.reason == "ORDER_NOT_FOUND"
+                assert events[-1].closed.reason == "NEVER_REACHED_WECHAT_PAY"
+                assert record.reverse_calls == 1
+            if want.state == S.PAYMENT_STATE_NEEDS_ATTENTION:
+                attention = events[-1].needs_attention
+                assert (
+                    attention.reason
+                    == {
+                        "REVERSE_TRADE_ERROR": "REVERSE_REFUSED",
+                        "REVERSE_EXPIRE": "REVERSE_EXPIRE",
+                    }[name]
+                )
+                assert attention.action
+                assert (journal[n].attention_reason, journal[n].attention_action) == (
+                    attention.reason,
+                    attention.action,
+                )
+                assert record.reverse_calls == 1, "a definite refusal ends the reversing"
         except AssertionError as exc:
             failures.append(f"{name} ({no}): {exc}\n  events={kinds(events)} ledger={record}")
     assert not failures, "\n".join(failures)
@@ -224,12 +291,24 @@ async def test_every_micropay_scenario_ends_in_the_right_state_with_its_events_i
         "reverse is repeated while recall=Y"
     )
     assert ledger(stack, f"SC{names.index('NOTENOUGH'):02d}").query_calls == 0
+    # Never reversed sooner than reverse_after after micropay (the sim's own clock).
+    ages = [r.age for r in stack.wxpay.reverses() if r.age is not None]
+    assert ages
+    assert min(ages) >= 1.5 - 0.1
+    async with daemon.client() as client:
+        status = await client.get_status()
+        attention = await client.list_payments(states=[S.PAYMENT_STATE_NEEDS_ATTENTION])
+    assert status.needs_attention_payments == 2
+    assert sorted(p.attention_reason for p in attention.payments) == [
+        "REVERSE_EXPIRE",
+        "REVERSE_REFUSED",
+    ]
 
 
-async def test_orderpaid_answer_is_settled_by_a_query(
+async def test_another_orders_paid_number_is_failed_out_trade_no_used_and_never_reversed(
     stack: SimStack, make_daemon: DaemonFactory
 ) -> None:
-    """An order paid before (another till, an earlier run) answers ORDERPAID; a query says paid."""
+    """A number paid before by someone else (another till, a seeded order) is not ours."""
     assert stack.wxpay is not None
     assert stack.pki is not None
     cert = ClientCert.load_pkcs12_file(stack.pki.client_p12, stack.pki.client_p12_password)
@@ -257,16 +336,31 @@ async def test_orderpaid_answer_is_settled_by_a_query(
     finally:
         await http.aclose()
     assert first.state is TradeState.SUCCESS
-    daemon = await make_daemon(stack)
+    # Same number, another amount: micropay says OUT_TRADE_NO_USED.
+    stack.wxpay.seed_paid_order("OP2", total_fee=9)
+    daemon = await make_daemon(stack, payments=FAST_PAYMENTS)
     async with daemon.client() as client:
-        events = await pay(client, "OP1", 7)
-    check_sequence(events, "OP1")
-    assert kinds(events) == list(PENDING_SUCCESS)
-    assert events[2].pending.reason == "ORDERPAID"
-    assert events[-1].succeeded.transaction_id == first.transaction_id
-    record = ledger(stack, "OP1")
-    assert record.charge_count == 1
-    assert record.micropay_calls == 2
+        same_amount = await pay(client, "OP1", 7)  # ORDERPAID
+        other_amount = await pay(client, "OP2", 8)
+        with pytest.raises(WrongStateError):
+            await client.reverse_payment("OP1")
+        status = await client.get_status()
+    for out_trade_no, events, code, micropays in (
+        ("OP1", same_amount, "ORDERPAID", 2),
+        ("OP2", other_amount, "OUT_TRADE_NO_USED", 1),
+    ):
+        check_sequence(events, out_trade_no)
+        assert kinds(events) == ["session_started", "face_captured", "pending", "failed"]
+        assert events[2].pending.reason == code
+        assert events[-1].failed.err_code == "OUT_TRADE_NO_USED"
+        record = ledger(stack, out_trade_no)
+        assert record.charged, "the other order keeps its money"
+        assert record.charge_count == 1
+        assert record.micropay_calls == micropays
+        assert record.reverse_calls == 0
+        assert record.query_calls >= 1
+    assert stack.wxpay.reverses() == ()
+    assert status.unfinished_payments == 0
 
 
 async def test_pos_that_hangs_up_mid_payment_re_attaches_and_sees_every_event_once(
@@ -409,7 +503,7 @@ async def test_reverse_of_a_paid_order_refunds_it(
         events = [e async for e in client.watch_payment("RV1")]
         again = await client.reverse_payment("RV1")  # idempotent: already reversed
         await pay(client, "RV2", 301)
-        with pytest.raises(InvalidArgumentError):
+        with pytest.raises(WrongStateError):
             await client.reverse_payment("RV2")  # failed: nothing to reverse
     assert reversed_payment.state == S.PAYMENT_STATE_REVERSED
     assert reversed_payment.final
@@ -440,7 +534,7 @@ async def test_cancel_during_capture_ends_cancelled_and_sends_nothing(
         cancelled_session = await client.cancel_session(toast_text="cancelled by the cashier")
         rest = [e async for e in stream]
         payment = await client.get_payment("CN1")
-        with pytest.raises(InvalidArgumentError):
+        with pytest.raises(WrongStateError):
             await client.reverse_payment("CN1")
     events = [started, *rest]
     check_sequence(events, "CN1")
@@ -513,6 +607,7 @@ BAD_INPUT: tuple[tuple[str, int, str, dict[str, str], str], ...] = (
     ("BI2", -1, "x", {}, "total_fee"),
     ("BI3", 501, "x", {}, "total_fee"),  # above the configured max_amount
     ("bad no!", 1, "x", {}, "out_trade_no"),
+    ("BI@9", 1, "x", {}, "out_trade_no"),  # @ is orderquery's only, not micropay's
     ("A" * 33, 1, "x", {}, "out_trade_no"),
     ("BI4#", 1, "x", {}, "out_trade_no"),
     ("BI5", 1, "b" * 129, {}, "body"),
@@ -536,12 +631,12 @@ async def test_bad_input_is_refused_naming_the_field_and_nothing_is_sent_or_jour
                 with pytest.raises(NotFoundError):
                     await client.get_payment(out_trade_no)
         listed = await client.list_payments()
-        # The ceiling is inclusive; _ - | * @ are allowed in out_trade_no.
-        ok = await pay(client, "Bi-max_|*@9", 500)
+        # The ceiling is inclusive; _ - | * are allowed in out_trade_no (@ is orderquery's only).
+        ok = await pay(client, "Bi-max_|*9", 500)
     assert list(listed.payments) == []
     assert ok[-1].state == S.PAYMENT_STATE_SUCCEEDED
     assert stack.wxpay is not None
-    assert list(stack.wxpay.ledger) == ["Bi-max_|*@9"]
+    assert list(stack.wxpay.ledger) == ["Bi-max_|*9"]
     assert stack.terminal is not None
     assert stack.terminal.calls["getWxpayfaceCode"] == 1
 

@@ -23,11 +23,20 @@ from facepayd.errors import (
     ResponseNotTrusted,
 )
 from facepayd.sim.tls import TestPki, generate_test_pki
-from facepayd.sim.wxpay import OrderState, Scenario, WxPaySimulator
+from facepayd.sim.wxpay import (
+    MICROPAY_PATH,
+    REVERSE_PATH,
+    REVERSE_WINDOW,
+    OrderState,
+    Scenario,
+    UnknownReverse,
+    WxPaySimulator,
+)
 from facepayd.wxpay.http import ClientCert, WxPayHttpClients, build_http_clients
 from facepayd.wxpay.models import Merchant, MicropayOrder, TradeState
-from facepayd.wxpay.sign import HMAC_SHA256, MD5
+from facepayd.wxpay.sign import HMAC_SHA256, MD5, sign
 from facepayd.wxpay.v2 import WxPayV2Client
+from facepayd.wxpay.xml import build_xml, parse_xml
 
 MERCHANT = Merchant(appid="wx2421b1c4370ec43b", mch_id="1900000109")
 API_KEY = "SimApiKey0123456789abcdefghijklm"
@@ -384,9 +393,23 @@ async def test_reverse_recall_until_it_succeeds(
     assert record.reverse_calls == sim.reverse_recalls + 1
 
 
-async def test_reverse_of_an_unknown_order_closes_its_number(
+async def test_reverse_of_an_unknown_order_is_refused_and_closes_nothing(
     make_client: MakeClient, sim: WxPaySimulator
 ) -> None:
+    client = make_client()
+    result = await client.reverse(out_trade_no="T-never")
+    assert (result.succeeded, result.recall, result.err_code) == (False, False, "TRADE_ERROR")
+    assert sim.order("T-never") is None
+    assert sim.reverses("T-never")[0].age is None
+    # Nothing was closed: a micropay still on its way is charged, so a refusal proves nothing.
+    late = await client.micropay(order("T-never", 1))
+    assert late.state is TradeState.SUCCESS
+
+
+async def test_reverse_of_an_unknown_order_succeeds_only_when_asked(
+    make_client: MakeClient, sim: WxPaySimulator
+) -> None:
+    sim.unknown_reverse = UnknownReverse.SUCCESS
     client = make_client()
     assert (await client.reverse(out_trade_no="T-never")).succeeded
     late = await client.micropay(order("T-never", 1))
@@ -394,6 +417,7 @@ async def test_reverse_of_an_unknown_order_closes_its_number(
     record = sim.order("T-never")
     assert record is not None
     assert record.charge_count == 0
+    assert record.reverse_calls == 1
 
 
 async def test_reverse_needs_the_client_certificate(
@@ -417,6 +441,7 @@ async def test_client_certificate_from_pem_files_works(
 ) -> None:
     cert = ClientCert.load_pem_files(pki.client_cert, pki.client_key)
     clients = build_http_clients(sim.ca_file, cert, TIMEOUT)
+    await make_client().micropay(order("T-pem", 102))
     try:
         result = await make_client(secapi_http=clients.secapi).reverse(out_trade_no="T-pem")
     finally:
@@ -534,9 +559,11 @@ async def test_merchant_mismatch_in_the_request_is_refused(
         secapi_http=http.secapi,
         clock=clock,
     )
-    with pytest.raises(BackendRejected):
-        await client.micropay(order("T-mm", 1))
+    refused = await client.micropay(order("T-mm", 1))
+    assert (refused.state, refused.err_code_des) == (TradeState.REJECTED, "APPID_MCHID_NOT_MATCH")
     assert sim.order("T-mm") is None
+    with pytest.raises(BackendRejected):
+        await client.orderquery(out_trade_no="T-mm")
 
 
 async def test_request_fields_are_sent_and_signed(
@@ -566,3 +593,344 @@ async def test_request_fields_are_sent_and_signed(
     )
     assert (paid.state, paid.attach) == (TradeState.SUCCESS, "a&b")
     assert sim.signature_failures == 0
+
+
+# --- the strict simulator: answers WeChat Pay may give, which a kind simulator never did --------
+
+
+async def raw_call(
+    http: WxPayHttpClients, sim: WxPaySimulator, path: str, **params: str
+) -> dict[str, str]:
+    """One signed v2 call without the client, for what its answer carries on the wire."""
+    request = {"appid": MERCHANT.appid, "mch_id": MERCHANT.mch_id, "nonce_str": "n" * 32}
+    request.update(params)
+    request["sign"] = sign(request, API_KEY, MD5)
+    client = http.secapi if path.startswith("/secapi/") else http.api
+    response = await client.post(sim.base_url + path, content=build_xml(request))
+    assert response.status_code == 200
+    return parse_xml(response.content, 65536)
+
+
+async def test_unknown_reverse_can_answer_an_unlisted_code(
+    make_client: MakeClient, sim: WxPaySimulator, http: WxPayHttpClients
+) -> None:
+    sim.unknown_reverse = UnknownReverse.NOT_EXIST
+    result = await make_client().reverse(out_trade_no="T-nx")
+    assert (result.succeeded, result.err_code) == (False, "ORDERNOTEXIST")
+    raw = await raw_call(http, sim, REVERSE_PATH, out_trade_no="T-nx2")
+    assert (raw["result_code"], raw["err_code"], raw["recall"]) == ("FAIL", "ORDERNOTEXIST", "N")
+    assert sim.order("T-nx") is None
+
+
+async def test_reverse_of_an_order_lost_inside_wechat_is_refused(
+    make_client: MakeClient, sim: WxPaySimulator, clock: ManualClock
+) -> None:
+    client = make_client()
+    await client.micropay(order("T-lost", 202))
+    assert (await client.orderquery(out_trade_no="T-lost")).state is TradeState.NOT_EXIST
+    await clock.advance(16)
+    result = await client.reverse(out_trade_no="T-lost")
+    assert (result.succeeded, result.recall, result.err_code) == (False, False, "TRADE_ERROR")
+    (record,) = sim.reverses("T-lost")
+    assert (record.age, record.answered, record.recall) == (16.0, "TRADE_ERROR", False)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "err_code"),
+    [
+        (Scenario.REVERSE_TRADE_ERROR, "TRADE_ERROR"),
+        (Scenario.REVERSE_EXPIRE, "REVERSE_EXPIRE"),
+        (Scenario.REVERSE_INVALID_REQUEST, "INVALID_REQUEST"),
+        (Scenario.REVERSE_PARAM_ERROR, "PARAM_ERROR"),
+        (Scenario.REVERSE_INVALID_TRANSACTIONID, "INVALID_TRANSACTIONID"),
+        (Scenario.REVERSE_SIGNERROR, "SIGNERROR"),
+    ],
+)
+async def test_scripted_reverse_refusals_are_definite_and_change_nothing(
+    make_client: MakeClient,
+    sim: WxPaySimulator,
+    http: WxPayHttpClients,
+    scenario: Scenario,
+    err_code: str,
+) -> None:
+    client = make_client()
+    await client.micropay(order("T-rf", 102))
+    await client.micropay(order("T-rf-raw", 102))
+    sim.script("T-rf", scenario)
+    sim.script("T-rf-raw", scenario)
+    sim.script("T-rf", Scenario.NOTENOUGH)  # an outcome is for micropay: reverse leaves it
+    result = await client.reverse(out_trade_no="T-rf")
+    assert (result.succeeded, result.recall, result.err_code) == (False, False, err_code)
+    raw = await raw_call(http, sim, REVERSE_PATH, out_trade_no="T-rf-raw")
+    assert (raw["err_code"], raw["recall"]) == (err_code, "N")
+    record = sim.order("T-rf")
+    assert record is not None
+    assert record.state is OrderState.USERPAYING
+    # Scripted: the next reverse only.
+    assert (await client.reverse(out_trade_no="T-rf")).succeeded
+    assert [r.answered for r in sim.reverses("T-rf")] == [err_code, "SUCCESS"]
+
+
+@pytest.mark.parametrize(("fee", "err_code"), [(105, "TRADE_ERROR"), (106, "REVERSE_EXPIRE")])
+async def test_amount_reverse_refusals_refuse_every_reverse(
+    make_client: MakeClient, sim: WxPaySimulator, fee: int, err_code: str
+) -> None:
+    client = make_client()
+    assert (await client.micropay(order(f"T-{fee}", fee))).state is TradeState.USERPAYING
+    for _ in range(3):
+        result = await client.reverse(out_trade_no=f"T-{fee}")
+        assert (result.succeeded, result.recall, result.err_code) == (False, False, err_code)
+    assert (await client.orderquery(out_trade_no=f"T-{fee}")).state is TradeState.USERPAYING
+
+
+async def test_reverse_expires_seven_days_after_the_order(
+    make_client: MakeClient, sim: WxPaySimulator, clock: ManualClock
+) -> None:
+    client = make_client()
+    await client.micropay(order("T-old1", 10))
+    await client.micropay(order("T-old2", 10))
+    await clock.advance(REVERSE_WINDOW - 1)
+    assert (await client.reverse(out_trade_no="T-old1")).succeeded
+    await clock.advance(1)
+    result = await client.reverse(out_trade_no="T-old2")
+    assert (result.succeeded, result.recall, result.err_code) == (False, False, "REVERSE_EXPIRE")
+    record = sim.order("T-old2")
+    assert record is not None
+    assert record.charged  # still paid: a refund is the only way back
+    assert [r.age for r in sim.reverses()] == [REVERSE_WINDOW - 1, REVERSE_WINDOW]
+
+
+async def test_reverse_of_an_order_the_user_is_paying_says_userpaying(
+    make_client: MakeClient, sim: WxPaySimulator, clock: ManualClock
+) -> None:
+    client = make_client()
+    await client.micropay(order("T-107", 107))
+    waiting = await client.reverse(out_trade_no="T-107")
+    assert (waiting.succeeded, waiting.recall, waiting.err_code) == (False, True, "USERPAYING")
+    await clock.advance(sim.userpaying_seconds)
+    assert (await client.orderquery(out_trade_no="T-107")).state is TradeState.PAYERROR
+    assert (await client.reverse(out_trade_no="T-107")).succeeded
+    assert (await client.orderquery(out_trade_no="T-107")).state is TradeState.REVOKED
+
+    # Scripted, it acts only while the order is USERPAYING, as the reference's reason says.
+    await client.micropay(order("T-up2", 102))
+    await client.micropay(order("T-paid", 10))
+    sim.script("*", Scenario.REVERSE_USERPAYING, times=2)
+    assert (await client.reverse(out_trade_no="T-up2")).err_code == "USERPAYING"
+    assert (await client.reverse(out_trade_no="T-paid")).succeeded
+
+
+async def test_notpay_and_closed_are_trade_states_of_orderquery(
+    make_client: MakeClient, sim: WxPaySimulator
+) -> None:
+    client = make_client()
+    for fee, state in ((204, TradeState.NOTPAY), (205, TradeState.CLOSED)):
+        paid = await client.micropay(order(f"T-{fee}", fee))
+        assert (paid.state, paid.err_code) == (TradeState.UNKNOWN, "SYSTEMERROR")
+        queried = await client.orderquery(out_trade_no=f"T-{fee}")
+        assert queried.state is state
+        assert not queried.transaction_id  # only out_trade_no and attach when not SUCCESS
+        record = sim.order(f"T-{fee}")
+        assert record is not None
+        assert record.charge_count == 0
+    late = await client.micropay(order("T-205", 205))
+    assert (late.state, late.err_code) == (TradeState.FAILED, "ORDERCLOSED")
+    assert (await client.reverse(out_trade_no="T-205")).succeeded
+    assert (await client.orderquery(out_trade_no="T-205")).state is TradeState.CLOSED
+    assert (await client.reverse(out_trade_no="T-204")).succeeded
+    assert (await client.orderquery(out_trade_no="T-204")).state is TradeState.REVOKED
+
+    sim.script("T-s-np", Scenario.NOTPAY)
+    await client.micropay(order("T-s-np", 1))
+    assert (await client.orderquery(out_trade_no="T-s-np")).state is TradeState.NOTPAY
+
+
+@pytest.mark.parametrize(
+    "auth_code",
+    [
+        "13456789012345678",  # 17 digits
+        "1345678901234567890",  # 19 digits
+        "164567890123456789",  # starts 16
+        "094567890123456789",  # starts 09
+        "13456789012345678a",
+        # Full-width digits, which str.isdigit() takes for digits.
+        "".join(chr(0xFF10 + int(d)) for d in "134567890123456789"),
+        "wxface-token-not-a-payment-code",
+    ],
+)
+async def test_micropay_refuses_an_auth_code_that_is_not_a_payment_code(
+    make_client: MakeClient, sim: WxPaySimulator, auth_code: str
+) -> None:
+    client = make_client()
+    result = await client.micropay(
+        MicropayOrder(out_trade_no="T-ac", total_fee=1, body="b", auth_code=auth_code)
+    )
+    assert (result.state, result.err_code) == (TradeState.FAILED, "AUTH_CODE_INVALID")
+    assert sim.order("T-ac") is None
+    assert (await client.orderquery(out_trade_no="T-ac")).state is TradeState.NOT_EXIST
+
+
+@pytest.mark.parametrize("prefix", ["10", "11", "12", "13", "14", "15"])
+async def test_micropay_takes_every_payment_code_prefix(
+    make_client: MakeClient, prefix: str
+) -> None:
+    # The simulated terminal's face codes are "13" and 16 digits.
+    auth_code = prefix + "0123456789012345"
+    result = await make_client().micropay(
+        MicropayOrder(out_trade_no=f"T-p{prefix}", total_fee=1, body="b", auth_code=auth_code)
+    )
+    assert result.state is TradeState.SUCCESS
+
+
+@pytest.mark.parametrize(
+    ("fee", "message"), [(601, "SIGNERROR"), (602, "XML_FORMAT_ERROR"), (603, "PARAM_ERROR")]
+)
+async def test_micropay_return_code_fail_creates_nothing(
+    make_client: MakeClient,
+    sim: WxPaySimulator,
+    http: WxPayHttpClients,
+    fee: int,
+    message: str,
+) -> None:
+    client = make_client()
+    refused = await client.micropay(order(f"T-{fee}", fee))
+    assert refused.state is TradeState.REJECTED
+    assert message in (refused.err_code, refused.err_code_des)
+    assert sim.order(f"T-{fee}") is None
+    assert (await client.orderquery(out_trade_no=f"T-{fee}")).state is TradeState.NOT_EXIST
+    # As WeChat's: return_code and return_msg only, no result fields and no sign.
+    raw = await raw_call(
+        http,
+        sim,
+        MICROPAY_PATH,
+        out_trade_no=f"T-{fee}-raw",
+        total_fee=str(fee),
+        body="b",
+        auth_code=AUTH_CODE,
+        spbill_create_ip="127.0.0.1",
+    )
+    assert raw == {"return_code": "FAIL", "return_msg": message}
+    # Every attempt is refused the same way: none ever created the order.
+    assert (await client.micropay(order(f"T-{fee}", fee))).state is TradeState.REJECTED
+    assert sim.order(f"T-{fee}") is None
+
+
+async def test_scripted_return_code_fail_refuses_any_call_and_changes_nothing(
+    make_client: MakeClient, sim: WxPaySimulator
+) -> None:
+    client = make_client()
+    await client.micropay(order("T-rcf", 102))
+    sim.script("T-rcf", Scenario.RETURN_FAIL_SIGNERROR, times=2)
+    with pytest.raises(BackendRejected):
+        await client.orderquery(out_trade_no="T-rcf")
+    with pytest.raises(BackendRejected):
+        await client.reverse(out_trade_no="T-rcf")
+    record = sim.order("T-rcf")
+    assert record is not None
+    assert (record.state, record.query_calls, record.reverse_calls) == (OrderState.USERPAYING, 0, 0)
+    assert [(r.answered, r.recall) for r in sim.reverses("T-rcf")] == [("FAIL", False)]
+
+
+async def test_a_foreign_paid_order_answers_orderpaid_and_is_what_orderquery_shows(
+    make_client: MakeClient, sim: WxPaySimulator
+) -> None:
+    seeded = sim.seed_paid_order("T-f", total_fee=500, openid="oSomeoneElse")
+    sim.seed_paid_order("T-f2", total_fee=500)
+    client = make_client()
+    same = await client.micropay(order("T-f", 500))
+    assert (same.state, same.err_code) == (TradeState.UNKNOWN, "ORDERPAID")
+    other = await client.micropay(order("T-f2", 800))
+    assert (other.state, other.err_code) == (TradeState.UNKNOWN, "OUT_TRADE_NO_USED")
+    queried = await client.orderquery(out_trade_no="T-f2")
+    assert queried.state is TradeState.SUCCESS
+    assert queried.total_fee == 500
+    assert queried.openid.startswith("oForeign")
+    queried = await client.orderquery(out_trade_no="T-f")
+    assert (queried.openid, queried.transaction_id) == ("oSomeoneElse", seeded.transaction_id)
+    record = sim.order("T-f")
+    assert record is not None
+    assert (record.foreign, record.charge_count, record.micropay_calls) == (True, 1, 1)
+    with pytest.raises(ValueError, match="already"):
+        sim.seed_paid_order("T-f", total_fee=1)
+
+
+async def test_a_repeated_micropay_with_another_amount_is_out_trade_no_used(
+    make_client: MakeClient,
+) -> None:
+    client = make_client()
+    assert (await client.micropay(order("T-twice", 100))).state is TradeState.SUCCESS
+    again = await client.micropay(order("T-twice", 101))
+    assert again.err_code == "OUT_TRADE_NO_USED"
+
+
+async def test_every_reverse_is_recorded_with_its_age(
+    make_client: MakeClient, sim: WxPaySimulator, clock: ManualClock, http: WxPayHttpClients
+) -> None:
+    client = make_client()
+    await client.micropay(order("T-age", 104))  # two SYSTEMERROR recall=Y, then SUCCESS
+    await clock.advance(15)
+    for _ in range(3):
+        await client.reverse(out_trade_no="T-age")
+        await clock.advance(2.5)
+    with pytest.raises(BackendRejected):
+        await make_client(secapi_http=http.api).reverse(out_trade_no="T-age")  # no certificate
+    sim.seed_paid_order("T-age-f", total_fee=3, age=600)
+    await client.reverse(out_trade_no="T-age-f")
+    records = sim.reverses()
+    assert [(r.out_trade_no, r.age, r.answered, r.recall) for r in records] == [
+        ("T-age", 15.0, "SYSTEMERROR", True),
+        ("T-age", 17.5, "SYSTEMERROR", True),
+        ("T-age", 20.0, "SUCCESS", False),
+        ("T-age", 22.5, "FAIL", False),
+        ("T-age-f", 600.0, "SUCCESS", False),
+    ]
+    assert records[0].arrived_at == clock.time() - 7.5
+    assert sim.reverses("T-age-f") == records[-1:]
+    sim.clear_reverses()
+    assert sim.reverses() == ()
+
+
+async def test_a_reply_fault_on_a_reverse_is_recorded_with_it(
+    make_client: MakeClient, sim: WxPaySimulator
+) -> None:
+    client = make_client()
+    await client.micropay(order("T-rvf", 102))
+    sim.script("T-rvf", Scenario.DROP_CONNECTION)
+    with pytest.raises(BackendUnavailable):
+        await client.reverse(out_trade_no="T-rvf")
+    (record,) = sim.reverses()
+    assert (record.answered, record.fault) == ("SUCCESS", Scenario.DROP_CONNECTION)
+
+
+async def test_the_reverse_record_is_bounded(
+    pki: TestPki, clock: ManualClock, http: WxPayHttpClients
+) -> None:
+    small = WxPaySimulator(
+        merchant=MERCHANT, api_key=API_KEY, pki=pki, clock=clock, reverse_log_size=2
+    )
+    await small.start()
+    try:
+        for n in range(3):
+            await raw_call(http, small, REVERSE_PATH, out_trade_no=f"T-b{n}")
+    finally:
+        await small.stop()
+    assert [r.out_trade_no for r in small.reverses()] == ["T-b1", "T-b2"]
+
+
+async def test_reverse_by_transaction_id_takes_priority(
+    make_client: MakeClient, sim: WxPaySimulator
+) -> None:
+    client = make_client()
+    paid = await client.micropay(order("T-tid", 9))
+    await client.micropay(order("T-tid-other", 102))
+    result = await client.reverse(out_trade_no="T-tid-other", transaction_id=paid.transaction_id)
+    assert result.succeeded
+    record = sim.order("T-tid")
+    assert record is not None
+    assert record.refunded
+    other = sim.order("T-tid-other")
+    assert other is not None
+    assert other.state is OrderState.USERPAYING
+    unknown = await client.reverse(out_trade_no="T-tid", transaction_id="4200" + "0" * 24)
+    assert (unknown.succeeded, unknown.recall) == (False, False)
+    assert unknown.err_code == "INVALID_TRANSACTIONID"

@@ -406,6 +406,12 @@ async def test_pay_json_hides_the_face_code_too(
                cancelled=terminal_pb2.SessionCancelled(reason="USER_CANCEL")), ExitCode.FAILED),
         (event(2, terminal_pb2.PAYMENT_STATE_REVERSED,
                reversed=terminal_pb2.PaymentReversed(reason="TIMEOUT")), ExitCode.FAILED),
+        (event(2, terminal_pb2.PAYMENT_STATE_CLOSED,
+               closed=terminal_pb2.PaymentClosed(reason="NEVER_REACHED_WECHAT_PAY")),
+         ExitCode.FAILED),
+        (event(2, terminal_pb2.PAYMENT_STATE_NEEDS_ATTENTION,
+               needs_attention=terminal_pb2.PaymentNeedsAttention(
+                   reason="REVERSE_EXPIRE", action="refund it")), ExitCode.FAILED),
     ],
 )  # fmt: skip
 async def test_pay_that_does_not_succeed_exits_1(
@@ -524,3 +530,25 @@ async def test_wait_until_serving_gives_up_at_its_deadline(daemon: Daemon) -> No
     async with TerminalClient(daemon.socket) as client:
         with pytest.raises(DaemonUnavailableError):
             await client.wait_until_serving(0.2)
+
+
+async def test_payment_list_shows_why_a_payment_needs_attention(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.fake.page = terminal_pb2.ListPaymentsResponse(
+        payments=[
+            terminal_pb2.Payment(
+                out_trade_no="T9",
+                state=terminal_pb2.PAYMENT_STATE_NEEDS_ATTENTION,
+                total_fee=100,
+                attention_reason="REVERSE_EXPIRE",
+                attention_action="refund it in the merchant platform",
+            ),
+        ],
+    )
+    assert await daemon.run("payment", "list") == ExitCode.OK
+    rows = lines(capsys.readouterr().out)
+    assert rows[0].split()[:2] == ["T9", "NEEDS_ATTENTION"]
+    assert rows[1].split() == [
+        "reason:", "REVERSE_EXPIRE", "action:", "refund", "it", "in", "the", "merchant", "platform"
+    ]  # fmt: skip

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from facepayd.clock import ManualClock
-from facepayd.errors import AlreadyExists, InvalidArgument, NotFound
+from facepayd.errors import AlreadyExists, InvalidArgument, NotFound, WrongState
 from facepayd.journal import Journal
-from facepayd.journal.migrations import SCHEMA_VERSION
-from facepayd.payments.models import EventKind, PaymentEvent, PaymentOrder, PaymentState
+from facepayd.journal.migrations import MIGRATIONS, SCHEMA_VERSION
+from facepayd.payments.models import (
+    TRANSITIONS,
+    EventKind,
+    PaymentEvent,
+    PaymentOrder,
+    PaymentState,
+)
 
 
 def _order(out_trade_no: str = "T1", **overrides: object) -> PaymentOrder:
@@ -120,7 +128,7 @@ async def test_forbidden_transitions_and_columns_change_nothing(journal: Journal
     await journal.payments.append(
         "T1", PaymentState.CANCELLED, EventKind.CANCELLED, {"reason": "USER_CANCEL"}
     )
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(WrongState):
         await journal.payments.append("T1", PaymentState.SUCCEEDED, EventKind.SUCCEEDED)
     with pytest.raises(ValueError, match="pay_sent_at"):
         await journal.payments.append("T1", PaymentState.FAILED, EventKind.FAILED, pay_sent_at=1)
@@ -131,14 +139,143 @@ async def test_forbidden_transitions_and_columns_change_nothing(journal: Journal
     assert len(await journal.payments.events("T1")) == 2
 
 
+def _paths() -> dict[PaymentState, list[PaymentState]]:
+    """A shortest path of allowed transitions from CAPTURING to every state."""
+    paths = {PaymentState.CAPTURING: [PaymentState.CAPTURING]}
+    queue = deque([PaymentState.CAPTURING])
+    while queue:
+        state = queue.popleft()
+        for target in sorted(TRANSITIONS[state]):
+            if target not in paths:
+                paths[target] = [*paths[state], target]
+                queue.append(target)
+    return paths
+
+
+def _kind(state: PaymentState) -> EventKind:
+    return {
+        PaymentState.CAPTURING: EventKind.SESSION_STARTED,
+        PaymentState.PAYING: EventKind.FACE_CAPTURED,
+        PaymentState.PENDING: EventKind.PENDING,
+        PaymentState.REVERSING: EventKind.PENDING,
+        PaymentState.SUCCEEDED: EventKind.SUCCEEDED,
+        PaymentState.FAILED: EventKind.FAILED,
+        PaymentState.REVERSED: EventKind.REVERSED,
+        PaymentState.CANCELLED: EventKind.CANCELLED,
+        PaymentState.CLOSED: EventKind.CLOSED,
+        PaymentState.NEEDS_ATTENTION: EventKind.NEEDS_ATTENTION,
+    }[state]
+
+
+def _attention(state: PaymentState) -> dict[str, str]:
+    if state is PaymentState.NEEDS_ATTENTION:
+        return {"attention_reason": "UNRESOLVED", "attention_action": "check it"}
+    return {}
+
+
+async def test_transition_table_every_allowed_change_taken_every_other_refused(
+    journal: Journal,
+) -> None:
+    paths = _paths()
+    assert set(paths) == set(PaymentState), "every state is reachable from CAPTURING"
+    taken: set[tuple[PaymentState, PaymentState]] = set()
+    for n, (source, target) in enumerate(
+        (source, target) for source in PaymentState for target in PaymentState
+    ):
+        out_trade_no = f"W{n}"
+        await journal.payments.create_payment(_order(out_trade_no))
+        for step in paths[source][1:]:
+            await journal.payments.append(out_trade_no, step, _kind(step), **_attention(step))
+        before = await journal.payments.get(out_trade_no)
+        assert before.state is source
+        if target in TRANSITIONS[source]:
+            event = await journal.payments.append(
+                out_trade_no, target, _kind(target), **_attention(target)
+            )
+            assert event.state is target
+            assert (await journal.payments.get(out_trade_no)).state is target
+            taken.add((source, target))
+        else:
+            refused = pytest.raises(WrongState, match=f"from {source} to {target}")
+            with structlog.testing.capture_logs() as logs, refused:
+                await journal.payments.append(
+                    out_trade_no, target, _kind(target), **_attention(target)
+                )
+            assert [e["log_level"] for e in logs if e["event"] == "payment_transition_refused"] == [
+                "error"
+            ]
+            assert await journal.payments.get(out_trade_no) == before
+    assert taken == {(s, t) for s, targets in TRANSITIONS.items() for t in targets}
+    assert {s for s in PaymentState if not TRANSITIONS[s]} == PaymentState.final_states() - {
+        PaymentState.SUCCEEDED
+    }
+
+
+async def test_needs_attention_keeps_reason_and_action_until_it_is_left(
+    journal: Journal,
+) -> None:
+    await journal.payments.create_payment(_order())
+    for state in (PaymentState.PAYING, PaymentState.PENDING, PaymentState.REVERSING):
+        await journal.payments.append("T1", state, _kind(state))
+    with pytest.raises(ValueError, match="attention_reason"):
+        await journal.payments.append(
+            "T1", PaymentState.NEEDS_ATTENTION, _kind(PaymentState.NEEDS_ATTENTION)
+        )
+    await journal.payments.append(
+        "T1",
+        PaymentState.NEEDS_ATTENTION,
+        EventKind.NEEDS_ATTENTION,
+        {"reason": "REVERSE_EXPIRE", "action": "refund it"},
+        attention_reason="REVERSE_EXPIRE",
+        attention_action="refund it",
+    )
+    payment = await journal.payments.get("T1")
+    assert (payment.attention_reason, payment.attention_action) == ("REVERSE_EXPIRE", "refund it")
+    assert not payment.final
+    assert payment.settled
+    assert [p.out_trade_no for p in await journal.payments.unfinished()] == ["T1"]
+    page, _ = await journal.payments.list(states=[PaymentState.NEEDS_ATTENTION])
+    assert [p.attention_reason for p in page] == ["REVERSE_EXPIRE"]
+    await journal.payments.append("T1", PaymentState.REVERSED, EventKind.REVERSED)
+    payment = await journal.payments.get("T1")
+    assert (payment.attention_reason, payment.attention_action, payment.final) == ("", "", True)
+
+
+async def test_a_version_2_journal_gains_the_attention_columns(
+    path: Path, clock: ManualClock
+) -> None:
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as old:
+        for statements in MIGRATIONS[:2]:
+            for statement in statements:
+                old.execute(statement)
+        old.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        old.execute("INSERT INTO schema_version (version) VALUES (2)")
+        old.execute(
+            "INSERT INTO payments (out_trade_no, params, params_hash, state, total_fee, body,"
+            " created_at, updated_at, final, last_seq) VALUES ('OLD', ?, 'h', 'PENDING', 100,"
+            " 'goods', 1, 1, 0, 3)",
+            ('{"out_trade_no": "OLD", "total_fee": 100, "body": "goods"}',),
+        )
+    path.chmod(0o600)
+    journal = await Journal.open(path, clock=clock)
+    try:
+        old_payment = await journal.payments.get("OLD")
+        assert (old_payment.state, old_payment.attention_reason) == (PaymentState.PENDING, "")
+    finally:
+        await journal.close()
+    with sqlite3.connect(path) as reopened:
+        assert reopened.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+
+
 async def test_pay_sent_is_recorded_at_most_once(journal: Journal) -> None:
     await journal.payments.create_payment(_order())
-    with pytest.raises(InvalidArgument, match="not PAYING"):
+    with pytest.raises(WrongState, match="not PAYING"):
         await journal.payments.mark_pay_sent("T1")
     await journal.payments.append("T1", PaymentState.PAYING, EventKind.FACE_CAPTURED)
     first = await journal.payments.mark_pay_sent("T1")
     assert first.pay_sent_at is not None
-    with pytest.raises(InvalidArgument, match="already attempted"):
+    with pytest.raises(WrongState, match="already attempted"):
         await journal.payments.mark_pay_sent("T1")
     assert (await journal.payments.get("T1")).pay_sent_at == first.pay_sent_at
 

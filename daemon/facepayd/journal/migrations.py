@@ -89,5 +89,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         BEGIN SELECT RAISE(ABORT, 'service_order_events is append-only'); END
         """,
     ),
+    # 3: NEEDS_ATTENTION: why a payment waits for an operator, and what the operator should do
+    # ('' in every other state).
+    (
+        "ALTER TABLE payments ADD COLUMN attention_reason TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE payments ADD COLUMN attention_action TEXT NOT NULL DEFAULT ''",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

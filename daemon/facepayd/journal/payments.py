@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from facepayd.clock import Clock
-from facepayd.errors import AlreadyExists, InvalidArgument, NotFound
+from facepayd.errors import AlreadyExists, InvalidArgument, NotFound, WrongState
 from facepayd.journal.db import Database, canonical, transaction
 from facepayd.payments.models import (
     TRANSITIONS,
@@ -47,13 +47,18 @@ _ROW_UPDATES = frozenset(
         "time_end",
         "err_code",
         "err_code_des",
+        "attention_reason",
+        "attention_action",
     }
 )
+# Kept only while the payment is in NEEDS_ATTENTION; every other state clears them.
+_ATTENTION_COLUMNS = ("attention_reason", "attention_action")
 _INT_COLUMNS = frozenset({"cash_fee"})
 _ORDER_FIELDS = frozenset(f.name for f in dataclasses.fields(PaymentOrder))
 _PAYMENT_COLUMNS = (
     "params, state, transaction_id, openid, bank_type, cash_fee, fee_type, time_end, "
-    "err_code, err_code_des, created_at, updated_at, pay_sent_at, last_seq"
+    "err_code, err_code_des, created_at, updated_at, pay_sent_at, last_seq, "
+    "attention_reason, attention_action"
 )
 
 
@@ -90,10 +95,19 @@ class PaymentStore:
         data: Mapping[str, str | int] | None = None,
         **row_updates: str | int,
     ) -> PaymentEvent:
-        """Move a payment to state and append its event, in one transaction."""
+        """Move a payment to state and append its event, in one transaction.
+
+        The one check of the transition table: an illegal change is logged at error and
+        refused (WrongState); NEEDS_ATTENTION needs an attention_reason, other states clear it.
+        """
         unknown = set(row_updates) - _ROW_UPDATES
         if unknown:
             raise ValueError(f"not a payment result column: {', '.join(sorted(unknown))}")
+        if state is PaymentState.NEEDS_ATTENTION:
+            if not row_updates.get("attention_reason"):
+                raise ValueError("NEEDS_ATTENTION needs an attention_reason")
+        else:
+            row_updates = {**row_updates, **dict.fromkeys(_ATTENTION_COLUMNS, "")}
         now = self._clock.time()
         event: PaymentEvent = await self._database.run(
             self._append, out_trade_no, state, kind, dict(data or {}), row_updates, now
@@ -214,9 +228,14 @@ class PaymentStore:
                 raise NotFound(f"no payment with out_trade_no {out_trade_no}")
             current, seq = PaymentState(row[0]), int(row[1]) + 1
             if state not in TRANSITIONS[current]:
-                raise InvalidArgument(
-                    "state", f"payment {out_trade_no} cannot go from {current} to {state}"
+                # A caller that asks for this has a bug: say so loudly, change nothing.
+                log.error(
+                    "payment_transition_refused",
+                    out_trade_no=out_trade_no,
+                    current=current.value,
+                    wanted=state.value,
                 )
+                raise WrongState(f"payment {out_trade_no} cannot go from {current} to {state}")
             columns = sorted(row_updates)
             assignments = "".join(f", {column} = ?" for column in columns)
             values = [
@@ -246,7 +265,7 @@ class PaymentStore:
                     if payment.pay_sent_at is not None
                     else f"payment is {payment.state}, not PAYING"
                 )
-                raise InvalidArgument("out_trade_no", f"{out_trade_no}: {why}")
+                raise WrongState(f"{out_trade_no}: {why}")
             return payment
 
     def _find(self, out_trade_no: str) -> Payment | None:
@@ -354,6 +373,8 @@ def _payment(row: tuple[Any, ...]) -> Payment:
         updated_at,
         pay_sent_at,
         last_seq,
+        attention_reason,
+        attention_action,
     ) = row
     stored = json.loads(params)
     order = PaymentOrder(**{k: v for k, v in stored.items() if k in _ORDER_FIELDS})
@@ -372,6 +393,8 @@ def _payment(row: tuple[Any, ...]) -> Payment:
         err_code=err_code,
         err_code_des=err_code_des,
         pay_sent_at=None if pay_sent_at is None else float(pay_sent_at),
+        attention_reason=attention_reason,
+        attention_action=attention_action,
     )
 
 

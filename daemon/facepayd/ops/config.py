@@ -133,9 +133,18 @@ class PaymentsConfig:
     max_amount: int = 100_000
     poll_interval: float = 5.0
     reverse_after: float = 15.0
-    give_up_after: float = 40.0
+    # The reference's advice: still unknown 30 s after micropay, reverse.
+    give_up_after: float = 30.0
     reverse_backoff: float = 1.0
     reverse_backoff_max: float = 30.0
+    # No micropay can still reach WeChat Pay this long after it was sent (at least the WeChat
+    # Pay client's whole-request timeout, 30 s): only then is ORDERNOTEXIST "never reached".
+    in_flight_after: float = 30.0
+    # Not settled this long after micropay: NEEDS_ATTENTION, retried every attention_retry
+    # seconds, doubling up to attention_retry_max.
+    attention_after: float = 120.0
+    attention_retry: float = 60.0
+    attention_retry_max: float = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,14 +271,16 @@ def _validate(config: Config) -> None:
         "device.heartbeat_interval": config.device.heartbeat_interval,
         "device.heartbeat_timeout": config.device.heartbeat_timeout,
         "payments.poll_interval": config.payments.poll_interval,
+        "payments.reverse_backoff": config.payments.reverse_backoff,
+        "payments.in_flight_after": config.payments.in_flight_after,
+        "payments.attention_retry": config.payments.attention_retry,
         "wxpay.connect_timeout": config.wxpay.connect_timeout,
         "wxpay.read_timeout": config.wxpay.read_timeout,
     }
     for name, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{name}: must be greater than 0")
-    if config.payments.give_up_after < config.payments.reverse_after:
-        raise ConfigError("payments.give_up_after: must not be less than payments.reverse_after")
+    _validate_payments(config.payments)
     _validate_payscore(config.payscore)
 
 
@@ -280,6 +291,20 @@ def _validate_sdk(sdk: SdkConfig) -> None:
         raise ConfigError("sdk.init_retry_delay: must be greater than 0")
     if sdk.init_retry_backoff <= 0 or sdk.init_retry_backoff_max < sdk.init_retry_backoff:
         raise ConfigError("sdk.init_retry_backoff/init_retry_backoff_max: need 0 < backoff <= max")
+
+
+def _validate_payments(payments: PaymentsConfig) -> None:
+    if payments.give_up_after < payments.reverse_after:
+        raise ConfigError("payments.give_up_after: must not be less than payments.reverse_after")
+    if payments.attention_after < max(payments.give_up_after, payments.in_flight_after):
+        raise ConfigError(
+            "payments.attention_after: must not be less than payments.give_up_after"
+            " or payments.in_flight_after"
+        )
+    if payments.reverse_backoff_max < payments.reverse_backoff:
+        raise ConfigError("payments.reverse_backoff_max: must not be less than reverse_backoff")
+    if payments.attention_retry_max < payments.attention_retry:
+        raise ConfigError("payments.attention_retry_max: must not be less than attention_retry")
 
 
 def _validate_payscore(payscore: PayScoreConfig) -> None:

@@ -1,51 +1,176 @@
 """The micropay state machine for one order: pay once, query, reverse while the outcome is unknown.
 
 Every state is journaled before the external call it leads to, so a run cut anywhere resumes
-correctly from the journal. Micropay is sent at most once per order, ever: the journal's
-pay_sent_at is set (atomically, only if unset) before the request goes out, and a resumed
-order is only ever queried or reversed.
+correctly from the journal, and a journal that cannot record the next state (JournalError)
+stops the machine before that call. Micropay is sent at most once per order, ever: the
+journal's pay_sent_at is set (atomically, only if unset) before the request goes out, and a
+resumed order is only ever queried or reversed.
+
+Every order ends SUCCEEDED, FAILED, REVERSED or CLOSED, or, once pay_sent_at + attention_after
+has passed, NEEDS_ATTENTION: the reason and the operator's action are journaled, and the order
+is still retried at a slow, capped cadence (attention_retry doubling to attention_retry_max).
+The rules (DESIGN.md, "Face sessions and payments"):
+- a paid answer is ours only for our out_trade_no and amount; an orderquery answer also needs
+  the payer of the captured face. Another order's paid number is FAILED(OUT_TRADE_NO_USED),
+  never SUCCEEDED and never reversed;
+- SYSTEMERROR, BANKERROR, timeouts, untrusted answers and return_code=FAIL: query at once, then
+  every poll_interval; after return_code=FAIL, ORDERNOTEXIST means FAILED;
+- still open give_up_after past pay_sent_at: reverse (never sooner than reverse_after);
+- ORDERNOTEXIST once in_flight_after has passed (no micropay of ours can still arrive): one
+  reverse attempt, then CLOSED ("never reached WeChat Pay");
+- recall=Y or a failed call: reverse again with capped backoff; a definite refusal (recall=N)
+  ends the reversing: a query decides, else NEEDS_ATTENTION (REVERSE_EXPIRE: refund it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import structlog
 
-from facepayd.clock import Clock
-from facepayd.errors import BackendRejected, FacepayError, InvalidArgument
-from facepayd.payments.models import EventKind, Payment, PaymentState
+from facepayd.clock import Clock, wait_event
+from facepayd.errors import BackendRejected, FacepayError, WrongState
+from facepayd.payments.models import EventKind, Payment, PaymentEvent, PaymentState
 from facepayd.payments.ports import PaymentBackend, PaymentJournal
 from facepayd.wxpay.codes import Api, Disposition, classify
 from facepayd.wxpay.models import MicropayOrder, ReverseResult, TradeResult, TradeState
 
-__all__ = ["DAEMON_RESTARTED", "PaymentMachine", "PaymentTimings"]
+__all__ = [
+    "DAEMON_RESTARTED",
+    "History",
+    "PaymentMachine",
+    "PaymentTimings",
+    "history",
+]
 
 log = structlog.get_logger(__name__)
 
-# Reasons written into pending/reversed/cancelled events.
+# Reasons written into pending/reversing/reversed/cancelled/closed events.
 DAEMON_RESTARTED = "DAEMON_RESTARTED"
 INTERNAL_ERROR = "INTERNAL_ERROR"
 TIMEOUT = "TIMEOUT"
 MANUAL = "MANUAL"
 REVOKED = "REVOKED"
+RESPONSE_MISMATCH = "RESPONSE_MISMATCH"
+ORDER_NOT_FOUND = "ORDER_NOT_FOUND"  # reversing: orderquery says WeChat Pay has no such order
+NEVER_REACHED = "NEVER_REACHED_WECHAT_PAY"
+OUT_TRADE_NO_USED = "OUT_TRADE_NO_USED"
+
+# NEEDS_ATTENTION reasons; UNRESOLVED keeps calling reverse, the others keep querying.
+REVERSE_EXPIRE = "REVERSE_EXPIRE"
+REVERSE_REFUSED = "REVERSE_REFUSED"
+UNRESOLVED = "UNRESOLVED"
+ACTIONS = {
+    REVERSE_EXPIRE: "refund it in the merchant platform if the customer was charged;"
+    " it is too old to be reversed",
+    REVERSE_REFUSED: "check the order and the merchant account in the merchant platform,"
+    " and refund it there if the customer was charged",
+    UNRESOLVED: "check the order in the merchant platform; the daemon keeps trying to reverse it",
+    OUT_TRADE_NO_USED: "check the order number in the merchant platform: it is used by another"
+    " order, which is not reversed; retry the sale with a new out_trade_no",
+}
+
+# PENDING events name the micropay answer the machine must remember after a restart.
+_ANSWER = "answer"
+_NUMBER_USED = "number_used"
+_REJECTED = "rejected"
 
 
 @dataclass(frozen=True, slots=True)
 class PaymentTimings:
-    """The state machine's timers, in seconds."""
+    """The state machine's timers, in seconds (WeChat's production values by default)."""
 
     poll_interval: float = 5.0  # between order queries while the outcome is open
     reverse_after: float = 15.0  # never reverse sooner than this after micropay was sent
-    give_up_after: float = 40.0  # still unknown this long after micropay: reverse
-    reverse_backoff: float = 1.0  # first wait before calling reverse again
+    give_up_after: float = 30.0  # still unknown this long after micropay: reverse
+    reverse_backoff: float = 1.0  # first wait before calling reverse (or a failed step) again
     reverse_backoff_max: float = 30.0
+    # No micropay of ours can still reach WeChat Pay this long after it was sent: at least the
+    # WeChat Pay client's whole-request timeout. Only then does ORDERNOTEXIST mean "never".
+    in_flight_after: float = 30.0
+    # Not settled this long after micropay: NEEDS_ATTENTION, retried at the slow cadence.
+    attention_after: float = 120.0
+    attention_retry: float = 60.0
+    attention_retry_max: float = 900.0
+
+    def __post_init__(self) -> None:
+        # A zero wait would turn a retry loop into a tight one.
+        for name in ("poll_interval", "reverse_backoff", "attention_retry"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be greater than 0")
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What the machine must know from an order's journaled events after a restart."""
+
+    number_used: bool = False  # micropay said ORDERPAID/OUT_TRADE_NO_USED: never reverse
+    rejected: str = ""  # micropay's return_code=FAIL code: ORDERNOTEXIST then means FAILED
+    reversing_reason: str = TIMEOUT
+    reversing_since: float | None = None  # wall time REVERSING was last entered
+
+
+def history(events: Iterable[PaymentEvent]) -> History:
+    """The facts the machine keeps in an order's events."""
+    number_used, rejected = False, ""
+    reason, since = TIMEOUT, None
+    for event in events:
+        if event.state is PaymentState.PENDING:
+            answer = event.data.get(_ANSWER)
+            number_used = number_used or answer == _NUMBER_USED
+            if answer == _REJECTED:
+                rejected = str(event.data.get("reason", ""))
+        elif event.state is PaymentState.REVERSING:
+            reason, since = str(event.data.get("reason", TIMEOUT)), event.time
+    return History(number_used, rejected, reason, since)
+
+
+# ---------------------------------------------------------------- what a query says
+
+
+class _Verdict(enum.StrEnum):
+    """What one orderquery answer says about this order."""
+
+    PAID = "paid"  # our order, paid
+    NOT_OURS = "not_ours"  # the number belongs to another order
+    REVOKED = "revoked"
+    FAILED = "failed"  # CLOSED or PAYERROR
+    NOT_EXIST = "not_exist"
+    OPEN = "open"  # USERPAYING, NOTPAY
+    UNKNOWN = "unknown"  # no usable answer
+
+
+# ---------------------------------------------------------------- the machine's phases
+
+
+@dataclass(frozen=True, slots=True)
+class _Settle:
+    delay: float  # before the first query
+
+
+@dataclass(frozen=True, slots=True)
+class _Reverse:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Attend:
+    delay: float  # before the next retry
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    payment: Payment
+
+
+_Step = _Settle | _Reverse | _Attend | _Done
 
 
 class PaymentMachine:
-    """Drives one order from its journaled state to a final one."""
+    """Drives one order from its journaled state to a final one (or NEEDS_ATTENTION)."""
 
     def __init__(
         self,
@@ -67,6 +192,7 @@ class PaymentMachine:
         self._spbill_create_ip = spbill_create_ip
         self._device_info = device_info
         self._reverse_requested = reverse_requested or asyncio.Event()
+        self._history = History()
         # Monotonic time at which micropay was sent, derived from the journaled wall time.
         self._paid_mono: float | None = None
         self._log = log.bind(out_trade_no=out_trade_no)
@@ -78,25 +204,13 @@ class PaymentMachine:
             await self._journal.append(
                 self._out_trade_no, PaymentState.PAYING, EventKind.FACE_CAPTURED
             )
-        # Refused (InvalidArgument) unless PAYING and never attempted: the at-most-once guard.
+        # Refused (WrongState) unless PAYING and never attempted: the at-most-once guard.
         # Stamped with our clock: the reverse timers are measured from it.
         payment = await self._journal.mark_pay_sent(self._out_trade_no, at=self._clock.time())
         self._anchor(payment)
         outcome = await self._send_micropay(payment, face_code)
         del face_code  # the face code is needed for exactly one request
-        if isinstance(outcome, str):
-            return await self._pending_then_settle(outcome)
-        if outcome.state is TradeState.SUCCESS:
-            if self._trusted_success(payment, outcome):
-                return await self._succeed(outcome)
-            return await self._pending_then_settle("RESPONSE_MISMATCH")
-        if (
-            outcome.state is TradeState.FAILED
-            and classify(Api.MICROPAY, outcome.err_code) is Disposition.FAILED
-        ):
-            return await self._fail(outcome.err_code, outcome.err_code_des)
-        # USERPAYING, SYSTEMERROR, BANKERROR, ORDERPAID, unlisted codes: only a query can tell.
-        return await self._pending_then_settle(outcome.err_code or outcome.state.value)
+        return await self._run(await self._after_micropay(payment, outcome))
 
     async def resume(self, reason: str = DAEMON_RESTARTED) -> Payment:
         """Continue a journaled order after a restart or a failed run; never sends micropay."""
@@ -113,12 +227,17 @@ class PaymentMachine:
                     "description": "stopped before micropay was sent; nothing charged",
                 },
             )
-        self._anchor(payment)
-        if payment.state is PaymentState.PAYING:
-            return await self._pending_then_settle(reason, first_delay=0.0)
-        if payment.state is PaymentState.PENDING:
-            return await self._settle(first_delay=0.0)
-        return await self._reverse(await self._reversing_reason(payment))
+        await self._load(payment)
+        match payment.state:
+            case PaymentState.PAYING:
+                step: _Step = await self._pending(reason, 0.0)
+            case PaymentState.PENDING:
+                step = _Settle(0.0)
+            case PaymentState.NEEDS_ATTENTION:
+                step = _Attend(0.0)
+            case _:
+                step = _Reverse(self._history.reversing_reason)
+        return await self._run(step)
 
     async def reverse(self, reason: str = MANUAL) -> Payment:
         """Reverse a paid or unfinished order that micropay was sent for."""
@@ -127,17 +246,42 @@ class PaymentMachine:
             PaymentState.FAILED,
             PaymentState.CANCELLED,
             PaymentState.REVERSED,
+            PaymentState.CLOSED,
         ):
             _refuse_reverse(payment)
-        self._anchor(payment)
+        await self._load(payment)
+        if self._history.number_used:
+            raise WrongState(
+                f"payment {self._out_trade_no}: its number is used by another order,"
+                " which is never reversed"
+            )
         if payment.state is PaymentState.REVERSING:
-            reason = await self._reversing_reason(payment)
-        return await self._reverse(reason)
+            reason = self._history.reversing_reason
+        return await self._run(_Reverse(reason))
 
-    # ------------------------------------------------------------------ steps
+    # ------------------------------------------------------------------ driver
 
-    async def _send_micropay(self, payment: Payment, face_code: str) -> TradeResult | str:
-        """The verified answer, or the reason the outcome is unknown."""
+    async def _run(self, step: _Step) -> Payment:
+        """Walk the phases until the order is final."""
+        while True:
+            match step:
+                case _Done(payment):
+                    return payment
+                case _Settle(delay):
+                    step = await self._settle(delay)
+                case _Reverse(reason):
+                    step = await self._reversing(reason)
+                case _Attend(delay):
+                    step = await self._attending(delay)
+
+    async def _load(self, payment: Payment) -> None:
+        self._anchor(payment)
+        self._history = history(await self._journal.events(self._out_trade_no))
+
+    # ------------------------------------------------------------------ micropay
+
+    async def _send_micropay(self, payment: Payment, face_code: str) -> TradeResult | FacepayError:
+        """The verified answer, or the error that leaves the outcome unknown."""
         order = payment.order
         request = MicropayOrder(
             out_trade_no=order.out_trade_no,
@@ -157,90 +301,280 @@ class PaymentMachine:
         )
         try:
             return await self._backend.micropay(request)
+        except BackendRejected as exc:
+            # A refusal of the request itself (return_code=FAIL), whoever raised it.
+            return TradeResult(
+                TradeState.REJECTED, order.out_trade_no, exc.code or exc.reason, exc.message
+            )
         except FacepayError as exc:
-            # Sent or not, we cannot know: BackendUnavailable, ResponseNotTrusted, BackendRejected.
+            # Sent or not, we cannot know: BackendUnavailable, ResponseNotTrusted.
             self._log.warning("micropay_outcome_unknown", reason=exc.reason, error=str(exc))
-            return exc.code or exc.reason if isinstance(exc, BackendRejected) else exc.reason
+            return exc
 
-    async def _pending_then_settle(self, reason: str, first_delay: float | None = None) -> Payment:
-        await self._transition(PaymentState.PENDING, EventKind.PENDING, {"reason": reason})
-        return await self._settle(
-            self._timings.poll_interval if first_delay is None else first_delay
+    async def _after_micropay(self, payment: Payment, outcome: TradeResult | FacepayError) -> _Step:
+        if isinstance(outcome, FacepayError):
+            return await self._pending(outcome.reason, 0.0)
+        if outcome.state is TradeState.SUCCESS:
+            # The answer to our own request: our out_trade_no and amount make it our charge.
+            if outcome.out_trade_no in ("", payment.out_trade_no) and (
+                outcome.total_fee == payment.total_fee
+            ):
+                return _Done(await self._succeed(outcome))
+            self._log.warning("micropay_success_mismatch", total_fee=outcome.total_fee)
+            return await self._pending(RESPONSE_MISMATCH, 0.0)
+        if outcome.state is TradeState.REJECTED:
+            self._log.warning("micropay_rejected", err_code=outcome.err_code)
+            code = outcome.err_code or TradeState.REJECTED.value
+            return await self._pending(code, 0.0, _REJECTED)
+        disposition = classify(Api.MICROPAY, outcome.err_code)
+        if outcome.state is TradeState.FAILED and disposition is Disposition.FAILED:
+            return _Done(await self._fail(outcome.err_code, outcome.err_code_des))
+        if disposition is Disposition.NUMBER_USED:
+            return await self._pending(outcome.err_code, 0.0, _NUMBER_USED)
+        if outcome.state is TradeState.USERPAYING or disposition is Disposition.USERPAYING:
+            return await self._pending("USERPAYING", self._timings.poll_interval)
+        # SYSTEMERROR, BANKERROR, unlisted codes: only a query can tell, and at once.
+        return await self._pending(outcome.err_code or outcome.state.value, 0.0)
+
+    async def _pending(self, reason: str, first_delay: float, answer: str = "") -> _Step:
+        data: dict[str, str | int] = {"reason": reason}
+        if answer:
+            data[_ANSWER] = answer
+        await self._transition(PaymentState.PENDING, EventKind.PENDING, data)
+        self._history = History(
+            number_used=answer == _NUMBER_USED,
+            rejected=reason if answer == _REJECTED else "",
         )
+        return _Settle(first_delay)
 
-    async def _settle(self, first_delay: float) -> Payment:
-        """Query until the order is final; reverse when asked or when the give-up time passes."""
-        delay = first_delay
+    # ------------------------------------------------------------------ PENDING: query
+
+    async def _settle(self, delay: float) -> _Step:
+        """Query until the order settles; at give-up reverse it (a used number: attention)."""
+        t = self._timings
         while True:
             if delay > 0:
-                await self._sleep_unless_reverse(delay)
+                await wait_event(self._clock, self._reverse_requested, delay)
             if self._reverse_requested.is_set():
-                return await self._reverse(MANUAL)
-            settled = await self._query()
-            if settled is not None:
-                return settled
-            remaining = self._timings.give_up_after - self._since_paid()
-            if remaining <= 0:
-                return await self._reverse(TIMEOUT)
-            delay = min(self._timings.poll_interval, remaining)
+                self._reverse_requested.clear()
+                if not self._history.number_used:
+                    return _Reverse(MANUAL)
+            verdict, result = await self._ask()
+            done = await self._conclude(verdict, result)
+            if done is not None:
+                return done
+            since = self._since_paid()
+            if verdict is _Verdict.NOT_EXIST:
+                if self._history.rejected:
+                    return _Done(
+                        await self._fail(
+                            self._history.rejected,
+                            "WeChat Pay refused the micropay request and has no such order",
+                        )
+                    )
+                if since >= t.in_flight_after:
+                    return _Reverse(ORDER_NOT_FOUND)
+            if since >= t.give_up_after:
+                if self._history.number_used:
+                    step = await self._attention(
+                        OUT_TRADE_NO_USED,
+                        "WeChat Pay says the number is used; its order could not be checked",
+                    )
+                    return step or _Attend(t.attention_retry)
+                return _Reverse(TIMEOUT)
+            delay = min(t.poll_interval, t.give_up_after - since)
+            if verdict is _Verdict.NOT_EXIST:
+                delay = min(delay, t.in_flight_after - since)
 
-    async def _query(self, refusal: ReverseResult | None = None) -> Payment | None:
-        """Query once; the final Payment when the answer settles the order, else None."""
+    async def _ask(self) -> tuple[_Verdict, TradeResult | None]:
+        """Query once: what the answer says about this order."""
+        payment = await self._journal.get(self._out_trade_no)
         try:
-            result = await self._backend.orderquery(out_trade_no=self._out_trade_no)
+            result = await self._backend.orderquery(
+                out_trade_no=self._out_trade_no, transaction_id=payment.transaction_id
+            )
         except FacepayError as exc:
             self._log.warning("orderquery_failed", reason=exc.reason, error=str(exc))
-            return None
-        if result.out_trade_no and result.out_trade_no != self._out_trade_no:
+            return _Verdict.UNKNOWN, None
+        if result.out_trade_no not in ("", self._out_trade_no):
             self._log.warning("orderquery_answer_for_other_order")
-            return None
-        payment = await self._journal.get(self._out_trade_no)
+            return _Verdict.UNKNOWN, None
+        used = self._history.number_used
         match result.state:
-            case TradeState.SUCCESS if self._trusted_success(payment, result):
-                return await self._succeed(result, refusal)
+            case TradeState.SUCCESS:
+                verdict = _Verdict.PAID if self._owned(payment, result) else _Verdict.NOT_OURS
             case TradeState.REFUND:
                 # Paid, then refunded through another channel: the charge happened.
-                return await self._succeed(result, refusal)
+                verdict = _Verdict.NOT_OURS if used else _Verdict.PAID
             case TradeState.REVOKED:
-                return await self._reversed(REVOKED)
+                verdict = _Verdict.NOT_OURS if used else _Verdict.REVOKED
             case TradeState.CLOSED | TradeState.PAYERROR:
-                return await self._fail(result.state.value, result.err_code_des)
+                verdict = _Verdict.NOT_OURS if used else _Verdict.FAILED
+            case TradeState.NOT_EXIST:
+                verdict = _Verdict.NOT_OURS if used else _Verdict.NOT_EXIST
+            case TradeState.USERPAYING | TradeState.NOTPAY:
+                verdict = _Verdict.NOT_OURS if used else _Verdict.OPEN
             case _:
-                # USERPAYING, NOTPAY, NOT_EXIST (the request may still arrive), UNKNOWN.
-                self._log.debug("orderquery_open", trade_state=result.state.value)
-                return None
+                verdict = _Verdict.UNKNOWN
+        self._log.debug("orderquery", trade_state=result.state.value, verdict=verdict)
+        return verdict, result
 
-    async def _reverse(self, reason: str) -> Payment:
-        """Journal REVERSING, then call reverse until WeChat Pay confirms or settles the order."""
+    def _owned(self, payment: Payment, result: TradeResult) -> bool:
+        """A paid query answer is ours only for our amount and the payer of the captured face."""
+        if result.total_fee != payment.total_fee:
+            self._log.warning(
+                "paid_answer_amount_differs", total_fee=result.total_fee, ours=payment.total_fee
+            )
+            return False
+        if payment.openid:
+            if result.openid != payment.openid:
+                self._log.warning("paid_answer_payer_differs")
+                return False
+            return True
+        # No captured payer to compare with: only a number of our own is trusted on amount.
+        return not self._history.number_used
+
+    async def _conclude(
+        self, verdict: _Verdict, result: TradeResult | None, refusal: ReverseResult | None = None
+    ) -> _Done | None:
+        """The final state a query answer decides, if it decides one."""
+        if verdict is _Verdict.PAID and result is not None:
+            return _Done(await self._succeed(result, refusal))
+        if verdict is _Verdict.NOT_OURS:
+            return _Done(
+                await self._fail(
+                    OUT_TRADE_NO_USED,
+                    "the order number is used by another order at WeChat Pay;"
+                    " nothing of this order was charged and nothing was reversed",
+                )
+            )
+        if verdict is _Verdict.REVOKED:
+            return _Done(await self._reversed(REVOKED))
+        if verdict is _Verdict.FAILED and result is not None:
+            return _Done(await self._fail(result.state.value, result.err_code_des))
+        return None
+
+    # ------------------------------------------------------------------ REVERSING
+
+    async def _reversing(self, reason: str) -> _Step:
+        """Journal REVERSING, then call reverse until it is confirmed or the order settles."""
+        t = self._timings
+        self._reverse_requested.clear()
         payment = await self._journal.get(self._out_trade_no)
         if payment.state is not PaymentState.REVERSING:
-            payment = await self._transition(
-                PaymentState.REVERSING, EventKind.PENDING, {"reason": reason}
+            await self._transition(PaymentState.REVERSING, EventKind.PENDING, {"reason": reason})
+            self._history = History(
+                self._history.number_used, self._history.rejected, reason, self._clock.time()
             )
-        wait = self._timings.reverse_after - self._since_paid()
+        wait = t.reverse_after - self._since_paid()
         if wait > 0:
             await self._clock.sleep(wait)
-        backoff = self._timings.reverse_backoff
+        deadline = self._reversing_deadline(reason)
+        backoff = t.reverse_backoff
         while True:
-            try:
-                result = await self._backend.reverse(
-                    out_trade_no=self._out_trade_no, transaction_id=payment.transaction_id
-                )
-            except FacepayError as exc:
-                self._log.warning("reverse_failed", reason=exc.reason, error=str(exc))
+            step = await self._reverse_once(reason)
+            if step is not None:
+                return step
+            left = deadline - self._clock.monotonic()
+            if left <= 0:
+                step = await self._attention(UNRESOLVED, "reverse is not confirmed yet")
+                return step or _Attend(t.attention_retry)
+            await self._clock.sleep(min(backoff, left))
+            backoff = min(backoff * 2, t.reverse_backoff_max)
+
+    def _reversing_deadline(self, reason: str) -> float:
+        """Monotonic time of the attention bound: from pay, or for a manual reverse from it."""
+        assert self._paid_mono is not None
+        deadline = self._paid_mono + self._timings.attention_after
+        since = self._history.reversing_since
+        if reason == MANUAL and since is not None:
+            window = self._timings.attention_after - self._timings.give_up_after
+            deadline = max(deadline, self._mono_of(since) + window)
+        return deadline
+
+    async def _reverse_once(self, reason: str) -> _Step | None:
+        """Call reverse once; the next step, or None to call it again later."""
+        payment = await self._journal.get(self._out_trade_no)
+        refusal: ReverseResult | None = None
+        try:
+            answer = await self._backend.reverse(
+                out_trade_no=self._out_trade_no, transaction_id=payment.transaction_id
+            )
+        except FacepayError as exc:
+            self._log.warning("reverse_failed", reason=exc.reason, error=str(exc))
+        else:
+            if answer.succeeded:
+                return _Done(await self._reversed(reason))
+            if answer.recall:
+                self._log.info("reverse_recall", err_code=answer.err_code)
             else:
-                if result.succeeded and not result.recall:
-                    return await self._reversed(reason)
-                if not result.recall:
-                    # A definite refusal (e.g. REVERSE_EXPIRE): the order's own state decides.
-                    self._log.warning("reverse_refused", err_code=result.err_code)
-                    settled = await self._query(refusal=result)
-                    if settled is not None:
-                        return settled
-                else:
-                    self._log.info("reverse_recall", err_code=result.err_code)
-            await self._clock.sleep(backoff)
-            backoff = min(backoff * 2, self._timings.reverse_backoff_max)
+                self._log.warning("reverse_refused", err_code=answer.err_code)
+                refusal = answer
+        if refusal is None and reason != ORDER_NOT_FOUND:
+            return None
+        # A definite refusal ends the reversing, and an order WeChat Pay had not seen gets one
+        # attempt: the order's own state decides.
+        verdict, result = await self._ask()
+        expired = refusal is not None and (
+            classify(Api.REVERSE, refusal.err_code) is Disposition.EXPIRED
+        )
+        if verdict is _Verdict.PAID and expired and reason != MANUAL:
+            # Paid, and too old to reverse: only an operator's refund gives the money back.
+            return await self._attention(REVERSE_EXPIRE, _refusal_text(refusal))
+        done = await self._conclude(verdict, result, refusal)
+        if done is not None:
+            return done
+        if verdict is _Verdict.NOT_EXIST:
+            if self._since_paid() >= self._timings.in_flight_after:
+                return _Done(await self._closed())
+            return None
+        if refusal is None:
+            return None
+        return await self._attention(
+            REVERSE_EXPIRE if expired else REVERSE_REFUSED, _refusal_text(refusal)
+        )
+
+    # ------------------------------------------------------------------ NEEDS_ATTENTION
+
+    async def _attending(self, delay: float) -> _Step:
+        """One slow retry of an order that waits for an operator."""
+        t = self._timings
+        if delay > 0:
+            await wait_event(self._clock, self._reverse_requested, delay)
+        if self._reverse_requested.is_set():
+            self._reverse_requested.clear()
+            if not self._history.number_used:
+                return _Reverse(MANUAL)
+        # At least attention_retry, doubling to the cap: never a tight loop.
+        later = min(max(delay * 2, t.attention_retry), t.attention_retry_max)
+        payment = await self._journal.get(self._out_trade_no)
+        if payment.attention_reason == UNRESOLVED:
+            return await self._reverse_once(self._history.reversing_reason) or _Attend(later)
+        verdict, result = await self._ask()
+        if verdict is _Verdict.PAID and payment.attention_reason == REVERSE_EXPIRE:
+            return _Attend(later)  # still paid: the refund is the operator's
+        done = await self._conclude(verdict, result)
+        if done is not None:
+            return done
+        if verdict is _Verdict.NOT_EXIST and self._since_paid() >= t.in_flight_after:
+            return _Done(await self._closed())
+        return _Attend(later)
+
+    async def _attention(self, reason: str, description: str) -> _Step | None:
+        """Journal NEEDS_ATTENTION with reason; None when it already is (nothing new)."""
+        payment = await self._journal.get(self._out_trade_no)
+        if payment.state is PaymentState.NEEDS_ATTENTION and payment.attention_reason == reason:
+            return None
+        action = ACTIONS[reason]
+        self._log.warning("payment_needs_attention", reason=reason, action=action)
+        await self._transition(
+            PaymentState.NEEDS_ATTENTION,
+            EventKind.NEEDS_ATTENTION,
+            {"reason": reason, "action": action, "description": description},
+            attention_reason=reason,
+            attention_action=action,
+        )
+        return _Attend(self._timings.attention_retry)
 
     # ------------------------------------------------------------------ final states
 
@@ -267,7 +601,7 @@ class PaymentMachine:
             data["trade_state"] = TradeState.REFUND.value
         if refusal is not None:
             # Why a reverse did not happen stays next to the paid order.
-            updates["err_code"] = refusal.err_code or "REVERSE_REFUSED"
+            updates["err_code"] = refusal.err_code or REVERSE_REFUSED
             updates["err_code_des"] = refusal.err_code_des
         return await self._transition(PaymentState.SUCCEEDED, EventKind.SUCCEEDED, data, **updates)
 
@@ -289,6 +623,17 @@ class PaymentMachine:
             err_code_des="",
         )
 
+    async def _closed(self) -> Payment:
+        return await self._transition(
+            PaymentState.CLOSED,
+            EventKind.CLOSED,
+            {
+                "reason": NEVER_REACHED,
+                "description": "WeChat Pay has no such order and no micropay of ours can still"
+                " reach it; nothing was charged",
+            },
+        )
+
     # ------------------------------------------------------------------ helpers
 
     async def _transition(
@@ -301,49 +646,23 @@ class PaymentMachine:
         await self._journal.append(self._out_trade_no, state, kind, data, **updates)
         return await self._journal.get(self._out_trade_no)
 
-    def _trusted_success(self, payment: Payment, result: TradeResult) -> bool:
-        """A SUCCESS is taken only for our order and exactly our amount."""
-        if result.out_trade_no not in ("", payment.out_trade_no):
-            return False
-        if result.total_fee != payment.total_fee:
-            self._log.warning(
-                "success_amount_mismatch", total_fee=result.total_fee, expected=payment.total_fee
-            )
-            return False
-        return True
-
     def _anchor(self, payment: Payment) -> None:
         """Place pay_sent_at on the monotonic clock, so wall-clock jumps cannot hurry a reverse."""
         assert payment.pay_sent_at is not None
-        elapsed = max(0.0, self._clock.time() - payment.pay_sent_at)
-        self._paid_mono = self._clock.monotonic() - elapsed
+        self._paid_mono = self._mono_of(payment.pay_sent_at)
+
+    def _mono_of(self, wall: float) -> float:
+        return self._clock.monotonic() - max(0.0, self._clock.time() - wall)
 
     def _since_paid(self) -> float:
         assert self._paid_mono is not None
         return self._clock.monotonic() - self._paid_mono
 
-    async def _sleep_unless_reverse(self, seconds: float) -> None:
-        """Sleep on the injected clock; a reverse request ends the sleep early."""
-        if self._reverse_requested.is_set():
-            return
-        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
-        waker = asyncio.ensure_future(self._reverse_requested.wait())
-        try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sleeper, waker):
-                task.cancel()
-            for task in (sleeper, waker):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
 
-    async def _reversing_reason(self, payment: Payment) -> str:
-        """The reason journaled when the order entered REVERSING."""
-        events = await self._journal.events(self._out_trade_no, max(0, payment.last_seq - 1))
-        for event in reversed(events):
-            if event.state is PaymentState.REVERSING:
-                return str(event.data.get("reason", TIMEOUT))
-        return TIMEOUT
+def _refusal_text(refusal: ReverseResult | None) -> str:
+    if refusal is None:
+        return "reverse was refused"
+    return f"reverse was refused: {refusal.err_code} {refusal.err_code_des}".strip()
 
 
 def _refuse_reverse(payment: Payment) -> None:
@@ -352,4 +671,4 @@ def _refuse_reverse(payment: Payment) -> None:
         rule = "was never sent to WeChat Pay; cancel the face session instead"
     else:
         rule = f"is {payment.state}; only a paid or unfinished payment can be reversed"
-    raise InvalidArgument("out_trade_no", f"payment {payment.out_trade_no} {rule}")
+    raise WrongState(f"payment {payment.out_trade_no} {rule}")

@@ -18,11 +18,20 @@ class PaymentState(enum.StrEnum):
     FAILED = "FAILED"  # final: definitely not paid
     REVERSED = "REVERSED"  # final: reversed (refunded if it had been paid)
     CANCELLED = "CANCELLED"  # final: no face code; nothing was sent to WeChat Pay
+    CLOSED = "CLOSED"  # final: micropay never reached WeChat Pay; nothing was charged
+    # Not final: not settled within the bounded time; an operator acts (attention_reason and
+    # attention_action say why and how), and the daemon still retries at a slow, capped cadence.
+    NEEDS_ATTENTION = "NEEDS_ATTENTION"
 
     @property
     def final(self) -> bool:
         """Whether nothing more happens to the payment on its own."""
         return self in FINAL_STATES
+
+    @property
+    def settled(self) -> bool:
+        """Final, or waiting for an operator: nothing more for a POS at the till to wait for."""
+        return self in FINAL_STATES or self is PaymentState.NEEDS_ATTENTION
 
     @classmethod
     def final_states(cls) -> frozenset[PaymentState]:
@@ -36,23 +45,35 @@ FINAL_STATES: frozenset[PaymentState] = frozenset(
         PaymentState.FAILED,
         PaymentState.REVERSED,
         PaymentState.CANCELLED,
+        PaymentState.CLOSED,
     }
 )
 
 _S = PaymentState
-# Every state change the journal accepts; anything else is a bug and is refused.
+# Every state change the journal accepts (its append is the one place that checks); anything
+# else is a bug: logged at error and refused.
 TRANSITIONS: dict[PaymentState, frozenset[PaymentState]] = {
     _S.CAPTURING: frozenset({_S.PAYING, _S.CANCELLED}),
-    # CANCELLED only while micropay was never attempted (pay_sent_at unset).
+    # CANCELLED only while micropay was never attempted (pay_sent_at unset); REVERSING on a
+    # manual reverse of a PAYING order whose micropay went out.
     _S.PAYING: frozenset({_S.PENDING, _S.SUCCEEDED, _S.FAILED, _S.REVERSING, _S.CANCELLED}),
-    _S.PENDING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.REVERSING, _S.REVERSED}),
-    # A reverse that WeChat Pay refuses for good is settled by a query: paid, closed or revoked.
-    _S.REVERSING: frozenset({_S.REVERSED, _S.SUCCEEDED, _S.FAILED}),
+    # REVERSED when a query finds it already reversed; NEEDS_ATTENTION when a number used by
+    # another order cannot be checked in time (such an order is never reversed).
+    _S.PENDING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.REVERSING, _S.REVERSED, _S.NEEDS_ATTENTION}),
+    # A definite refusal is settled by a query (paid, failed, revoked, never seen = CLOSED),
+    # else NEEDS_ATTENTION; so is a reverse still unconfirmed at the attention bound.
+    _S.REVERSING: frozenset({_S.REVERSED, _S.SUCCEEDED, _S.FAILED, _S.CLOSED, _S.NEEDS_ATTENTION}),
+    # Still retried slowly: any answer that settles it ends it; a new reason replaces the old
+    # one (NEEDS_ATTENTION again); a manual reverse journals REVERSING first.
+    _S.NEEDS_ATTENTION: frozenset(
+        {_S.NEEDS_ATTENTION, _S.SUCCEEDED, _S.FAILED, _S.REVERSED, _S.CLOSED, _S.REVERSING}
+    ),
     # A paid order can still be reversed on request.
     _S.SUCCEEDED: frozenset({_S.REVERSING}),
     _S.FAILED: frozenset(),
     _S.REVERSED: frozenset(),
     _S.CANCELLED: frozenset(),
+    _S.CLOSED: frozenset(),
 }
 
 
@@ -66,6 +87,8 @@ class EventKind(enum.StrEnum):
     FAILED = "failed"
     REVERSED = "reversed"
     CANCELLED = "cancelled"
+    CLOSED = "closed"
+    NEEDS_ATTENTION = "needs_attention"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +131,9 @@ class Payment:
     err_code_des: str = ""
     # Wall time micropay was first about to be sent; set means "never send micropay again".
     pay_sent_at: float | None = None
+    # Set in NEEDS_ATTENTION only: why, and what an operator should do.
+    attention_reason: str = ""
+    attention_action: str = ""
 
     @property
     def out_trade_no(self) -> str:
@@ -133,6 +159,11 @@ class Payment:
     def final(self) -> bool:
         """Whether the payment is in a final state."""
         return self.state.final
+
+    @property
+    def settled(self) -> bool:
+        """Whether the payment is final or waits for an operator."""
+        return self.state.settled
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from typing import Any
 
 import structlog
 
-from facepayd.clock import Clock
-from facepayd.errors import BackendRejected, InvalidArgument, NotFound, Unavailable
+from facepayd.clock import Clock, race
+from facepayd.errors import BackendRejected, JournalError, NotFound, Unavailable, WrongState
 from facepayd.payments.machine import (
     DAEMON_RESTARTED,
     INTERNAL_ERROR,
     MANUAL,
     PaymentMachine,
     PaymentTimings,
+    history,
 )
 from facepayd.payments.models import (
     EventKind,
@@ -26,13 +26,12 @@ from facepayd.payments.models import (
     PaymentOrder,
     PaymentState,
 )
-from facepayd.payments.ports import PaymentBackend, PaymentJournal, PaymentList
+from facepayd.payments.ports import EventList, PaymentBackend, PaymentJournal, PaymentList
+from facepayd.tasks import TaskOwner
 
 __all__ = ["PaymentService", "PaymentServiceClosed"]
 
 log = structlog.get_logger(__name__)
-
-_OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_\-|*@]{1,32}")
 
 
 class PaymentServiceClosed(Unavailable):
@@ -42,7 +41,10 @@ class PaymentServiceClosed(Unavailable):
 
 
 class PaymentService:
-    """Owns payment tasks; RPC handlers only start them and watch the journal."""
+    """Owns payment tasks; RPC handlers only start them and watch the journal.
+
+    Orders come validated by the API layer's rules (rpc/payments.py): the domain trusts them.
+    """
 
     def __init__(
         self,
@@ -59,10 +61,13 @@ class PaymentService:
         self._timings = timings
         self._spbill_ip = merchant_spbill_ip
         self._device_info = device_info
+        # Strong references, exceptions logged, awaited at close; _tasks finds one by order.
+        self._owner = TaskOwner("payments")
         self._tasks: dict[str, asyncio.Task[Payment]] = {}
         self._reverse_requests: dict[str, asyncio.Event] = {}
-        # One event per watched payment, set (and dropped) when its next event is committed.
-        self._changes: dict[str, asyncio.Event] = {}
+        # The wake-up events of the watchers of each payment, dropped when a watcher leaves.
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._needs_attention: set[str] = set()
         # Serializes check-then-journal steps taken outside payment tasks.
         self._lock = asyncio.Lock()
         self._closed = False
@@ -71,7 +76,6 @@ class PaymentService:
     async def begin(self, order: PaymentOrder, session_id: str = "") -> tuple[Payment, bool]:
         """Journal a new payment (CAPTURING); re-attach when the same parameters exist."""
         self._check_open()
-        _validate(order)
         data: dict[str, str | int] = {"session_id": session_id} if session_id else {}
         return await self._journal.create_payment(order, data=data)
 
@@ -82,9 +86,7 @@ class PaymentService:
         async with self._lock:
             payment = await self._journal.get(out_trade_no)
             if payment.state is not PaymentState.CAPTURING:
-                raise InvalidArgument(
-                    "out_trade_no", f"payment {out_trade_no} is {payment.state}, not CAPTURING"
-                )
+                raise WrongState(f"payment {out_trade_no} is {payment.state}, not CAPTURING")
             return await self._journal.append(
                 out_trade_no,
                 PaymentState.PAYING,
@@ -103,10 +105,9 @@ class PaymentService:
                 payment.state is PaymentState.PAYING and payment.pay_sent_at is None
             )
             if not unsent or out_trade_no in self._tasks:
-                raise InvalidArgument(
-                    "out_trade_no",
+                raise WrongState(
                     f"payment {out_trade_no} is {payment.state} and may have been sent;"
-                    " it cannot be cancelled",
+                    " it cannot be cancelled"
                 )
             return await self._journal.append(
                 out_trade_no,
@@ -119,48 +120,41 @@ class PaymentService:
         """Start the daemon-owned task that sends micropay once and settles the order."""
         self._check_open()
         if out_trade_no in self._tasks:
-            raise InvalidArgument("out_trade_no", f"payment {out_trade_no} is already in progress")
+            raise WrongState(f"payment {out_trade_no} is already in progress")
         # The face code lives only in this coroutine, for the one micropay request.
         self._spawn(out_trade_no, lambda machine: machine.pay(face_code))
 
     async def reverse(self, out_trade_no: str) -> Payment:
-        """Reverse a paid or unfinished payment; returns it once final."""
+        """Reverse a paid or unfinished payment; returns it once final or NEEDS_ATTENTION."""
         self._check_open()
-        first, spawned = True, False
+        first = True
         while True:
             async with self._lock:
                 payment = await self._journal.get(out_trade_no)
-                state = payment.state
-                if state is PaymentState.REVERSED:
+                unpaid = payment.final and payment.state is not PaymentState.SUCCEEDED
+                if payment.state is PaymentState.REVERSED or (unpaid and not first):
                     return payment
-                if state in (PaymentState.FAILED, PaymentState.CANCELLED):
-                    if first:
-                        raise InvalidArgument(
-                            "out_trade_no",
-                            f"payment {out_trade_no} is {state}: nothing was charged to reverse",
-                        )
-                    return payment
-                if state is PaymentState.SUCCEEDED and spawned:
-                    raise BackendRejected(
-                        payment.err_code or "REVERSE_REFUSED",
-                        f"reverse of {out_trade_no} was refused; it stays paid:"
-                        f" {payment.err_code_des}",
-                    )
+                await self._check_reversible(payment)
+                first = False
+                start = payment.last_seq
                 task = self._tasks.get(out_trade_no)
                 if task is None:
-                    if not payment.final and payment.pay_sent_at is None:
-                        raise InvalidArgument(
-                            "out_trade_no",
-                            f"payment {out_trade_no} was never sent to WeChat Pay;"
-                            " cancel its face session instead",
-                        )
                     task = self._spawn(out_trade_no, lambda machine: machine.reverse(MANUAL))
-                    spawned = True
                 else:
                     self._reverse_event(out_trade_no).set()
-            first = False
-            # asyncio.wait: a caller that goes away does not cancel the payment's task.
-            await asyncio.wait({task})
+            events = await self._next_settled(out_trade_no, start, task)
+            if not any(e.state is PaymentState.REVERSING for e in events):
+                # Settled (e.g. paid by a query) before the machine saw the request: again.
+                if events and events[-1].state.settled:
+                    continue
+                return await self._journal.get(out_trade_no)
+            payment = await self._journal.get(out_trade_no)
+            if payment.state is PaymentState.SUCCEEDED:
+                raise BackendRejected(
+                    payment.err_code or "REVERSE_REFUSED",
+                    f"reverse of {out_trade_no} was refused; it stays paid: {payment.err_code_des}",
+                )
+            return payment
 
     async def get(self, out_trade_no: str) -> Payment:
         """One payment, or NotFound."""
@@ -184,30 +178,36 @@ class PaymentService:
         )
 
     async def watch(self, out_trade_no: str, after_seq: int = 0) -> AsyncIterator[PaymentEvent]:
-        """Events after after_seq from the journal, then live ones; ends after a final event."""
+        """Events after after_seq from the journal, then live ones; ends once settled.
+
+        Settled: the newest event is final or NEEDS_ATTENTION (a later change, such as a manual
+        reverse, is seen by watching again).
+        """
         last = after_seq
-        while True:
-            # Taken before reading, so an event committed after the read still wakes us.
-            changed = self._changes.setdefault(out_trade_no, asyncio.Event())
-            events = await self._journal.events(out_trade_no, last)
-            if events:
-                for event in events:
-                    yield event
-                    last = event.seq
-                if events[-1].state.final:
+        with self._watching(out_trade_no) as changed:
+            while True:
+                # Cleared before reading, so an event committed after the read still wakes us.
+                changed.clear()
+                events = await self._journal.events(out_trade_no, last)
+                if events:
+                    for event in events:
+                        yield event
+                        last = event.seq
+                    # Settled at its newest event (a replay goes past an earlier SUCCEEDED).
+                    if events[-1].state.settled:
+                        return
+                    continue
+                payment = await self._journal.get(out_trade_no)
+                if payment.last_seq > last:
+                    continue
+                if payment.settled:
                     return
-                continue
-            payment = await self._journal.get(out_trade_no)
-            if payment.last_seq > last:
-                continue
-            if payment.final:
-                return
-            if self._closed:
-                raise PaymentServiceClosed(f"stopped watching payment {out_trade_no}")
-            await changed.wait()
+                if self._closed:
+                    raise PaymentServiceClosed(f"stopped watching payment {out_trade_no}")
+                await changed.wait()
 
     async def wait_final(self, out_trade_no: str) -> Payment:
-        """Wait until the payment is in a final state and return it."""
+        """Wait until the payment is final or NEEDS_ATTENTION and return it."""
         payment = await self._journal.get(out_trade_no)
         async for _ in self.watch(out_trade_no, payment.last_seq):
             pass
@@ -218,6 +218,8 @@ class PaymentService:
         self._check_open()
         started = 0
         for payment in await self._journal.unfinished():
+            if payment.state is PaymentState.NEEDS_ATTENTION:
+                self._needs_attention.add(payment.out_trade_no)
             if payment.out_trade_no in self._tasks:
                 continue
             self._spawn(payment.out_trade_no, lambda machine: machine.resume(DAEMON_RESTARTED))
@@ -227,8 +229,12 @@ class PaymentService:
         return started
 
     def unfinished_count(self) -> int:
-        """Payments being settled in the background."""
+        """Payments being settled in the background (NEEDS_ATTENTION ones included)."""
         return len(self._tasks)
+
+    def needs_attention_count(self) -> int:
+        """Payments in NEEDS_ATTENTION: an operator has to act."""
+        return len(self._needs_attention)
 
     async def close(self, grace: float) -> None:
         """Let payment tasks finish for up to grace seconds, then cancel them (resumable)."""
@@ -236,26 +242,70 @@ class PaymentService:
         tasks = list(self._tasks.values())
         if tasks and grace > 0:
             everything: asyncio.Future[Any] = asyncio.gather(*tasks, return_exceptions=True)
-            timer: asyncio.Future[Any] = asyncio.ensure_future(self._clock.sleep(grace))
-            await asyncio.wait({everything, timer}, return_when=asyncio.FIRST_COMPLETED)
-            timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await timer
+            await race(self._clock, everything, grace)
         pending = [task for task in tasks if not task.done()]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await self._owner.close()
         if pending:
             log.info("payments_left_for_resume", count=len(pending))
-        for event in self._changes.values():
-            event.set()
-        self._changes.clear()
+        for events in self._watchers.values():
+            for event in events:
+                event.set()
 
     # ------------------------------------------------------------------ internals
 
     def _check_open(self) -> None:
         if self._closed:
             raise PaymentServiceClosed("the payment service is stopping")
+
+    async def _check_reversible(self, payment: Payment) -> None:
+        """Refuse (WrongState) a reverse that cannot or must not happen."""
+        no, state = payment.out_trade_no, payment.state
+        if state in (PaymentState.FAILED, PaymentState.CANCELLED, PaymentState.CLOSED):
+            raise WrongState(f"payment {no} is {state}: nothing was charged to reverse")
+        if payment.pay_sent_at is None:
+            raise WrongState(
+                f"payment {no} was never sent to WeChat Pay; cancel its face session instead"
+            )
+        if history(await self._journal.events(no)).number_used:
+            raise WrongState(
+                f"payment {no}: its number is used by another order, which is never reversed"
+            )
+
+    async def _next_settled(
+        self, out_trade_no: str, after_seq: int, task: asyncio.Task[Payment]
+    ) -> EventList:
+        """Events after after_seq up to the first settled one, or all once the task ended."""
+        with self._watching(out_trade_no) as changed:
+            while True:
+                changed.clear()
+                events = await self._journal.events(out_trade_no, after_seq)
+                for index, event in enumerate(events):
+                    if event.state.settled:
+                        return events[: index + 1]
+                if task.done():
+                    return events
+                if self._closed:
+                    raise PaymentServiceClosed(f"stopped waiting for payment {out_trade_no}")
+                waiter = asyncio.ensure_future(changed.wait())
+                try:
+                    # asyncio.wait: a caller that goes away does not cancel the payment's task.
+                    await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+
+    @contextlib.contextmanager
+    def _watching(self, out_trade_no: str) -> Iterator[asyncio.Event]:
+        """A wake-up event for one watcher; nothing is left behind when it leaves."""
+        changed = asyncio.Event()
+        self._watchers.setdefault(out_trade_no, set()).add(changed)
+        try:
+            yield changed
+        finally:
+            watchers = self._watchers.get(out_trade_no)
+            if watchers is not None:
+                watchers.discard(changed)
+                if not watchers:
+                    del self._watchers[out_trade_no]
 
     def _reverse_event(self, out_trade_no: str) -> asyncio.Event:
         return self._reverse_requests.setdefault(out_trade_no, asyncio.Event())
@@ -277,31 +327,37 @@ class PaymentService:
         out_trade_no: str,
         start: Callable[[PaymentMachine], Coroutine[Any, Any, Payment]],
     ) -> asyncio.Task[Payment]:
-        first = start(self._machine(out_trade_no))
-        task = asyncio.get_running_loop().create_task(
-            self._drive(out_trade_no, first), name=f"payment {out_trade_no}"
-        )
+        task = self._owner.spawn(self._drive(out_trade_no, start), name=f"payment {out_trade_no}")
         self._tasks[out_trade_no] = task
         task.add_done_callback(lambda done: self._task_done(out_trade_no, done))
         return task
 
-    async def _drive(self, out_trade_no: str, first: Coroutine[Any, Any, Payment]) -> Payment:
-        """Run a machine step; after an unexpected failure, resume from the journal with backoff."""
+    async def _drive(
+        self, out_trade_no: str, start: Callable[[PaymentMachine], Coroutine[Any, Any, Payment]]
+    ) -> Payment:
+        """Run a machine step; after a failure, resume from the journal with capped backoff.
+
+        A step that could not journal its next state (JournalError) never made the call that
+        state leads to; the retry starts again from what the journal holds.
+        """
         structlog.contextvars.bind_contextvars(out_trade_no=out_trade_no)
-        step = first
+        # Made here, not at spawn: a task cancelled before it ran leaves no coroutine behind.
+        step = start(self._machine(out_trade_no))
         delay = self._timings.reverse_backoff
         while True:
             try:
                 return await step
-            except InvalidArgument as exc:
+            except WrongState as exc:
                 # The journal refused a step (e.g. micropay already attempted): nothing was sent.
                 log.warning("payment_step_refused", error=str(exc))
                 return await self._journal.get(out_trade_no)
             except NotFound:
                 log.exception("payment_missing_from_journal")
                 raise
+            except JournalError as exc:
+                log.warning("payment_journal_unavailable", error=str(exc), retry_in=delay)
             except Exception:
-                log.exception("payment_task_failed")
+                log.exception("payment_task_failed", retry_in=delay)
             await self._clock.sleep(delay)
             delay = min(delay * 2, self._timings.reverse_backoff_max)
             step = self._machine(out_trade_no).resume(INTERNAL_ERROR)
@@ -310,8 +366,6 @@ class PaymentService:
         if self._tasks.get(out_trade_no) is task:
             del self._tasks[out_trade_no]
             self._reverse_requests.pop(out_trade_no, None)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("payment_task_ended", out_trade_no=out_trade_no, error=str(task.exception()))
 
     def _on_event(self, event: PaymentEvent) -> None:
         """Journal listener: one log line per state change, and wake the payment's watchers."""
@@ -323,15 +377,9 @@ class PaymentService:
             kind=event.kind.value,
             **{k: v for k, v in event.data.items() if k != "face_code"},
         )
-        changed = self._changes.pop(event.out_trade_no, None)
-        if changed is not None:
+        if event.state is PaymentState.NEEDS_ATTENTION:
+            self._needs_attention.add(event.out_trade_no)
+        else:
+            self._needs_attention.discard(event.out_trade_no)
+        for changed in self._watchers.get(event.out_trade_no, ()):
             changed.set()
-
-
-def _validate(order: PaymentOrder) -> None:
-    if not _OUT_TRADE_NO.fullmatch(order.out_trade_no):
-        raise InvalidArgument("out_trade_no", "must be 1-32 characters of [0-9A-Za-z_-|*@]")
-    if order.total_fee <= 0:
-        raise InvalidArgument("total_fee", "must be a positive number of fen")
-    if not order.body or len(order.body.encode()) > 128:
-        raise InvalidArgument("body", "must be 1-128 bytes")

@@ -79,4 +79,6 @@ def payment_message(payment: Payment) -> pb.Payment:
         updated_at=timestamp(payment.updated_at),
         last_seq=payment.last_seq,
         final=payment.final,
+        attention_reason=payment.attention_reason,
+        attention_action=payment.attention_action,
     )

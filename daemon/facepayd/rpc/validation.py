@@ -6,7 +6,8 @@ import re
 
 from facepayd.errors import InvalidArgument
 
-OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_\-|*@]{1,32}")
+# micropay's charset; "@" is orderquery's only, and every order here starts with micropay.
+OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_\-|*]{1,32}")
 OPENID = re.compile(r"[0-9A-Za-z_\-]{1,128}")
 SESSION_ID = re.compile(r"fs_[0-9a-f]{16}")
 FEE_TYPE = re.compile(r"[A-Z]{3}")
@@ -64,10 +65,8 @@ class Rules:
 
 
 def out_trade_no(rules: Rules, field: str, value: str, *, required: bool = True) -> None:
-    """A merchant order number: [0-9A-Za-z_-|*@]{1,32}."""
-    rules.pattern(
-        field, value, OUT_TRADE_NO, "must match [0-9A-Za-z_-|*@]{1,32}", required=required
-    )
+    """A merchant order number as micropay takes it: [0-9A-Za-z_-|*]{1,32}."""
+    rules.pattern(field, value, OUT_TRADE_NO, "must match [0-9A-Za-z_-|*]{1,32}", required=required)
 
 
 def require_out_trade_no(value: str) -> None:

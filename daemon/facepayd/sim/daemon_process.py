@@ -13,6 +13,7 @@ from typing import Any
 import facepay_client
 import facepayd
 from facepay_client import TerminalClient
+from facepayd.ops import config as config_module
 from facepayd.sim.stack import SimStack
 
 # Where the child finds our packages, installed or not.
@@ -22,11 +23,19 @@ _IMPORT_PATHS = [
 ]
 
 
+def child_env() -> dict[str, str]:
+    """The environment for a child Python that must import our packages, installed or not."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(_IMPORT_PATHS)
+    env.pop("NOTIFY_SOCKET", None)
+    return env
+
+
 class DaemonProcess:
     """One facepayd child process with its own socket, state directory and log file."""
 
-    def __init__(self, stack: SimStack, workdir: Path, **sections: dict[str, Any]) -> None:
-        self.stack = stack
+    def __init__(self, stack: SimStack | None, workdir: Path, **sections: dict[str, Any]) -> None:
+        self.stack = stack  # None: the config file exists already (see for_config)
         self.workdir = workdir
         # Unix socket paths are limited to 108 bytes; tmp_path can be longer.
         self.socket = Path(tempfile.mkdtemp(prefix="fpd", dir="/tmp")) / "facepayd.sock"
@@ -37,17 +46,26 @@ class DaemonProcess:
         self.process: asyncio.subprocess.Process | None = None
         self.extra_env: dict[str, str] = {}
 
+    @classmethod
+    def for_config(cls, config_path: Path, workdir: Path) -> DaemonProcess:
+        """A daemon on a config file written elsewhere (e.g. by `python -m facepayd.sim`)."""
+        daemon = cls(None, workdir)
+        config = config_module.load(config_path)
+        daemon.config_path = config_path
+        daemon.socket = Path(config.server.socket)
+        daemon.state_dir = config.state_dir
+        return daemon
+
     async def start(
         self, *, wait_serving: bool = True, timeout: float = 30.0, log_level: str = "debug"
     ) -> None:
         """Write the config, spawn the daemon, wait until health says SERVING."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.stack.write_daemon_config(
-            self.config_path, socket=self.socket, state_dir=self.state_dir, **self.sections
-        )
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(_IMPORT_PATHS)
-        env.pop("NOTIFY_SOCKET", None)
+        if self.stack is not None:
+            self.stack.write_daemon_config(
+                self.config_path, socket=self.socket, state_dir=self.state_dir, **self.sections
+            )
+        env = child_env()
         env.update(self.extra_env)
         log = self.log_path.open("ab")  # a local file, handed to the child for its lifetime
         try:

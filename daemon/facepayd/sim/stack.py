@@ -26,7 +26,7 @@ from facepayd.sim.adbd import AdbServer, FakeAdbd
 from facepayd.sim.payscore import PayScoreSimulator
 from facepayd.sim.terminal import DEFAULT_USER, SimLatencies, SimTerminal
 from facepayd.sim.tls import TestPki, generate_test_pki
-from facepayd.sim.wxpay import WxPaySimulator
+from facepayd.sim.wxpay import UnknownReverse, WxPaySimulator
 from facepayd.wxpay.models import Merchant
 from facepayd.wxpay.v3 import certificate_serial
 
@@ -49,10 +49,26 @@ class SimOptions:
     userpaying_seconds: float = 2.0
     slow_seconds: float = 30.0
     reverse_recalls: int = 2
+    # A reverse of an order WeChat Pay never saw: refused (TRADE_ERROR recall=N) unless asked.
+    unknown_reverse: UnknownReverse = UnknownReverse.REFUSE
     sign_type: str = "HMAC-SHA256"
     # "adb": the real adb server and a fake adbd in front of the terminal; "tcp": plain TCP.
     device: str = "adb"
     face_app_installed: bool = True
+    # The daemon config's timers (polls, reverse delay, give-up, timeouts, heartbeats): short,
+    # for tests and the demo, or else left at the daemon's production defaults.
+    fast_timers: bool = True
+
+    @classmethod
+    def wechat_timers(cls, **overrides: Any) -> SimOptions:
+        """WeChat's own pace instead of the tests' short one (the simulators run on their own)."""
+        timers: dict[str, Any] = {
+            "latencies": SimLatencies(),
+            "userpaying_seconds": 10.0,
+            "slow_seconds": 60.0,
+            "fast_timers": False,
+        }
+        return cls(**{**timers, **overrides})
 
 
 class SimStack:
@@ -92,6 +108,7 @@ class SimStack:
             userpaying_seconds=o.userpaying_seconds,
             slow_seconds=o.slow_seconds,
             reverse_recalls=o.reverse_recalls,
+            unknown_reverse=o.unknown_reverse,
         )
         self._start_payscore(pki_dir)
         await self.wxpay.start()
@@ -210,6 +227,12 @@ class SimStack:
                 "resolve_backoff_max": 1.0,
             },
         }
+        if not self.options.fast_timers:
+            for name, keys in _FAST_TIMERS.items():
+                for key in keys:
+                    settings[name].pop(key, None)
+                if not settings[name]:
+                    del settings[name]
         for name, values in sections.items():
             settings.setdefault(name, {}).update(values)
         return settings
@@ -238,6 +261,21 @@ class SimStack:
             to_toml(self.daemon_settings(socket=socket, state_dir=state_dir, **sections))
         )
         return path
+
+
+# What daemon_settings shortens for tests and the demo; without fast_timers they are left out.
+_FAST_TIMERS: dict[str, tuple[str, ...]] = {
+    "wxpay": ("read_timeout",),
+    "device": (
+        "call_timeout",
+        "face_timeout",
+        "heartbeat_interval",
+        "heartbeat_timeout",
+        "reconnect_max_backoff",
+    ),
+    "payments": ("poll_interval", "reverse_after", "give_up_after"),
+    "payscore": ("backoff_initial", "backoff_max", "resolve_backoff", "resolve_backoff_max"),
+}
 
 
 def to_toml(settings: dict[str, Any]) -> str:

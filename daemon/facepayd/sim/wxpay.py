@@ -1,7 +1,8 @@
 """A simulated WeChat Pay backend: a real HTTPS server on loopback speaking the v2 XML protocol.
 
 State (an order ledger, issued authinfos) + service (TLS, HTTP/1.1 keep-alive via h11, signed
-XML; /secapi only with a client certificate signed by the sim CA) + scenarios.
+XML; /secapi only with a client certificate signed by the sim CA) + scenarios. It is never kinder
+than WeChat Pay: where the reference leaves an answer open, it gives the less helpful one.
 
 Scenarios are picked by the micropay amount (total_fee, in fen), see AMOUNT_SCENARIOS, or
 scripted for the next call with `script(out_trade_no or "*", scenario)`:
@@ -15,9 +16,19 @@ scripted for the next call with `script(out_trade_no or "*", scenario)`:
   104  REVERSE_RECALL            USERPAYING                  USERPAYING; reverse answers
                                                              SYSTEMERROR recall=Y reverse_recalls
                                                              times before it succeeds
+  105  REVERSE_TRADE_ERROR       USERPAYING                  USERPAYING; every reverse refused:
+                                                             TRADE_ERROR recall=N
+  106  REVERSE_EXPIRE            USERPAYING                  USERPAYING; every reverse refused:
+                                                             REVERSE_EXPIRE recall=N
+  107  REVERSE_USERPAYING        USERPAYING                  PAYERROR after userpaying_seconds;
+                                                             until then reverse answers
+                                                             USERPAYING recall=Y
   201  SYSTEMERROR_PAID          SYSTEMERROR                 paid (query shows SUCCESS)
   202  SYSTEMERROR_NOT_PAID      SYSTEMERROR                 never created (ORDERNOTEXIST)
   203  BANKERROR                 BANKERROR                   PAYERROR, nothing taken
+  204  NOTPAY                    SYSTEMERROR                 NOTPAY (query), nothing taken
+  205  CLOSED                    SYSTEMERROR                 CLOSED (query), nothing taken; a
+                                                             late micropay answers ORDERCLOSED
   301  NOTENOUGH                 NOTENOUGH                   PAYERROR, nothing taken
   302  AUTHCODEEXPIRE            AUTHCODEEXPIRE              PAYERROR, nothing taken
   401  FORGED_SUCCESS            SUCCESS signed with a       PAYERROR, nothing taken
@@ -33,17 +44,43 @@ scripted for the next call with `script(out_trade_no or "*", scenario)`:
   508  OVERSIZED                 signed, oversized_bytes big paid
   509  WRONG_APPID               signed, another appid       paid
   510  HTTP_500                  HTTP 500                    paid
+  601  RETURN_FAIL_SIGNERROR     return_code FAIL, unsigned  never created (ORDERNOTEXIST)
+  602  RETURN_FAIL_XML_FORMAT_ERROR  as 601                  never created (ORDERNOTEXIST)
+  603  RETURN_FAIL_PARAM_ERROR   return_code FAIL, unsigned  never created (ORDERNOTEXIST)
 
-Amount scenarios act on an order's first micropay only. A scripted reply fault (SLOW ...
-HTTP_500) acts on the next matching call of any endpoint, authinfo included; a scripted
-outcome (SUCCESS ... FORGED_SUCCESS) on the next matching micropay. The same out_trade_no is
-never charged twice: a repeated micropay of a paid order answers ORDERPAID.
+Scripted only (they act on the next matching reverse): REVERSE_TRADE_ERROR, REVERSE_EXPIRE,
+REVERSE_INVALID_REQUEST, REVERSE_PARAM_ERROR, REVERSE_INVALID_TRANSACTIONID, REVERSE_SIGNERROR
+(definite refusals, recall=N, the order unchanged) and REVERSE_USERPAYING (USERPAYING recall=Y,
+only while the order is USERPAYING).
+
+Amount scenarios act on an order's first micropay only; a RETURN_FAIL amount refuses every
+micropay (nothing is created, so each one is a first). A scripted reply fault (SLOW ... HTTP_500)
+or RETURN_FAIL_* acts on the next matching call of any endpoint, authinfo included (a
+RETURN_FAIL call changes nothing); a scripted outcome (SUCCESS ... CLOSED) on the next matching
+micropay; a scripted REVERSE_* on the next matching reverse.
+
+Rules that hold whatever the scenario:
+- The same out_trade_no is never charged twice: a repeated micropay of a paid order answers
+  ORDERPAID, one with another total_fee OUT_TRADE_NO_USED.
+- micropay answers AUTH_CODE_INVALID (nothing created) for an auth_code that is not 18 digits
+  starting 10-15, WeChat's payment-code rule; the simulated terminal's face codes ("13" and 16
+  digits) pass.
+- A reverse of an order WeChat Pay never saw (no micropay arrived, or it was lost: ORDERNOTEXIST)
+  is refused by default, TRADE_ERROR recall=N, and closes nothing; `unknown_reverse` picks another
+  answer (UnknownReverse.SUCCESS: SUCCESS recall=N, and the number is closed).
+- A reverse more than 7 days (REVERSE_WINDOW) after the order's first micropay answers
+  REVERSE_EXPIRE recall=N; a refund is the only way back.
+- `seed_paid_order()` puts an earlier, unrelated paid order (another payer) under a number.
+- `reverses()` records every reverse with its age: seconds from the order's first micropay
+  arriving to the reverse arriving, on the simulator's clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
+import re
 import secrets
 import ssl
 import time
@@ -67,11 +104,14 @@ __all__ = [
     "MICROPAY_PATH",
     "ORDERQUERY_PATH",
     "REVERSE_PATH",
+    "REVERSE_WINDOW",
     "OrderRecord",
+    "ReverseRecord",
     "Scenario",
     "SimHttpsServer",
     "SimRequest",
     "SimResponse",
+    "UnknownReverse",
     "WxPaySimulator",
 ]
 
@@ -108,6 +148,68 @@ class Scenario(enum.StrEnum):
     OVERSIZED = "OVERSIZED"
     WRONG_APPID = "WRONG_APPID"
     HTTP_500 = "HTTP_500"
+    # Outcomes of micropay that leave the order in a state only orderquery shows.
+    NOTPAY = "NOTPAY"
+    CLOSED = "CLOSED"
+    # Request refusals: return_code FAIL, nothing processed (any endpoint when scripted).
+    RETURN_FAIL_SIGNERROR = "RETURN_FAIL_SIGNERROR"
+    RETURN_FAIL_XML_FORMAT_ERROR = "RETURN_FAIL_XML_FORMAT_ERROR"
+    RETURN_FAIL_PARAM_ERROR = "RETURN_FAIL_PARAM_ERROR"
+    # Answers of reverse (scripted: the next reverse; by amount: every reverse of the order).
+    REVERSE_TRADE_ERROR = "REVERSE_TRADE_ERROR"
+    REVERSE_EXPIRE = "REVERSE_EXPIRE"
+    REVERSE_INVALID_REQUEST = "REVERSE_INVALID_REQUEST"
+    REVERSE_PARAM_ERROR = "REVERSE_PARAM_ERROR"
+    REVERSE_INVALID_TRANSACTIONID = "REVERSE_INVALID_TRANSACTIONID"
+    REVERSE_SIGNERROR = "REVERSE_SIGNERROR"
+    REVERSE_USERPAYING = "REVERSE_USERPAYING"
+
+
+class UnknownReverse(enum.StrEnum):
+    """How a reverse of an order WeChat Pay never saw is answered."""
+
+    # The reference's reverse section does not say. Its error table has no "order does not
+    # exist" code (ORDERNOTEXIST is orderquery's); INVALID_TRANSACTIONID is about a bad
+    # transaction_id parameter; TRADE_ERROR, "订单错误", is the one order-level refusal it lists.
+    # A cautious reading is therefore a definite refusal, TRADE_ERROR with recall=N, that closes
+    # nothing: a micropay still on its way would be charged, so a daemon may not take the
+    # refusal as proof that the order is dead (only a query after its own in-flight window is).
+    REFUSE = "REFUSE"
+    # ORDERNOTEXIST recall=N: a code the reverse table does not list, for the daemon's handling
+    # of unlisted codes that still say recall=N.
+    NOT_EXIST = "NOT_EXIST"
+    # SUCCESS recall=N, and the number is closed (a late micropay answers ORDERREVERSED): the
+    # kind reading, which the simulator used to give and which hid orders that never ended.
+    SUCCESS = "SUCCESS"
+
+
+REVERSE_WINDOW = 7 * 24 * 3600.0  # "订单有7天的撤销有效期"; after it reverse says REVERSE_EXPIRE
+
+# Scenario -> (return_msg); like the sim's own signature and XML checks, return_msg carries the
+# code's name so a test can tell them apart.
+RETURN_FAILS: Mapping[Scenario, str] = MappingProxyType(
+    {
+        Scenario.RETURN_FAIL_SIGNERROR: "SIGNERROR",
+        Scenario.RETURN_FAIL_XML_FORMAT_ERROR: "XML_FORMAT_ERROR",
+        Scenario.RETURN_FAIL_PARAM_ERROR: "PARAM_ERROR",
+    }
+)
+
+# Scenario -> (err_code, err_code_des) of a definite reverse refusal, sent with recall=N.
+REVERSE_REFUSALS: Mapping[Scenario, tuple[str, str]] = MappingProxyType(
+    {
+        Scenario.REVERSE_TRADE_ERROR: ("TRADE_ERROR", "订单错误"),
+        Scenario.REVERSE_EXPIRE: ("REVERSE_EXPIRE", "订单无法撤销"),
+        Scenario.REVERSE_INVALID_REQUEST: ("INVALID_REQUEST", "无效请求"),
+        Scenario.REVERSE_PARAM_ERROR: ("PARAM_ERROR", "参数错误"),
+        Scenario.REVERSE_INVALID_TRANSACTIONID: ("INVALID_TRANSACTIONID", "无效transaction_id"),
+        Scenario.REVERSE_SIGNERROR: ("SIGNERROR", "签名错误"),
+    }
+)
+REVERSE_ANSWERS = frozenset({*REVERSE_REFUSALS, Scenario.REVERSE_USERPAYING})
+
+# WeChat's payment-code rule: 18 digits starting 10-15.
+_AUTH_CODE = re.compile(r"1[0-5][0-9]{16}")
 
 
 REPLY_FAULTS = frozenset(
@@ -131,9 +233,14 @@ AMOUNT_SCENARIOS: Mapping[int, Scenario] = MappingProxyType(
         102: Scenario.USERPAYING_FOREVER,
         103: Scenario.USERPAYING_THEN_PAYERROR,
         104: Scenario.REVERSE_RECALL,
+        105: Scenario.REVERSE_TRADE_ERROR,
+        106: Scenario.REVERSE_EXPIRE,
+        107: Scenario.REVERSE_USERPAYING,
         201: Scenario.SYSTEMERROR_PAID,
         202: Scenario.SYSTEMERROR_NOT_PAID,
         203: Scenario.BANKERROR,
+        204: Scenario.NOTPAY,
+        205: Scenario.CLOSED,
         301: Scenario.NOTENOUGH,
         302: Scenario.AUTHCODEEXPIRE,
         401: Scenario.FORGED_SUCCESS,
@@ -147,6 +254,9 @@ AMOUNT_SCENARIOS: Mapping[int, Scenario] = MappingProxyType(
         508: Scenario.OVERSIZED,
         509: Scenario.WRONG_APPID,
         510: Scenario.HTTP_500,
+        601: Scenario.RETURN_FAIL_SIGNERROR,
+        602: Scenario.RETURN_FAIL_XML_FORMAT_ERROR,
+        603: Scenario.RETURN_FAIL_PARAM_ERROR,
     }
 )
 
@@ -388,6 +498,8 @@ class OrderState(enum.StrEnum):
     USERPAYING = "USERPAYING"
     PAYERROR = "PAYERROR"
     REVOKED = "REVOKED"
+    NOTPAY = "NOTPAY"
+    CLOSED = "CLOSED"
     NOT_EXIST = "NOT_EXIST"  # the micropay was lost inside WeChat Pay: queries say ORDERNOTEXIST
 
 
@@ -406,6 +518,26 @@ class OrderRecord:
     reverse_calls: int
     transaction_id: str
     scenario: Scenario | None
+    openid: str = ""
+    foreign: bool = False  # seeded with seed_paid_order(): someone else's earlier order
+    first_micropay_at: float | None = None  # simulator clock; None if no micropay ever arrived
+
+
+@dataclass(frozen=True, slots=True)
+class ReverseRecord:
+    """One reverse as it arrived and what it was answered (see WxPaySimulator.reverses)."""
+
+    out_trade_no: str
+    transaction_id: str
+    arrived_at: float  # on the simulator's clock
+    # Seconds from the order's first micropay arriving to this reverse arriving; None when no
+    # micropay of the order ever arrived (a foreign seeded order counts from its seeding).
+    age: float | None
+    # "SUCCESS", the err_code of a result_code FAIL, or "FAIL" for a return_code FAIL (the
+    # request itself refused: bad signature, no client certificate, ...).
+    answered: str
+    recall: bool  # the answer said recall=Y
+    fault: Scenario | None = None  # a scripted reply fault spoiled the answer on its way
 
 
 @dataclass(slots=True)
@@ -416,6 +548,8 @@ class _Order:
     openid: str
     attach: str = ""
     device_info: str = ""
+    first_micropay_at: float | None = None
+    foreign: bool = False
     state: OrderState = OrderState.NOT_EXIST
     charge_count: int = 0
     refunded: bool = False
@@ -441,6 +575,9 @@ class _Order:
             reverse_calls=self.reverse_calls,
             transaction_id=self.transaction_id,
             scenario=self.scenario,
+            openid=self.openid,
+            foreign=self.foreign,
+            first_micropay_at=self.first_micropay_at,
         )
 
 
@@ -477,6 +614,8 @@ class WxPaySimulator:
         slow_seconds: float = 60.0,
         reverse_recalls: int = 2,
         oversized_bytes: int = 256 * 1024,
+        unknown_reverse: UnknownReverse = UnknownReverse.REFUSE,
+        reverse_log_size: int = 10_000,
     ) -> None:
         self._merchant = merchant
         self._api_key = api_key
@@ -488,6 +627,11 @@ class WxPaySimulator:
         self.slow_seconds = slow_seconds
         self.reverse_recalls = reverse_recalls
         self.oversized_bytes = oversized_bytes
+        # How a reverse of an order never seen is answered; tests may change it at any time.
+        self.unknown_reverse = unknown_reverse
+        self._reverses: collections.deque[ReverseRecord] = collections.deque(
+            maxlen=reverse_log_size
+        )
         self._orders: dict[str, _Order] = {}
         self._authinfos: dict[str, float] = {}
         self._issued: list[str] = []
@@ -605,43 +749,98 @@ class WxPaySimulator:
         self._settle(order)
         return order.snapshot()
 
+    def seed_paid_order(
+        self,
+        out_trade_no: str,
+        *,
+        total_fee: int,
+        openid: str | None = None,
+        age: float = 3600.0,
+        attach: str = "",
+    ) -> OrderRecord:
+        """Put an earlier, unrelated paid order (another payer) under out_trade_no."""
+        if out_trade_no in self._orders:
+            raise ValueError(f"{out_trade_no} is already in the ledger")
+        if total_fee <= 0:
+            raise ValueError("total_fee must be a positive number of fen")
+        paid_at = self._clock.time() - age
+        order = _Order(
+            out_trade_no=out_trade_no,
+            total_fee=total_fee,
+            transaction_id=_transaction_id(),
+            openid=openid or "oForeign" + secrets.token_hex(10),
+            attach=attach,
+            first_micropay_at=paid_at,
+            foreign=True,
+        )
+        self._charge(order, paid_at)
+        self._orders[out_trade_no] = order
+        return order.snapshot()
+
+    def reverses(self, out_trade_no: str | None = None) -> tuple[ReverseRecord, ...]:
+        """Every reverse recorded (oldest first, at most reverse_log_size), or one order's."""
+        return tuple(r for r in self._reverses if out_trade_no in (None, r.out_trade_no))
+
+    def clear_reverses(self) -> None:
+        """Forget the recorded reverses."""
+        self._reverses.clear()
+
     # --- service
 
     def _v2(
         self, path: str, endpoint: Callable[[dict[str, str], Scenario | None], _Answer]
     ) -> Handler:
         async def handle(request: SimRequest) -> SimResponse:
-            if path.startswith("/secapi/") and not request.client_cert:
-                self.unverified_secapi_calls += 1
-                return _fail("certificate required: no verified client certificate")
-            try:
-                fields = parse_xml(request.body, len(request.body))
-            except ResponseNotTrusted:
-                return _fail("XML_FORMAT_ERROR")
-            sign_type = fields.get("sign_type") or MD5
-            if sign_type not in SIGN_TYPES or not verify(fields, self._api_key, sign_type):
-                self.signature_failures += 1
-                return _fail("SIGNERROR")
-            if (fields.get("appid"), fields.get("mch_id")) != (
-                self._merchant.appid,
-                self._merchant.mch_id,
-            ):
-                return _fail("APPID_MCHID_NOT_MATCH")
-            scripted = self._take_script(path, fields.get("out_trade_no", ""))
-            answer = endpoint(fields, scripted)
-            for observer in list(self.observers):
-                observer(path, fields)
-            if scripted in REPLY_FAULTS:
-                answer.fault = scripted
-            return self._reply(fields, answer, sign_type)
+            fields: dict[str, str] = {}
+            arrived_at = self._clock.time()
+            answer = self._refusal(path, request, fields)
+            # Measured before the call acts: a reverse may create a ledger entry.
+            age = self._age(fields, arrived_at) if path == REVERSE_PATH else None
+            if answer is None:
+                scripted = self._take_script(path, fields.get("out_trade_no", ""))
+                refused = RETURN_FAILS.get(scripted) if scripted is not None else None
+                if refused is not None:
+                    answer = _return_fail(refused)
+                else:
+                    answer = endpoint(fields, scripted)
+                    for observer in list(self.observers):
+                        observer(path, fields)
+                    if scripted in REPLY_FAULTS:
+                        answer.fault = scripted
+            if path == REVERSE_PATH:
+                self._record_reverse(fields, arrived_at, age, answer)
+            return self._reply(fields, answer, fields.get("sign_type") or MD5)
 
         return handle
+
+    def _refusal(self, path: str, request: SimRequest, fields: dict[str, str]) -> _Answer | None:
+        """A return_code FAIL for a request WeChat Pay would not process; fills fields."""
+        try:
+            parsed: dict[str, str] | None = parse_xml(request.body, len(request.body))
+        except ResponseNotTrusted:
+            parsed = None
+        fields.update(parsed or {})  # for the reverse record, even of a refused request
+        if path.startswith("/secapi/") and not request.client_cert:
+            self.unverified_secapi_calls += 1
+            return _return_fail("certificate required: no verified client certificate")
+        if parsed is None:
+            return _return_fail("XML_FORMAT_ERROR")
+        sign_type = fields.get("sign_type") or MD5
+        if sign_type not in SIGN_TYPES or not verify(fields, self._api_key, sign_type):
+            self.signature_failures += 1
+            return _return_fail("SIGNERROR")
+        if (fields.get("appid"), fields.get("mch_id")) != (
+            self._merchant.appid,
+            self._merchant.mch_id,
+        ):
+            return _return_fail("APPID_MCHID_NOT_MATCH")
+        return None
 
     def _take_script(self, path: str, out_trade_no: str) -> Scenario | None:
         for script in self._scripts:
             if script.target not in ("*", out_trade_no):
                 continue
-            if script.scenario not in REPLY_FAULTS and path != MICROPAY_PATH:
+            if not _script_applies(script.scenario, path):
                 continue
             script.times -= 1
             if script.times <= 0:
@@ -668,35 +867,47 @@ class WxPaySimulator:
         if not total_fee.isdigit() or int(total_fee) <= 0:
             return _result_fail("PARAM_ERROR", "total_fee must be a positive integer")
         fee = int(total_fee)
+        if not _AUTH_CODE.fullmatch(fields["auth_code"]):
+            # Checked before the order exists, as the code is: nothing is created.
+            return _result_fail("AUTH_CODE_INVALID", "付款码检验错误")
         order = self._orders.get(out_trade_no)
         if order is None:
+            by_amount = scripted is None or scripted in REPLY_FAULTS
+            refusal = RETURN_FAILS.get(AMOUNT_SCENARIOS.get(fee, Scenario.SUCCESS))
+            if by_amount and refusal is not None:
+                return _return_fail(refusal)
             order = _Order(
                 out_trade_no=out_trade_no,
                 total_fee=fee,
-                transaction_id="4200" + "".join(secrets.choice("0123456789") for _ in range(24)),
+                transaction_id=_transaction_id(),
                 openid=self.openid_of_face_code(fields["auth_code"])
                 or "oSim" + secrets.token_hex(12),
                 attach=fields.get("attach", ""),
                 device_info=fields.get("device_info", ""),
             )
             self._orders[out_trade_no] = order
+        if order.first_micropay_at is None:
+            order.first_micropay_at = self._clock.time()
         order.micropay_calls += 1
         # A scripted reply fault spoils the answer only (see _v2); the amount still decides.
         scenario = None if scripted in REPLY_FAULTS else scripted
         if scenario is None and order.micropay_calls == 1:
             scenario = AMOUNT_SCENARIOS.get(fee, Scenario.SUCCESS)
-        if order.scenario is None:
+        if order.scenario is None and not order.foreign:  # another's order keeps its own way
             order.scenario = scenario
         self._settle(order)
+        # A number already used for another amount is another order (an order closed by an
+        # unknown-order reverse has no amount yet, and answers ORDERREVERSED below).
+        if order.total_fee and order.total_fee != fee:
+            return _result_fail("OUT_TRADE_NO_USED", "same out_trade_no, different order")
         repeated = {
             OrderState.SUCCESS: ("ORDERPAID", "order already paid"),
             OrderState.REVOKED: ("ORDERREVERSED", "order reversed"),
+            OrderState.CLOSED: ("ORDERCLOSED", "order closed"),
             OrderState.USERPAYING: ("USERPAYING", "waiting for the user to confirm"),
         }.get(order.state)
         if repeated is not None:
             return _result_fail(*repeated)
-        if order.total_fee != fee:
-            return _result_fail("OUT_TRADE_NO_USED", "same out_trade_no, different order")
         return self._play(order, scenario or Scenario.SUCCESS)
 
     def _play(self, order: _Order, scenario: Scenario) -> _Answer:
@@ -712,12 +923,13 @@ class WxPaySimulator:
             Scenario.USERPAYING_FOREVER,
             Scenario.USERPAYING_THEN_PAYERROR,
             Scenario.REVERSE_RECALL,
+            *REVERSE_ANSWERS,
         ):
             order.state = OrderState.USERPAYING
             order.settle_at = None
             if outcome is Scenario.USERPAYING_THEN_SUCCESS:
                 order.settle_at, order.settle_to = now + self.userpaying_seconds, OrderState.SUCCESS
-            elif outcome is Scenario.USERPAYING_THEN_PAYERROR:
+            elif outcome in (Scenario.USERPAYING_THEN_PAYERROR, Scenario.REVERSE_USERPAYING):
                 order.settle_at, order.settle_to = (
                     now + self.userpaying_seconds,
                     OrderState.PAYERROR,
@@ -730,6 +942,9 @@ class WxPaySimulator:
             return _result_fail("SYSTEMERROR", "system error")
         if outcome is Scenario.SYSTEMERROR_NOT_PAID:
             order.state = OrderState.NOT_EXIST
+            return _result_fail("SYSTEMERROR", "system error")
+        if outcome in (Scenario.NOTPAY, Scenario.CLOSED):
+            order.state = OrderState(str(outcome))
             return _result_fail("SYSTEMERROR", "system error")
         if outcome is Scenario.FORGED_SUCCESS:
             order.state = OrderState.PAYERROR
@@ -771,27 +986,89 @@ class WxPaySimulator:
             answer.update(self._paid_fields(order))
         return _Answer(answer)
 
-    def _reverse(self, fields: dict[str, str], _scripted: Scenario | None) -> _Answer:
+    def _reverse(self, fields: dict[str, str], scripted: Scenario | None) -> _Answer:
         out_trade_no = fields.get("out_trade_no", "")
-        if not out_trade_no:
-            return _result_fail("PARAM_ERROR", "out_trade_no required")
-        order = self._orders.get(out_trade_no)
-        if order is None:
-            # Reversing an order never seen closes its number: a late micropay is refused.
-            order = _Order(out_trade_no, 0, "", "", state=OrderState.REVOKED)
-            self._orders[out_trade_no] = order
-        order.reverse_calls += 1
+        transaction_id = fields.get("transaction_id", "")
+        if not out_trade_no and not transaction_id:
+            return _reverse_answer("PARAM_ERROR", "out_trade_no or transaction_id required")
+        order = self._find(out_trade_no, transaction_id)
+        if order is None and transaction_id:
+            return _reverse_answer("INVALID_TRANSACTIONID", "无效transaction_id")
+        if order is not None:
+            order.reverse_calls += 1
+            self._settle(order)
+        if order is None or order.state is OrderState.NOT_EXIST:
+            return self._reverse_unknown(out_trade_no, order)
+        planned = scripted or (order.scenario if order.scenario in REVERSE_ANSWERS else None)
+        refusal = REVERSE_REFUSALS.get(planned) if planned is not None else None
+        if refusal is not None:
+            return _reverse_answer(*refusal)
+        # The reference: "用户正在支付中的订单不允许撤销". Only in this scenario: WeChat does let
+        # an order waiting for a password be reversed, which is how a stalled USERPAYING ends.
+        if planned is Scenario.REVERSE_USERPAYING and order.state is OrderState.USERPAYING:
+            return _reverse_answer("USERPAYING", "用户支付中", recall=True)
+        first = order.first_micropay_at
+        if first is not None and self._clock.time() - first >= REVERSE_WINDOW:
+            return _reverse_answer(*REVERSE_REFUSALS[Scenario.REVERSE_EXPIRE])
         if order.reverse_recalls_left > 0:
             order.reverse_recalls_left -= 1
-            answer = _result_fail("SYSTEMERROR", "system error, call again")
-            answer.fields["recall"] = "Y"
-            return answer
-        self._settle(order)
+            return _reverse_answer("SYSTEMERROR", "system error, call again", recall=True)
         if order.state is OrderState.SUCCESS:
             order.refunded = True
-        order.state = OrderState.REVOKED
+        # A closed order holds nothing and stays closed; any other becomes REVOKED.
+        if order.state is not OrderState.CLOSED:
+            order.state = OrderState.REVOKED
         order.settle_at = None
         return _Answer({"result_code": "SUCCESS", "recall": "N"})
+
+    def _reverse_unknown(self, out_trade_no: str, order: _Order | None) -> _Answer:
+        """Answer a reverse of an order WeChat Pay has no record of, as unknown_reverse says."""
+        if self.unknown_reverse is UnknownReverse.NOT_EXIST:
+            return _reverse_answer("ORDERNOTEXIST", "order does not exist")
+        if self.unknown_reverse is UnknownReverse.REFUSE:
+            return _reverse_answer("TRADE_ERROR", "订单错误")
+        if order is None:
+            # Reversing an order never seen closes its number: a late micropay is refused.
+            order = _Order(out_trade_no, 0, "", "", state=OrderState.REVOKED, reverse_calls=1)
+            self._orders[out_trade_no] = order
+        order.state = OrderState.REVOKED
+        return _Answer({"result_code": "SUCCESS", "recall": "N"})
+
+    def _find(self, out_trade_no: str, transaction_id: str) -> _Order | None:
+        """The order a reverse names: by transaction_id when given (it takes priority)."""
+        if transaction_id:
+            return next(
+                (o for o in self._orders.values() if o.transaction_id == transaction_id), None
+            )
+        return self._orders.get(out_trade_no)
+
+    def _age(self, fields: Mapping[str, str], arrived_at: float) -> float | None:
+        order = self._find(fields.get("out_trade_no", ""), fields.get("transaction_id", ""))
+        if order is None or order.first_micropay_at is None:
+            return None
+        return arrived_at - order.first_micropay_at
+
+    def _record_reverse(
+        self, fields: Mapping[str, str], arrived_at: float, age: float | None, answer: _Answer
+    ) -> None:
+        reply = answer.fields
+        if reply.get("return_code") == "FAIL":
+            answered = "FAIL"
+        elif reply.get("result_code") == "SUCCESS":
+            answered = "SUCCESS"
+        else:
+            answered = reply.get("err_code", "")
+        self._reverses.append(
+            ReverseRecord(
+                out_trade_no=fields.get("out_trade_no", ""),
+                transaction_id=fields.get("transaction_id", ""),
+                arrived_at=arrived_at,
+                age=age,
+                answered=answered,
+                recall=reply.get("recall") == "Y",
+                fault=answer.fault,
+            )
+        )
 
     # --- helpers
 
@@ -883,6 +1160,8 @@ _TRADE_STATE_DESC: Mapping[OrderState, str] = MappingProxyType(
         OrderState.USERPAYING: "用户支付中",
         OrderState.PAYERROR: "支付失败",
         OrderState.REVOKED: "已撤销",
+        OrderState.NOTPAY: "未支付",
+        OrderState.CLOSED: "已关闭",
         OrderState.NOT_EXIST: "订单不存在",
     }
 )
@@ -894,8 +1173,32 @@ def _fail(message: str) -> SimResponse:
     return SimResponse(headers=(("Content-Type", "text/xml; charset=utf-8"),), body=body)
 
 
+def _return_fail(message: str) -> _Answer:
+    """A request refused as a whole: return_code FAIL, return_msg, no result fields, no sign."""
+    return _Answer({"return_code": "FAIL", "return_msg": message})
+
+
 def _result_fail(err_code: str, description: str) -> _Answer:
     return _Answer({"result_code": "FAIL", "err_code": err_code, "err_code_des": description})
+
+
+def _reverse_answer(err_code: str, description: str, *, recall: bool = False) -> _Answer:
+    answer = _result_fail(err_code, description)
+    answer.fields["recall"] = "Y" if recall else "N"
+    return answer
+
+
+def _transaction_id() -> str:
+    return "4200" + "".join(secrets.choice("0123456789") for _ in range(24))
+
+
+def _script_applies(scenario: Scenario, path: str) -> bool:
+    """Which calls a scripted scenario acts on (see the module docstring)."""
+    if scenario in REPLY_FAULTS or scenario in RETURN_FAILS:
+        return True
+    if scenario in REVERSE_ANSWERS:
+        return path == REVERSE_PATH
+    return path == MICROPAY_PATH
 
 
 def _server_context(pki: TestPki) -> ssl.SSLContext:

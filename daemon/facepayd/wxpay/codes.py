@@ -2,7 +2,8 @@
 
 Codes come from the reference's error tables for micropay, orderquery and reverse. A code
 that is not in the table is never taken as a definite failure: for micropay and orderquery
-it means "outcome unknown, query again", for reverse "call again".
+it means "outcome unknown, query again", for reverse "call again" (while the answer's
+recall=N still ends the reversing: the order's own state then decides).
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ class Disposition(enum.StrEnum):
     FAILED = "failed"  # definite: nothing was charged, or the call cannot succeed as sent
     QUERY = "query"  # outcome unknown: query the order now
     USERPAYING = "userpaying"  # the user is confirming: query again in about 5 s
+    # micropay: the number is taken at WeChat Pay, maybe by another, earlier order: query, and
+    # take a paid answer only when amount and payer are ours; never reverse it.
+    NUMBER_USED = "number_used"
     NOT_EXIST = "not_exist"  # orderquery: WeChat Pay never saw the order
     RETRY = "retry"  # reverse: call reverse again
+    EXPIRED = "expired"  # reverse: older than the 7-day window; only a refund undoes it
 
 
 _F = Disposition.FAILED
@@ -40,10 +45,10 @@ ERROR_CODES: Mapping[Api, Mapping[str, Disposition]] = MappingProxyType(
                 "SYSTEMERROR": _Q,
                 "BANKERROR": _Q,
                 "USERPAYING": Disposition.USERPAYING,
-                # The order number is already known to WeChat Pay: an earlier attempt of ours
-                # may have paid it, so only a query can tell.
-                "ORDERPAID": _Q,
-                "OUT_TRADE_NO_USED": _Q,
+                # The order number is already known to WeChat Pay: micropay is sent once per
+                # number, so it is most likely another order's; only a query can tell.
+                "ORDERPAID": Disposition.NUMBER_USED,
+                "OUT_TRADE_NO_USED": Disposition.NUMBER_USED,
                 "PARAM_ERROR": _F,
                 "NOAUTH": _F,
                 "AUTHCODEEXPIRE": _F,
@@ -80,7 +85,7 @@ ERROR_CODES: Mapping[Api, Mapping[str, Disposition]] = MappingProxyType(
                 "PARAM_ERROR": _F,
                 "REQUIRE_POST_METHOD": _F,
                 "SIGNERROR": _F,
-                "REVERSE_EXPIRE": _F,
+                "REVERSE_EXPIRE": Disposition.EXPIRED,
                 "INVALID_REQUEST": _F,
                 "TRADE_ERROR": _F,
             }

@@ -52,6 +52,9 @@ class TradeState(enum.StrEnum):
     USERPAYING = "USERPAYING"  # waiting for the user (password); query again
     UNKNOWN = "UNKNOWN"  # SYSTEMERROR, BANKERROR and the like: query again
     FAILED = "FAILED"  # a definite failure: nothing was charged
+    # micropay return_code=FAIL (SIGNERROR, XML_FORMAT_ERROR...): refused before any trade,
+    # but unsigned, so not proof: query, and only ORDERNOTEXIST makes it a failure.
+    REJECTED = "REJECTED"
     NOTPAY = "NOTPAY"  # orderquery: not paid (yet)
     CLOSED = "CLOSED"
     REVOKED = "REVOKED"  # reversed

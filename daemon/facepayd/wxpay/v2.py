@@ -125,7 +125,11 @@ class WxPayV2Client:
         )
 
     async def micropay(self, order: MicropayOrder) -> TradeResult:
-        """Charge a face_code; BackendUnavailable/ResponseNotTrusted leave the outcome unknown."""
+        """Charge a face_code; BackendUnavailable/ResponseNotTrusted leave the outcome unknown.
+
+        A return_code=FAIL answer is the typed outcome REJECTED (err_code: its code), not an
+        exception: the payment machine queries it before calling the order failed.
+        """
         if not order.out_trade_no:
             raise InvalidArgument("out_trade_no", "must not be empty")
         if order.total_fee <= 0:
@@ -148,13 +152,21 @@ class WxPayV2Client:
             "auth_code": order.auth_code,
             "scene_info": order.scene_info,
         }
-        fields = await self._call(
-            "micropay",
-            self._http,
-            f"{self._api_base_url}/pay/micropay",
-            params,
-            secrets_sent=(order.auth_code,),
-        )
+        try:
+            fields = await self._call(
+                "micropay",
+                self._http,
+                f"{self._api_base_url}/pay/micropay",
+                params,
+                secrets_sent=(order.auth_code,),
+            )
+        except BackendRejected as exc:  # only _call's return_code=FAIL raises it
+            return TradeResult(
+                state=TradeState.REJECTED,
+                out_trade_no=order.out_trade_no,
+                err_code=exc.code,
+                err_code_des=exc.message,
+            )
         self._check_echo(fields, "out_trade_no", order.out_trade_no, "micropay")
         result_code = _result_code(fields, "micropay")
         if result_code == "SUCCESS":
