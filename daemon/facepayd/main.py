@@ -43,10 +43,11 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     stack = None
     if args.simulate:
-        from facepayd.sim.stack import SimStack
+        from facepayd.sim.stack import SimOptions, SimStack
 
         state_dir = args.state_dir or Path("facepayd-sim-state")
-        stack = SimStack(state_dir / "sim")
+        # WeChat's own pace (5 s polls, 15 s earliest reverse, 30 s give-up): what a till sees.
+        stack = SimStack(state_dir / "sim", SimOptions.wechat_timers())
         await stack.start()
         cfg = stack.daemon_config(
             socket=args.socket or state_dir / "facepayd.sock", state_dir=state_dir

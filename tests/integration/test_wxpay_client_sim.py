@@ -617,6 +617,8 @@ async def test_unknown_reverse_can_answer_an_unlisted_code(
     sim.unknown_reverse = UnknownReverse.NOT_EXIST
     result = await make_client().reverse(out_trade_no="T-nx")
     assert (result.succeeded, result.err_code) == (False, "ORDERNOTEXIST")
+    # The answer's recall=N decides, even for a code the reverse table does not list.
+    assert not result.recall
     raw = await raw_call(http, sim, REVERSE_PATH, out_trade_no="T-nx2")
     assert (raw["result_code"], raw["err_code"], raw["recall"]) == ("FAIL", "ORDERNOTEXIST", "N")
     assert sim.order("T-nx") is None

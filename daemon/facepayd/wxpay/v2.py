@@ -228,13 +228,18 @@ class WxPayV2Client:
         fields = await self._call(
             "reverse", self._secapi_http, f"{self._api_base_url}/secapi/pay/reverse", params
         )
-        recall = fields.get("recall", "") == "Y"
+        err_code = fields.get("err_code", "")
+        # recall is required in the answer and decides: N means "do not call reverse again",
+        # whatever the code. Only an answer without it falls back on the code's table entry.
+        if "recall" in fields:
+            recall = fields["recall"] == "Y"
+        else:
+            recall = bool(err_code) and classify(Api.REVERSE, err_code) is Disposition.RETRY
         if _result_code(fields, "reverse") == "SUCCESS":
             return ReverseResult(succeeded=True, recall=recall)
-        err_code = fields.get("err_code", "")
         return ReverseResult(
             succeeded=False,
-            recall=recall or classify(Api.REVERSE, err_code) is Disposition.RETRY,
+            recall=recall,
             err_code=err_code,
             err_code_des=_message(fields.get("err_code_des", ""), ()),
         )
