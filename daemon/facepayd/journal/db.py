@@ -105,14 +105,18 @@ class Database:
 
 @contextlib.contextmanager
 def transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception, a failed COMMIT included."""
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
+        # A full disk often fails here, when WAL frames are written: still inside the guard, so
+        # the connection never stays in a transaction that every later BEGIN would trip over.
+        db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
 
 
 def canonical(value: Mapping[str, Any]) -> str:
