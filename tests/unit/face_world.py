@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,7 @@ async def face_world(
     *,
     sdk_version: str = "2.22.0",
     mode: SdkMode = SdkMode.NON_AGGREGATE,
+    fetch: Callable[[], Awaitable[AuthinfoGrant]] | None = None,
 ) -> AsyncIterator[World]:
     """Start the simulated terminal and the face domain over it; stop everything afterwards."""
     clock = ManualClock()
@@ -149,12 +150,12 @@ async def face_world(
         merchant=MERCHANT,
     )
 
-    async def fetch() -> AuthinfoGrant:
+    async def grant() -> AuthinfoGrant:
         return AuthinfoGrant("authinfo-sim-secret", 3600)
 
     authinfo = AuthinfoCache(
         key=AuthinfoKey("D1", "wxsim", "1900000001", "", "", "S1"),
-        fetch=fetch,
+        fetch=fetch or grant,
         clock=clock,
         path=tmp_path / "authinfo.json",
         refresh_ahead=300.0,

@@ -13,7 +13,7 @@ import pytest
 
 from facepay.terminal.v1 import terminal_pb2 as pb
 from facepay_client import InvalidArgumentError, TerminalBusyError, TerminalClient
-from facepayd.errors import FacepayError, JournalError, TerminalBusy
+from facepayd.errors import BackendUnavailable, FacepayError, JournalError, TerminalBusy
 from facepayd.face.flows import CaptureCancelled, FaceCode, FacePayStep, SessionStartedStep
 from facepayd.face.sessions import EndReason, FaceOptions, SessionEnd
 from facepayd.ops.config import Config
@@ -22,6 +22,7 @@ from facepayd.payscore.service import PayScoreOutcome
 from facepayd.rpc.server import RpcServer
 from facepayd.rpc.service import Domain, TerminalService
 from facepayd.sim.terminal import FaceOutcome, SimUser
+from facepayd.wxpay.models import AuthinfoGrant
 from tests.helpers import settle, until
 from tests.unit.face_world import CAPTURE, FACE_TIMEOUT, UPDATE_RESULT, World, face_world
 
@@ -233,6 +234,27 @@ async def test_a_journal_failing_mid_capture_quits_the_ui_and_leaves_no_order_ca
         assert payment.state is PaymentState.CANCELLED
         capturing, _ = await world.payments.list([PaymentState.CAPTURING])
         assert capturing == []
+        assert world.flows.running == 0
+
+
+async def test_a_capture_that_fails_after_its_order_is_journaled_cancels_the_order(
+    tmp_path: Path,
+) -> None:
+    async def unreachable() -> AuthinfoGrant:
+        raise BackendUnavailable("get_wxpayface_authinfo: WeChat Pay did not answer")
+
+    async with face_world(tmp_path, fetch=unreachable) as world:
+        handle = await world.flows.start_face_pay(order("A1"), OPTIONS)
+        stream = asyncio.ensure_future(collect(handle.steps(), []))
+        await until(stream.done, 10, "the stream's end")
+        with contextlib.suppress(FacepayError):
+            await stream
+        payment = await world.payments.get("A1")
+        assert payment.state is PaymentState.CANCELLED, "never left CAPTURING with no owner"
+        events = await world.journal.payments.events("A1")
+        assert events[-1].data["reason"] == "BACKEND_UNAVAILABLE"
+        assert world.sim.calls["getWxpayfaceCode"] == 0
+        assert world.backend.calls == []
         assert world.flows.running == 0
 
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar, cast
 
 import structlog
 
-from facepayd.clock import Clock
+from facepayd.clock import Clock, wait_for
 from facepayd.device.sdk import FaceCode, UiResult, UserInfo
 from facepayd.errors import (
     ConfigError,
@@ -100,10 +100,11 @@ class FacePayHandle:
     # None for a re-attach: only the starter follows the face UI.
     session: Session | None = None
     # Resolves once the new order is journaled (or with why it could not be).
-    _journaled: asyncio.Future[None] | None = None
-    _face_code: asyncio.Future[str] | None = None
+    _journaled: asyncio.Future[None] | None = field(default=None, repr=False)
+    # The face code is a secret: kept out of the repr.
+    _face_code: asyncio.Future[str] | None = field(default=None, repr=False)
     # Resolves when the flow ends; an exception ends the stream with that error.
-    _outcome: asyncio.Future[None] | None = None
+    _outcome: asyncio.Future[None] | None = field(default=None, repr=False)
 
     @property
     def session_id(self) -> str:
@@ -309,30 +310,45 @@ class FaceFlows:
                 except FaceSessionEnded as exc:
                     await self._record_cancelled(out_trade_no, exc.return_code, exc.return_msg)
                     return
-                except DeviceError as exc:
-                    await self._record_cancelled(out_trade_no, exc.reason, str(exc))
+                except Exception as exc:
+                    # Journaled and no code (device, authinfo fetch, a bug): CANCELLED, never
+                    # left CAPTURING with nobody to end it.
+                    await self._record_cancelled(out_trade_no, *_why(exc))
+                    if not isinstance(exc, FacepayError):
+                        raise
                     return
                 handle._face_code.set_result(code.face_code)
                 try:
                     await self._payments.record_face_captured(
                         out_trade_no, code.openid, code.sub_openid, code.underage_state
                     )
-                except JournalError as exc:
+                except Exception as exc:
                     # The code is never paid unrecorded: close the UI, cancel, end the stream.
                     await self._close_result_page(session, success=False)
-                    _resolve(handle._outcome, exc)
-                    await self._record_cancelled(
-                        out_trade_no, JOURNAL_UNAVAILABLE, "the journal could not be written"
+                    _resolve(
+                        handle._outcome, exc if isinstance(exc, FacepayError) else FlowCrashed()
                     )
+                    await self._record_cancelled(out_trade_no, *_why(exc))
                     await self._sessions.wait_end(session)
+                    if not isinstance(exc, FacepayError):
+                        raise
                     return
                 self._payments.pay(out_trade_no, code.face_code)
                 if self._lifecycle.version.has_update_pay_result:
-                    # Old SDKs keep their UI open until told the result.
-                    final = await self._payments.wait_final(out_trade_no)
-                    await self._close_result_page(
-                        session, success=final.state is PaymentState.SUCCEEDED
-                    )
+                    # Old SDKs keep their UI open until told the result; the camera is not held
+                    # past the face deadline for it (the payment goes on without the UI).
+                    try:
+                        final = await wait_for(
+                            self._clock,
+                            self._payments.wait_final(out_trade_no),
+                            self._sessions.face_timeout,
+                        )
+                    except TimeoutError:
+                        log.warning("pay_result_not_shown_in_time")
+                    else:
+                        await self._close_result_page(
+                            session, success=final.state is PaymentState.SUCCEEDED
+                        )
                 await self._sessions.wait_end(session)
         finally:
             self._paying.pop(out_trade_no, None)
@@ -591,3 +607,13 @@ def _end_capture(handle: CaptureHandle, outcome: asyncio.Future[None]) -> None:
     if error is not None:
         handle._put(error)
     handle._put(None)
+
+
+def _why(exc: BaseException) -> tuple[str, str]:
+    """The reason and description a cancelled order keeps for exc, without internal text."""
+    if isinstance(exc, JournalError):
+        return JOURNAL_UNAVAILABLE, "the journal could not be written"
+    if isinstance(exc, FacepayError):
+        return exc.reason, str(exc)
+    log.exception("face_pay_crashed", exc_info=exc)
+    return INTERNAL_ERROR, "the face payment stopped on an internal error"

@@ -362,10 +362,13 @@ class FaceSessions:
                 f"face session {session.id} is {session.state.value}, not showing a result"
             )
         authinfo = await self._authinfo.get()
-        await self._lifecycle.run(
+        shown = await self._lifecycle.run(
             lambda sdk: sdk.update_pay_result(self._merchant, authinfo, success=success)
         )
-        session._finish(EndReason.PAY_RESULT_REPORTED)
+        if shown.user_query_cancel:
+            session._finish(EndReason.USER_QUERY_CANCEL, shown.return_msg)
+        else:
+            session._finish(EndReason.PAY_RESULT_REPORTED, shown.return_msg)
         return True
 
     async def cancel(self, session_id: str, toast_text: str) -> str:
@@ -449,7 +452,7 @@ class FaceSessions:
     def _on_ui_result(self, session: Session, result: UiResult) -> None:
         """updateResultWxpayfaceCallBack: from 2.13 the SDK's result page has closed."""
         session.ui_result = result
-        if session.state is not SessionState.RESULT_PAGE:
+        if session.state not in (SessionState.RESULT_PAGE, SessionState.QUITTING):
             return  # before the code was handled; applied once it is
         if self._lifecycle.version.has_update_pay_result:
             return  # below 2.13 the updateWxpayfacePayResult answer ends the session
