@@ -464,6 +464,33 @@ async def test_after_systemerror_a_paid_answer_for_another_payer_is_not_ours(rig
     assert rig.backend.count("reverse") == 0
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        _paid(state=TradeState.REFUND, openid="o-someone-else"),
+        _paid(state=TradeState.REFUND, total_fee=FEE + 1),
+        _paid(state=TradeState.USERPAYING, total_fee=FEE + 1, transaction_id=""),
+        _paid(state=TradeState.NOTPAY, openid="o-someone-else", transaction_id=""),
+    ],
+    ids=[
+        "refunded-other-payer",
+        "refunded-other-amount",
+        "userpaying-other-amount",
+        "notpay-other",
+    ],
+)
+async def test_after_a_lost_answer_another_sale_under_our_number_is_never_ours_nor_reversed(
+    rig: Rig, answer: TradeResult
+) -> None:
+    rig.backend.micropay_answers = [BackendUnavailable("micropay: timed out")]
+    rig.backend.query_default = answer
+    await rig.start()
+    payment = await rig.final()
+    assert (payment.state, payment.err_code) == (S.FAILED, "OUT_TRADE_NO_USED")
+    await rig.clock.advance(100)
+    assert rig.backend.count("reverse") == 0
+
+
 async def test_a_used_number_that_cannot_be_checked_needs_attention_and_is_never_reversed(
     rig: Rig,
 ) -> None:

@@ -404,8 +404,9 @@ class PaymentMachine:
             case TradeState.SUCCESS:
                 verdict = _Verdict.PAID if self._owned(payment, result) else _Verdict.NOT_OURS
             case TradeState.REFUND:
-                # Paid, then refunded through another channel: the charge happened.
-                verdict = _Verdict.NOT_OURS if used else _Verdict.PAID
+                # Paid, then refunded through another channel: the charge happened, if ours.
+                ours = not used and self._owned(payment, result)
+                verdict = _Verdict.PAID if ours else _Verdict.NOT_OURS
             case TradeState.REVOKED:
                 verdict = _Verdict.NOT_OURS if used else _Verdict.REVOKED
             case TradeState.CLOSED | TradeState.PAYERROR:
@@ -413,7 +414,10 @@ class PaymentMachine:
             case TradeState.NOT_EXIST:
                 verdict = _Verdict.NOT_OURS if used else _Verdict.NOT_EXIST
             case TradeState.USERPAYING | TradeState.NOTPAY:
-                verdict = _Verdict.NOT_OURS if used else _Verdict.OPEN
+                # Another amount or payer under our number is someone else's sale in progress:
+                # never reversed by us.
+                foreign = used or self._differs(payment, result)
+                verdict = _Verdict.NOT_OURS if foreign else _Verdict.OPEN
             case _:
                 verdict = _Verdict.UNKNOWN
         self._log.debug("orderquery", trade_state=result.state.value, verdict=verdict)
@@ -433,6 +437,16 @@ class PaymentMachine:
             return True
         # No captured payer to compare with: only a number of our own is trusted on amount.
         return not self._history.number_used
+
+    def _differs(self, payment: Payment, result: TradeResult) -> bool:
+        """An open answer whose amount or payer (where it names them) is not this order's."""
+        if result.total_fee and result.total_fee != payment.total_fee:
+            self._log.warning("open_answer_amount_differs")
+            return True
+        if result.openid and payment.openid and result.openid != payment.openid:
+            self._log.warning("open_answer_payer_differs")
+            return True
+        return False
 
     async def _conclude(
         self, verdict: _Verdict, result: TradeResult | None, refusal: ReverseResult | None = None
