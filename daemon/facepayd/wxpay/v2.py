@@ -230,12 +230,12 @@ class WxPayV2Client:
         )
         err_code = fields.get("err_code", "")
         # recall is required in the answer and decides: N means "do not call reverse again",
-        # whatever the code. Only an answer without it falls back on the code's table entry.
-        if "recall" in fields:
-            recall = fields["recall"] == "Y"
-        else:
-            recall = bool(err_code) and classify(Api.REVERSE, err_code) is Disposition.RETRY
-        if _result_code(fields, "reverse") == "SUCCESS":
+        # whatever the code. An answer without it is not one we can act on: call again later.
+        succeeded = _result_code(fields, "reverse") == "SUCCESS"
+        if "recall" not in fields and not succeeded:
+            raise ResponseNotTrusted("reverse: the answer has no recall")
+        recall = fields.get("recall", "") == "Y"
+        if succeeded:
             return ReverseResult(succeeded=True, recall=recall)
         return ReverseResult(
             succeeded=False,
