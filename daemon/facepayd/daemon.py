@@ -200,6 +200,8 @@ class Daemon:
             secapi_http=outside.http.secapi,
             clock=clock,
             max_response_bytes=config.wxpay.max_response_bytes,
+            # No request of ours outlives in_flight_after: past it, ORDERNOTEXIST means never.
+            total_timeout=config.payments.in_flight_after,
         )
         self.lifecycle = Lifecycle(
             transport=outside.transport,
