@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import structlog
 
+from facepayd.errors import FacepayError
+
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
@@ -50,7 +52,12 @@ class TaskOwner:
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None:
+        if isinstance(exc, FacepayError):
+            # A failure the domain names (a lost device, a refused call): not a bug.
+            log.warning(
+                "background_task_ended", owner=self._name, task=task.get_name(), reason=exc.reason
+            )
+        elif exc is not None:
             log.error(
                 "background_task_failed",
                 owner=self._name,

@@ -20,7 +20,7 @@ from facepayd.clock import ManualClock
 from facepayd.device.sdk import FaceCodeRequest, FaceMerchant
 from facepayd.device.tcp import TcpTransport
 from facepayd.device.transport import PeripheralInfo
-from facepayd.errors import DeviceLost, NotSupported, SdkError, SdkNotReady
+from facepayd.errors import DeviceLost, NotSupported, SdkError, SdkNotReady, Unavailable
 from facepayd.face.lifecycle import TRANSITIONS, Lifecycle, State
 from facepayd.ops.config import DeviceConfig, MerchantConfig, SdkConfig, SdkMode
 from facepayd.sim.terminal import SimLatencies, SimTerminal
@@ -371,7 +371,7 @@ async def release_stopped(r: Rig) -> None:
     task = asyncio.ensure_future(r.lifecycle.release())
     await r.reach(S.RELEASING)
     await r.lifecycle.stop()
-    with pytest.raises(DeviceLost):
+    with pytest.raises(Unavailable, match="stopping"):
         await task
 
 
@@ -528,6 +528,20 @@ async def test_reinitialize_recovers_init_failed_at_once_with_the_bridge_untouch
         await settle()
         assert r.sim.calls["initWxpayface"] == 2
         assert r.clock.sleepers == 1  # only the heartbeat
+
+
+async def test_a_reinitialize_whose_caller_goes_away_still_completes() -> None:
+    async with rig() as r:
+        await started(r)
+        r.slow(init=2.0)
+        caller = asyncio.ensure_future(r.lifecycle.reinitialize())
+        await r.reach(S.INITIALIZING)
+        caller.cancel()  # the POS hung up, or its deadline passed
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await r.clock.advance(2.0)
+        await r.reach(S.READY, "the init went on without its caller")
+        assert r.sim.initialized
 
 
 async def test_reinitialize_that_fails_again_stays_init_failed_and_says_why() -> None:

@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import enum
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -28,6 +28,7 @@ from facepayd.errors import (
     SdkInitializing,
     SdkNotInitialized,
     SdkNotReady,
+    Unavailable,
     WrongState,
 )
 from facepayd.ops.config import DeviceConfig, MerchantConfig, SdkConfig, SdkMode
@@ -270,6 +271,24 @@ class Lifecycle:
 
     async def reinitialize(self) -> None:
         """Release (if initialized) and init again, on operator request; also from INIT_FAILED."""
+        await self._owned(self._reinitialize(), "reinitialize")
+
+    async def release(self) -> None:
+        """Release the SDK (frees the camera for other payment platforms)."""
+        await self._owned(self._release(), "release")
+
+    async def _owned(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run work as a task the lifecycle owns: a caller that goes away cuts nothing in half."""
+        task = self._tasks.spawn(work, name=name)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and not (current is not None and current.cancelling()):
+                raise Unavailable(f"{name}: the daemon is stopping") from None
+            raise
+
+    async def _reinitialize(self) -> None:
         async with self._init_lock:
             self._require(
                 State.READY, State.UNINITIALIZED, State.INIT_FAILED, action="reinitialize"
@@ -278,8 +297,7 @@ class Lifecycle:
                 await self._release_locked()
             await self._init_locked(State.INITIALIZING)
 
-    async def release(self) -> None:
-        """Release the SDK (frees the camera for other payment platforms)."""
+    async def _release(self) -> None:
         async with self._init_lock:
             self._require(State.READY, State.UNINITIALIZED, State.INIT_FAILED, action="release")
             if self._state is State.READY:
