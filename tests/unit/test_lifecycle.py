@@ -820,3 +820,18 @@ async def test_run_refuses_a_call_the_sdk_version_lacks_before_sending_it() -> N
                 lambda sdk: sdk.update_pay_result(FACE_REQUEST.merchant, "A", success=True)
             )
         assert r.lifecycle.bridge_calls == sent
+
+
+async def test_aggregate_a_recovered_init_is_released_until_the_next_session() -> None:
+    async with rig(mode=SdkMode.AGGREGATE) as r:
+        await started(r)
+        r.sim.script_init(fail_times=1)
+        with pytest.raises(SdkError):
+            async with r.lifecycle.session():
+                pass
+        await r.reach(S.INIT_FAILED)
+        await settle()  # the retry is asleep on the clock
+        await r.clock.advance(BACKOFF)
+        await r.reach(S.UNINITIALIZED, "released once the retried init worked")
+        assert not r.sim.initialized, "no camera held between sessions in aggregate mode"
+        assert r.lifecycle.counters.inits == r.lifecycle.counters.releases
