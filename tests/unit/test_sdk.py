@@ -126,7 +126,6 @@ def test_version_gates(
 ) -> None:
     v = SdkVersion.parse(version)
     assert v.has_update_pay_result is update_pay_result
-    assert v.shows_own_result_page is not update_pay_result
     assert v.has_quit is quit_
     assert v.has_firewall is firewall
     assert v.has_tcp_proxy is tcp_proxy

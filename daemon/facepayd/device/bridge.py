@@ -167,7 +167,9 @@ class BridgeClient:
                 log.warning("bridge_call_timeout", method=method, call_id=call_id, timeout=timeout)
                 raise DeviceTimeout(f"{method}: no answer from the peripheral within {timeout:g}s")
             info = future.result()
-            answered = True
+            # Only a call that succeeded is followed by an UPDATE_RESULT: keep its listener only
+            # then, so failed captures leave nothing behind for the connection's lifetime.
+            answered = info.get("return_code") == "SUCCESS"
             log.debug(
                 "bridge_call_result",
                 method=method,
@@ -178,7 +180,8 @@ class BridgeClient:
         finally:
             conn.pending.pop(call_id, None)
             if not answered:
-                # A timed-out, failed or abandoned call forgets its id: late callbacks are dropped.
+                # A timed-out, failed, refused or abandoned call forgets its id: late callbacks are
+                # dropped.
                 conn.updates.pop(call_id, None)
 
     def forget_update(self, call_id: int) -> None:

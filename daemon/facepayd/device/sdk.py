@@ -125,11 +125,6 @@ class SdkVersion:
         """initWxpayface's perform_mode exists from 2.13."""
         return self.parts >= (2, 13)
 
-    @property
-    def shows_own_result_page(self) -> bool:
-        """From 2.13 the SDK queries the order itself and closes its UI on its own."""
-        return not self.has_update_pay_result
-
 
 class ProxyType(enum.IntEnum):
     """initWxpayface proxy_type."""

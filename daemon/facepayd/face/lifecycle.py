@@ -450,7 +450,7 @@ class Lifecycle:
                 with contextlib.suppress(FacepayError):
                     await self._init_locked(State.INITIALIZING)
                     log.info("sdk_init_recovered")
-                    if self._sdk.mode is SdkMode.AGGREGATE and self._state is State.READY:
+                    if self._sdk.mode is SdkMode.AGGREGATE and self.state is State.READY:
                         # The SDK works again; between sessions aggregate mode holds no camera.
                         await self._release_locked()
 

@@ -106,8 +106,3 @@ def classify(api: Api, err_code: str) -> Disposition:
 def codes_with(api: Api, disposition: Disposition) -> frozenset[str]:
     """Every listed err_code of api with the given disposition."""
     return frozenset(code for code, d in ERROR_CODES[api].items() if d is disposition)
-
-
-MICROPAY_FAILED_CODES = codes_with(Api.MICROPAY, Disposition.FAILED)
-MICROPAY_QUERY_CODES = codes_with(Api.MICROPAY, Disposition.QUERY)
-REVERSE_RETRY_CODES = codes_with(Api.REVERSE, Disposition.RETRY)
