@@ -152,7 +152,11 @@ class AuthinfoCache:
         self.fetches += 1
         cached = CachedAuthinfo(grant.authinfo, self._clock.time() + max(grant.expires_in, 0))
         self._current = cached
-        self._save(cached)
+        try:
+            self._save(cached)
+        except OSError as exc:
+            # The cache in memory still serves; only a restart would fetch again.
+            log.warning("authinfo_not_persisted", error=type(exc).__name__)
         log.info("authinfo_refreshed", expires_in=grant.expires_in)
         self._wake.set()
         return cached

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from facepayd.clock import Clock
+from facepayd.clock import Clock, race, wait_event
 from facepayd.errors import (
     BackendError,
     BackendRejected,
@@ -236,12 +236,9 @@ class PayScoreService:
         log.info("payscore_resolving", count=len(pending))
         self._first_pass.clear()
         self._start_resolver(first_delay=0.0)
-        first_pass = asyncio.ensure_future(self._first_pass.wait())
         # Bounded so an unreachable WeChat Pay cannot keep the daemon from serving;
         # what is left is resolved in the background.
-        _, not_done = await asyncio.wait({first_pass}, timeout=wait)
-        for task in not_done:
-            task.cancel()
+        await wait_event(self._clock, self._first_pass, wait)
         return len(pending)
 
     async def close(self, grace: float) -> None:
@@ -252,7 +249,9 @@ class PayScoreService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._resolver
         if self._tasks:
-            _, not_done = await asyncio.wait(set(self._tasks), timeout=grace)
+            everything = asyncio.gather(*self._tasks, return_exceptions=True)
+            await race(self._clock, everything, grace)
+            not_done = [task for task in self._tasks if not task.done()]
             for task in not_done:
                 task.cancel()
             for task in not_done:
