@@ -48,8 +48,10 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m facepayd.demo
 
+# Not part of `make test` (tests/integration/test_bench_smoke.py runs the load one, tiny).
 bench: $(STAMP)
 	$(BIN)/python tests/bench/bench_bridge_rtt.py
+	$(BIN)/python tests/bench/bench_load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
