@@ -8,6 +8,7 @@ import functools
 import ipaddress
 import math
 import os
+import ssl
 import stat
 import tomllib
 import types
@@ -533,6 +534,10 @@ def check_paths(config: Config) -> None:
         _named("merchant.cert_password", lambda: secrets.read_secret_bytes(merchant.cert_password))
     if config.wxpay.ca_file:
         _named("wxpay.ca_file", lambda: secrets.check_readable_file(Path(config.wxpay.ca_file)))
+        try:
+            ssl.create_default_context(cafile=config.wxpay.ca_file)
+        except (ssl.SSLError, OSError):
+            raise ConfigError("wxpay.ca_file: is not a PEM CA bundle") from None
     device = config.device
     if device.transport == "adb" and device.adb_path:
         _named("device.adb_path", lambda: secrets.check_readable_file(Path(device.adb_path)))
