@@ -67,7 +67,12 @@ def build_outside(config: Config, clock: Clock | None = None) -> Outside:
         raise ConfigError("merchant.api_key: is required (a credential name or a 0600 file)")
     logs.register_secret(api_key)
     timeout = httpx.Timeout(config.wxpay.read_timeout, connect=config.wxpay.connect_timeout)
-    http = build_http_clients(config.wxpay.ca_file or None, _client_cert(config), timeout)
+    try:
+        cert = _client_cert(config)
+    except ConfigError as exc:
+        # The loaders say "client certificate"; the operator needs the key to fix.
+        raise ConfigError(f"merchant.cert: {exc}") from None
+    http = build_http_clients(config.wxpay.ca_file or None, cert, timeout)
     return Outside(
         clock=clock or SystemClock(),
         transport=build_transport(config),

@@ -14,8 +14,12 @@ from facepayd.daemon import Daemon, build_outside
 from facepayd.errors import FacepayError
 from facepayd.ops import config as config_module
 from facepayd.ops import logs
+from facepayd.ops.config import Config
 
 log = structlog.get_logger(__name__)
+
+# A refused config or start: the unit's RestartPreventExitStatus= keeps systemd from looping.
+EXIT_CONFIG = 2
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -35,26 +39,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run(args: argparse.Namespace) -> int:
-    """Start, wait for SIGTERM/SIGINT, stop gracefully."""
+async def run(args: argparse.Namespace, cfg: Config | None = None) -> int:
+    """Start, wait for SIGTERM/SIGINT, stop; cfg is the checked config (None: --simulate)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     stack = None
-    if args.simulate:
-        from facepayd.sim.stack import SimOptions, SimStack
+    try:
+        if cfg is None:
+            from facepayd.sim.stack import SimOptions, SimStack
 
-        state_dir = args.state_dir or Path("facepayd-sim-state")
-        # WeChat's own pace (5 s polls, 15 s earliest reverse, 30 s give-up): what a till sees.
-        stack = SimStack(state_dir / "sim", SimOptions.wechat_timers())
-        await stack.start()
-        cfg = stack.daemon_config(
-            socket=args.socket or state_dir / "facepayd.sock", state_dir=state_dir
-        )
-    else:
-        cfg = config_module.load(args.config)
-        cfg = config_module.override(cfg, socket=args.socket, state_dir=args.state_dir)
+            state_dir = args.state_dir or Path("facepayd-sim-state")
+            # WeChat's own pace (5 s polls, 15 s earliest reverse, 30 s give-up): what a till sees.
+            stack = SimStack(state_dir / "sim", SimOptions.wechat_timers())
+            await stack.start()
+            cfg = stack.daemon_config(
+                socket=args.socket or state_dir / "facepayd.sock", state_dir=state_dir
+            )
+            config_module.check_paths(cfg)
+        await serve(args, cfg, stop)
+    finally:
+        if stack is not None:
+            await stack.stop()
+    return 0
+
+
+async def serve(args: argparse.Namespace, cfg: Config, stop: asyncio.Event) -> None:
+    """Run the daemon on a checked config until stop is set."""
     logs.configure_logging(
         json=args.json_logs or cfg.log.json, level=args.log_level or cfg.log.level
     )
@@ -64,19 +76,25 @@ async def run(args: argparse.Namespace) -> int:
         await stop.wait()
     finally:
         await daemon.stop()
-        if stack is not None:
-            await stack.stop()
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
     args = parse_args(argv)
     try:
-        return asyncio.run(run(args))
+        # Every config rule is checked before anything starts: no lock, journal, socket or adb.
+        cfg = (
+            None
+            if args.simulate
+            else config_module.load_checked(
+                args.config, socket=args.socket, state_dir=args.state_dir
+            )
+        )
+        return asyncio.run(run(args, cfg))
     except FacepayError as exc:
-        print(f"facepayd: {exc}", file=sys.stderr)
-        return 2
+        # One line, so journald and a supervisor show the whole reason.
+        print(f"facepayd: {' '.join(str(exc).splitlines())}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 if __name__ == "__main__":

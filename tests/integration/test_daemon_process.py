@@ -6,9 +6,9 @@ import asyncio
 import os
 import socket
 import stat
-import sys
 from pathlib import Path
 
+from facepayd.sim.daemon_process import run_to_exit
 from facepayd.sim.stack import SimStack
 from tests.integration.conftest import DaemonFactory
 
@@ -21,22 +21,6 @@ async def receive_until(sock: socket.socket, wanted: str, timeout: float = 30.0)
         data = await asyncio.wait_for(loop.sock_recv(sock, 4096), timeout)
         seen.append(data.decode())
     return seen
-
-
-async def run_to_exit(config: Path) -> tuple[int | None, bytes]:
-    """Start facepayd with this config and collect everything it prints until it exits."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "facepayd",
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 60)
-    return process.returncode, output
 
 
 async def test_notify_ready_watchdog_and_stopping(
@@ -71,19 +55,9 @@ async def test_socket_is_0660_and_a_second_instance_is_refused(
     daemon = await make_daemon(stack)
     mode = stat.S_IMODE(daemon.socket.stat().st_mode)
     assert mode & 0o117 == 0, oct(mode)  # at most 0660
-    second = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "facepayd",
-        "--config",
-        str(daemon.config_path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    output, _ = await asyncio.wait_for(second.communicate(), 60)
+    second = await run_to_exit(daemon.config_path)
     assert second.returncode == 2
-    assert b"another facepayd is running" in output
+    assert "another facepayd is running" in second.stderr
     async with daemon.client() as client:
         await client.get_status()  # the first one still owns its socket
 
@@ -94,15 +68,17 @@ async def test_a_readable_secret_file_is_refused(stack: SimStack, tmp_path: Path
     config = stack.write_daemon_config(
         tmp_path / "f.toml", socket=tmp_path / "s.sock", state_dir=tmp_path / "st"
     )
-    returncode, output = await run_to_exit(config)
-    assert returncode == 2
-    assert str(key).encode() in output
-    assert stack.api_key.encode() not in output
+    exited = await run_to_exit(config)
+    assert exited.returncode == 2
+    (line,) = exited.stderr.splitlines()
+    assert line.startswith("facepayd: merchant.api_key: ")
+    assert str(key) in line
+    assert stack.api_key not in exited.stdout + exited.stderr
 
 
 async def test_unknown_config_key_is_refused_naming_it(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('[device]\ntransport = "adb"\nbogus_key = 1\n')
-    returncode, output = await run_to_exit(config)
-    assert returncode == 2
-    assert b"device: unknown key(s): bogus_key" in output
+    exited = await run_to_exit(config)
+    assert exited.returncode == 2
+    assert exited.stderr == "facepayd: device: unknown key(s): bogus_key\n"

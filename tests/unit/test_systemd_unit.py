@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from facepayd.main import EXIT_CONFIG
 from facepayd.ops import config
 
 SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"
@@ -84,6 +85,8 @@ def test_unit_contract() -> None:
         "NotifyAccess": ["main"],
         "WatchdogSec": ["30"],
         "Restart": ["on-failure"],
+        # facepayd's exit code for a refused config (main.EXIT_CONFIG): never restarted.
+        "RestartPreventExitStatus": [str(EXIT_CONFIG)],
         "User": ["facepay"],
         "Group": ["facepay"],
         "UMask": ["0007"],

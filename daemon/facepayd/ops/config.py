@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
+import ipaddress
+import math
+import os
+import ssl
+import stat
 import tomllib
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from facepayd.errors import ConfigError
+from facepayd.ops import secrets
+from facepayd.ops.logs import _LEVELS
 
 
 class SdkMode(enum.StrEnum):
@@ -196,8 +205,26 @@ class Config:
         return Path(self.state.dir)
 
 
+# sun_path holds 108 bytes including the terminating NUL; grpc raises RuntimeError past it.
+UNIX_PATH_MAX = 107
+# Every duration is in seconds. Longer than a day is a mistake, and huge values overflow the
+# C timeval that socket timeouts become.
+MAX_SECONDS = 86_400.0
+
+# Inclusive bounds of every integer key: a new integer key without bounds fails every load.
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "sdk.init_retries": (0, 1000),
+    "sdk.proxy.proxy_type": (0, 3),
+    "wxpay.max_response_bytes": (1024, 16 << 20),
+    "payments.max_amount": (1, 2**31 - 1),
+    "payscore.max_attempts": (1, 20),
+}
+
+Rule = typing.Callable[[str], str | None]
+
+
 def load(path: str | Path) -> Config:
-    """Read, type-check and validate one TOML file."""
+    """Read, type-check and validate one TOML file (values only; see check_paths)."""
     try:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
@@ -208,8 +235,17 @@ def load(path: str | Path) -> Config:
     return from_mapping(raw)
 
 
+def load_checked(
+    path: str | Path, *, socket: Path | None = None, state_dir: Path | None = None
+) -> Config:
+    """The config the daemon starts with: loaded, overridden, and its paths checked."""
+    config = override(load(path), socket=socket, state_dir=state_dir)
+    check_paths(config)
+    return config
+
+
 def from_mapping(raw: dict[str, Any]) -> Config:
-    """Build a Config from parsed TOML, refusing unknown keys and wrong types."""
+    """Build a Config from parsed TOML, refusing unknown keys, wrong types and unsafe values."""
     config: Config = _build(Config, raw, "")
     _validate(config)
     return config
@@ -244,53 +280,202 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: must be a list of strings")
         return tuple(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: must be a number of seconds")
         return float(value)
     if hint is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: must be true or false")
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{where}: must be an integer")
-    if not isinstance(value, hint):
-        raise ConfigError(f"{where}: must be a {hint.__name__}")
+    if hint is str and not isinstance(value, str):
+        raise ConfigError(f"{where}: must be a string")
     return value
 
 
+# String rules: each returns what is wrong (naming the rule, never echoing the value) or None.
+
+
+def _required(rule: Rule) -> Rule:
+    def check(value: str) -> str | None:
+        return "must not be empty" if not value else rule(value)
+
+    return check
+
+
+def _optional(rule: Rule) -> Rule:
+    return lambda value: None if not value else rule(value)
+
+
+def _text(max_bytes: int) -> Rule:
+    def check(value: str) -> str | None:
+        if not value.isprintable():
+            return "must not contain control characters"
+        if len(value.encode()) > max_bytes:
+            return f"must be at most {max_bytes} bytes"
+        return None
+
+    return check
+
+
+def _token(max_bytes: int) -> Rule:
+    """Printable ASCII without spaces: identifiers WeChat Pay and the SDK compare byte-wise."""
+
+    def check(value: str) -> str | None:
+        if not all("!" <= c <= "~" for c in value):
+            return "must be printable ASCII without spaces"
+        if len(value) > max_bytes:
+            return f"must be at most {max_bytes} bytes"
+        return None
+
+    return check
+
+
+def _choice(*allowed: str) -> Rule:
+    return lambda value: None if value in allowed else f"must be one of {', '.join(allowed)}"
+
+
+def _https(value: str) -> str | None:
+    # Signed requests carry auth codes and face data: never in clear, whatever the host.
+    if not value.isprintable() or " " in value:
+        return "must be an https:// URL without spaces or control characters"
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port
+    except ValueError:
+        return "must be a valid https:// URL"
+    if parts.scheme != "https":
+        return "must be an https:// URL (plain http would send signed payment data in clear)"
+    if not parts.hostname or port == 0:
+        return "must be an https:// URL naming a host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials in the URL"
+    return None
+
+
+def _host_port(value: str) -> str | None:
+    host, _, port = value.rpartition(":")
+    if not host or not value.isprintable() or " " in value:
+        return "must be host:port"
+    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return "must be host:port with a port from 1 to 65535"
+    return None
+
+
+def _ip(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return "must be an IPv4 or IPv6 address"
+    return None
+
+
+def _port(value: str) -> str | None:
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 65535:
+        return "must be a port from 1 to 65535"
+    return None
+
+
+def _socket_path(value: str) -> str | None:
+    if not value.isprintable():
+        return "must not contain control characters"
+    if len(os.fsencode(value)) > UNIX_PATH_MAX:
+        return f"must be at most {UNIX_PATH_MAX} bytes (the Unix socket path limit)"
+    return None
+
+
+_PATH = _text(4096)
+# Credential names or paths of 0600 files; checked (and read) by check_paths.
+_SECRET = _PATH
+
+# The rule of every string key (a tuple key's rule applies to each item); a new string key
+# without a rule fails every load.
+_STRING_RULES: dict[str, Rule] = {
+    "server.socket": _required(_socket_path),
+    "state.dir": _required(_PATH),
+    "log.level": _choice(*_LEVELS),
+    "merchant.appid": _required(_token(32)),
+    "merchant.mch_id": _required(_token(32)),
+    "merchant.sub_appid": _optional(_token(32)),
+    "merchant.sub_mch_id": _optional(_token(32)),
+    "merchant.store_id": _required(_token(32)),
+    "merchant.store_name": _required(_text(128)),
+    "merchant.device_id": _required(_token(32)),
+    "merchant.api_key": _required(_SECRET),
+    "merchant.sign_type": _choice("MD5", "HMAC-SHA256"),
+    "merchant.cert": _optional(_SECRET),
+    "merchant.cert_password": _optional(_SECRET),
+    "merchant.spbill_create_ip": _required(_ip),
+    "wxpay.api_base_url": _required(_https),
+    "wxpay.authinfo_url": _required(_https),
+    "wxpay.ca_file": _optional(_PATH),
+    "device.transport": _choice("adb", "tcp"),
+    "device.tcp_address": _required(_host_port),
+    "device.adb_path": _optional(_PATH),
+    "device.adb_server": _required(_host_port),
+    "device.serial": _optional(_token(64)),
+    "device.address": _optional(_host_port),
+    "device.bridge_socket": _required(_token(100)),
+    "sdk.perform_mode": _optional(_choice("NORMAL_PRFORM", "LOW_PERFORM")),
+    "sdk.proxy.ip": _optional(_token(255)),
+    "sdk.proxy.port": _optional(_port),
+    "sdk.proxy.user": _optional(_text(255)),
+    "sdk.proxy.passwd": _optional(_text(255)),
+    "sdk.proxy.tcp_port": _optional(_port),
+    "payscore.service_id": _optional(_token(32)),
+    "payscore.api_v3_key": _optional(_SECRET),
+    "payscore.private_key": _optional(_SECRET),
+    "payscore.serial_no": _optional(_token(64)),
+    "payscore.platform_certs": _required(_PATH),
+    "payscore.public_key": _optional(_PATH),
+    "payscore.public_key_id": _optional(_token(64)),
+    "payscore.notify_url": _optional(_https),
+}
+
+
 def _validate(config: Config) -> None:
-    if config.device.transport not in ("adb", "tcp"):
-        raise ConfigError("device.transport: must be adb or tcp")
-    if config.merchant.sign_type not in ("MD5", "HMAC-SHA256"):
-        raise ConfigError("merchant.sign_type: must be MD5 or HMAC-SHA256")
-    if config.sdk.perform_mode not in ("", "NORMAL_PRFORM", "LOW_PERFORM"):
-        raise ConfigError("sdk.perform_mode: must be NORMAL_PRFORM or LOW_PERFORM")
+    _check_values(config, "")
     _validate_sdk(config.sdk)
-    if config.payments.max_amount < 1:
-        raise ConfigError("payments.max_amount: must be at least 1")
-    positive = {
-        "device.call_timeout": config.device.call_timeout,
-        "device.face_timeout": config.device.face_timeout,
-        "device.heartbeat_interval": config.device.heartbeat_interval,
-        "device.heartbeat_timeout": config.device.heartbeat_timeout,
-        "payments.poll_interval": config.payments.poll_interval,
-        "payments.reverse_backoff": config.payments.reverse_backoff,
-        "payments.in_flight_after": config.payments.in_flight_after,
-        "payments.attention_retry": config.payments.attention_retry,
-        "wxpay.connect_timeout": config.wxpay.connect_timeout,
-        "wxpay.read_timeout": config.wxpay.read_timeout,
-    }
-    for name, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{name}: must be greater than 0")
     _validate_payments(config.payments)
     _validate_payscore(config.payscore)
 
 
+def _check_values(section: Any, prefix: str) -> None:
+    """Every key against its rule: numbers finite and bounded, strings by _STRING_RULES."""
+    for f in dataclasses.fields(section):
+        key = f"{prefix}{f.name}"
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_values(value, f"{key}.")
+        elif value is None or isinstance(value, bool | enum.Enum):
+            continue
+        elif isinstance(value, float):
+            # NaN compares false with everything, so test finiteness first.
+            if not math.isfinite(value) or not 0 < value <= MAX_SECONDS:
+                raise ConfigError(
+                    f"{key}: must be a finite number of seconds, more than 0 and at most"
+                    f" {MAX_SECONDS:g}"
+                )
+        elif isinstance(value, int):
+            low, high = _INT_RANGES[key]
+            if not low <= value <= high:
+                raise ConfigError(f"{key}: must be an integer from {low} to {high}")
+        elif isinstance(value, str):
+            _check_string(key, value)
+        else:
+            for item in value:
+                _check_string(key, item)
+
+
+def _check_string(key: str, value: str) -> None:
+    problem = _STRING_RULES[key](value)
+    if problem is not None:
+        raise ConfigError(f"{key}: {problem}")
+
+
 def _validate_sdk(sdk: SdkConfig) -> None:
-    if sdk.init_retries < 0:
-        raise ConfigError("sdk.init_retries: must not be negative")
-    if sdk.init_retry_delay <= 0:
-        raise ConfigError("sdk.init_retry_delay: must be greater than 0")
-    if sdk.init_retry_backoff <= 0 or sdk.init_retry_backoff_max < sdk.init_retry_backoff:
-        raise ConfigError("sdk.init_retry_backoff/init_retry_backoff_max: need 0 < backoff <= max")
+    if sdk.init_retry_backoff_max < sdk.init_retry_backoff:
+        raise ConfigError("sdk.init_retry_backoff_max: must not be less than init_retry_backoff")
 
 
 def _validate_payments(payments: PaymentsConfig) -> None:
@@ -314,25 +499,95 @@ def _validate_payscore(payscore: PayScoreConfig) -> None:
         if not getattr(payscore, name):
             raise ConfigError(f"payscore.{name}: is required when payscore.service_id is set")
     if not payscore.platform_certs and not payscore.public_key:
-        raise ConfigError("payscore: give platform_certs or public_key (with public_key_id)")
+        raise ConfigError("payscore.platform_certs: give platform_certs or public_key")
     if bool(payscore.public_key) != bool(payscore.public_key_id):
-        raise ConfigError("payscore.public_key and payscore.public_key_id go together")
-    if payscore.max_attempts < 1:
-        raise ConfigError("payscore.max_attempts: must be at least 1")
-    if payscore.backoff_initial < 0 or payscore.backoff_max < payscore.backoff_initial:
-        raise ConfigError("payscore.backoff_initial/backoff_max: need 0 <= initial <= max")
-    if payscore.resolve_backoff <= 0 or payscore.resolve_backoff_max < payscore.resolve_backoff:
-        raise ConfigError("payscore.resolve_backoff/resolve_backoff_max: need 0 < backoff <= max")
+        raise ConfigError("payscore.public_key_id: goes together with payscore.public_key")
+    if payscore.backoff_max < payscore.backoff_initial:
+        raise ConfigError("payscore.backoff_max: must not be less than backoff_initial")
+    if payscore.resolve_backoff_max < payscore.resolve_backoff:
+        raise ConfigError("payscore.resolve_backoff_max: must not be less than resolve_backoff")
 
 
 def override(
     config: Config, *, socket: Path | None = None, state_dir: Path | None = None
 ) -> Config:
-    """The config with command-line overrides applied."""
+    """The config with command-line overrides applied, held to the same rules."""
     if socket is not None:
         config = dataclasses.replace(
             config, server=dataclasses.replace(config.server, socket=str(socket))
         )
     if state_dir is not None:
         config = dataclasses.replace(config, state=StateConfig(dir=str(state_dir)))
+    _validate(config)
     return config
+
+
+def check_paths(config: Config) -> None:
+    """Every path the config names, as the daemon will use it; secret files are read."""
+    _check_dir("state.dir", Path(config.state.dir))
+    _check_socket(Path(config.server.socket))
+    merchant = config.merchant
+    _named("merchant.api_key", lambda: secrets.read_secret_text(merchant.api_key))
+    if merchant.cert:
+        _named("merchant.cert", lambda: secrets.locate_secret(merchant.cert))
+    if merchant.cert_password:
+        _named("merchant.cert_password", lambda: secrets.read_secret_bytes(merchant.cert_password))
+    if config.wxpay.ca_file:
+        _named("wxpay.ca_file", lambda: secrets.check_readable_file(Path(config.wxpay.ca_file)))
+        try:
+            ssl.create_default_context(cafile=config.wxpay.ca_file)
+        except (ssl.SSLError, OSError):
+            raise ConfigError("wxpay.ca_file: is not a PEM CA bundle") from None
+    device = config.device
+    if device.transport == "adb" and device.adb_path:
+        _named("device.adb_path", lambda: secrets.check_readable_file(Path(device.adb_path)))
+        if not os.access(device.adb_path, os.X_OK):
+            raise ConfigError("device.adb_path: must be executable")
+    payscore = config.payscore
+    if not payscore.enabled:
+        return
+    if payscore.api_v3_key:
+        _named("payscore.api_v3_key", lambda: secrets.read_secret_text(payscore.api_v3_key))
+    _named("payscore.private_key", lambda: secrets.read_secret_bytes(payscore.private_key))
+    for cert in payscore.platform_certs:
+        check = functools.partial(secrets.check_readable_file, Path(cert))
+        _named("payscore.platform_certs", check)
+    if payscore.public_key:
+        public_key = Path(payscore.public_key)
+        _named("payscore.public_key", lambda: secrets.check_readable_file(public_key))
+
+
+def _named(key: str, check: typing.Callable[[], object]) -> None:
+    """Run a check whose ConfigError does not know the key, prefixing the key."""
+    try:
+        check()
+    except ConfigError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def _check_dir(key: str, path: Path) -> None:
+    """A directory the daemon writes in: present and writable, or creatable in its parent."""
+    probe = path
+    # Path.exists() is False for a path under a regular file (ENOTDIR); the walk finds the file.
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{key}: {probe} is not a directory")
+    # os.access asks the kernel with this process's credentials and mounts (a read-only
+    # filesystem refuses even root), which is what mkdir and open will meet.
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "directory" if probe == path else f"parent directory {probe} (to create it in)"
+        raise ConfigError(f"{key}: the {what} must be writable by this user")
+
+
+def _check_socket(path: Path) -> None:
+    _check_dir("server.socket", path.parent)
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"server.socket: cannot inspect {path}: {exc.strerror}") from None
+    # A stale socket is replaced at start; anything else there is somebody's file.
+    if not stat.S_ISSOCK(info.st_mode):
+        raise ConfigError(f"server.socket: {path} exists and is not a socket")

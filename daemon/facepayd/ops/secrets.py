@@ -10,7 +10,7 @@ from pathlib import Path
 from facepayd.errors import ConfigError
 from facepayd.ops.logs import register_secret
 
-__all__ = ["locate_secret", "read_secret_bytes", "read_secret_text"]
+__all__ = ["check_readable_file", "locate_secret", "read_secret_bytes", "read_secret_text"]
 
 # Keys, passwords and certificate bundles are small; anything bigger is the wrong file.
 MAX_SECRET_BYTES = 1 << 20
@@ -50,6 +50,15 @@ def locate_secret(ref: str, *, environ: Mapping[str, str] | None = None) -> Path
     return path
 
 
+def check_readable_file(path: Path) -> None:
+    """A regular file this process can open (no mode rule: for certificates and binaries)."""
+    fd = _open(path, what="file")
+    try:
+        _check(path, os.fstat(fd), check_mode=False, what="file")
+    finally:
+        os.close(fd)
+
+
 def _resolve(ref: str, environ: Mapping[str, str] | None) -> tuple[Path, bool]:
     """Map a reference to a path, and whether its mode must be checked."""
     if not ref:
@@ -85,18 +94,20 @@ def _read(path: Path, *, check_mode: bool) -> bytes:
     return data
 
 
-def _open(path: Path) -> int:
+def _open(path: Path, *, what: str = "secret file") -> int:
     try:
         # O_NONBLOCK so a FIFO in its place cannot hang start-up; fstat then rejects it.
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as exc:
-        raise ConfigError(f"secret file {path}: cannot open: {exc.strerror}") from exc
+        raise ConfigError(f"{what} {path}: cannot open: {exc.strerror}") from exc
 
 
-def _check(path: Path, info: os.stat_result, *, check_mode: bool) -> None:
+def _check(
+    path: Path, info: os.stat_result, *, check_mode: bool, what: str = "secret file"
+) -> None:
     # Checked on the open descriptor, so a swap between check and read cannot slip through.
     if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"secret file {path}: is not a regular file")
+        raise ConfigError(f"{what} {path}: is not a regular file")
     if check_mode and info.st_mode & 0o077:
         mode = stat.S_IMODE(info.st_mode)
         raise ConfigError(f"secret file {path}: mode {mode:04o} {_PRIVATE_RULE}")

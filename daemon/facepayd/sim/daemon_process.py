@@ -7,6 +7,8 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,42 @@ def child_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(_IMPORT_PATHS)
     env.pop("NOTIFY_SOCKET", None)
     return env
+
+
+@dataclass(frozen=True, slots=True)
+class Exited:
+    """How a daemon that was expected to refuse its start ended."""
+
+    returncode: int | None
+    stdout: str
+    stderr: str
+
+
+async def run_to_exit(
+    config: Path,
+    *,
+    timeout: float = 60.0,
+    preexec_fn: Callable[[], None] | None = None,
+) -> Exited:
+    """Start `facepayd --config FILE`, collect stdout and stderr apart until it exits."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "facepayd",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=child_env(),
+        preexec_fn=preexec_fn,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"facepayd did not exit within {timeout} s on {config}") from None
+    return Exited(process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
 
 class DaemonProcess:
