@@ -265,7 +265,9 @@ async def test_a_version_2_journal_gains_the_attention_columns(
     finally:
         await journal.close()
     with sqlite3.connect(path) as reopened:
-        assert reopened.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+        assert reopened.execute("SELECT version FROM schema_version").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
 
 
 async def test_pay_sent_is_recorded_at_most_once(journal: Journal) -> None:

@@ -30,11 +30,18 @@ class ServerConfig:
     stop_grace: float = 5.0
 
 
+# A hundred years: far beyond any bookkeeping rule, and still a finite cut-off.
+MAX_RETENTION_DAYS = 36_500
+
+
 @dataclass(frozen=True, slots=True)
 class StateConfig:
-    """Where the journal, the authinfo cache and the lock live."""
+    """Where the journal, the authinfo cache and the lock live, and how long payments stay."""
 
     dir: str = "/var/lib/facepayd"
+    # Final payments (SUCCEEDED, FAILED, REVERSED, CLOSED, CANCELLED) last changed longer ago
+    # than this are deleted in the background; unfinished and NEEDS_ATTENTION ones never.
+    retention_days: int = 90
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +270,7 @@ def _validate(config: Config) -> None:
     if config.sdk.perform_mode not in ("", "NORMAL_PRFORM", "LOW_PERFORM"):
         raise ConfigError("sdk.perform_mode: must be NORMAL_PRFORM or LOW_PERFORM")
     _validate_sdk(config.sdk)
+    _validate_state(config.state)
     if config.payments.max_amount < 1:
         raise ConfigError("payments.max_amount: must be at least 1")
     positive = {
@@ -282,6 +290,11 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{name}: must be greater than 0")
     _validate_payments(config.payments)
     _validate_payscore(config.payscore)
+
+
+def _validate_state(state: StateConfig) -> None:
+    if not 1 <= state.retention_days <= MAX_RETENTION_DAYS:
+        raise ConfigError(f"state.retention_days: must be between 1 and {MAX_RETENTION_DAYS}")
 
 
 def _validate_sdk(sdk: SdkConfig) -> None:
@@ -334,5 +347,7 @@ def override(
             config, server=dataclasses.replace(config.server, socket=str(socket))
         )
     if state_dir is not None:
-        config = dataclasses.replace(config, state=StateConfig(dir=str(state_dir)))
+        config = dataclasses.replace(
+            config, state=dataclasses.replace(config.state, dir=str(state_dir))
+        )
     return config
