@@ -180,8 +180,7 @@ class InstanceLock:
 
 
 class ServingHealth:
-    """Health as the POS sees it: SERVING while the daemon recovered, the terminal is usable
-    (or a session is under way) and the journal can write; NOT_SERVING otherwise."""
+    """SERVING while recovered, the terminal usable (or in a session) and the journal writable."""
 
     def __init__(
         self, server: RpcServer, lifecycle: Lifecycle, journal: JournalHealth, tasks: TaskOwner

@@ -12,8 +12,10 @@ import structlog
 from facepay.terminal.v1 import terminal_pb2 as pb
 from facepay_client import FacepayClientError
 from facepayd.clock import ManualClock
+from facepayd.errors import ConfigError
 from facepayd.journal import Journal, Retention
 from facepayd.journal.retention import DAY
+from facepayd.ops import config
 from facepayd.payments.models import EventKind, PaymentOrder, PaymentState
 from facepayd.tasks import TaskOwner
 from tests.helpers import until
@@ -137,3 +139,15 @@ async def test_a_pruned_payment_answers_not_found_to_get_and_watch(tmp_path: Pat
         assert (await rig.client.get_payment("STAYS")).state == pb.PAYMENT_STATE_FAILED
         assert (await rig.client.get_payment("WAITS")).attention_reason == "UNRESOLVED"
         assert (await rig.client.get_status()).journal_bytes == world.payments.journal_bytes()
+
+
+@pytest.mark.parametrize("days", [0, -1, 36_501, 1.5, "90", True])
+def test_retention_days_outside_the_rule_is_refused_naming_the_key(days: object) -> None:
+    with pytest.raises(ConfigError, match=r"^state\.retention_days: "):
+        config.from_mapping({"state": {"retention_days": days}})
+
+
+def test_retention_days_defaults_to_90_and_survives_a_state_dir_override(tmp_path: Path) -> None:
+    assert config.from_mapping({}).state.retention_days == 90
+    loaded = config.from_mapping({"state": {"retention_days": 30}})
+    assert config.override(loaded, state_dir=tmp_path).state.retention_days == 30
