@@ -22,7 +22,7 @@ from facepayd.face.authinfo import AuthinfoCache, AuthinfoKey
 from facepayd.face.flows import FaceFlows
 from facepayd.face.lifecycle import Lifecycle, State
 from facepayd.face.sessions import FaceSessions
-from facepayd.journal import Journal
+from facepayd.journal import Journal, JournalHealth, Retention
 from facepayd.ops import logs, secrets
 from facepayd.ops.config import Config
 from facepayd.ops.systemd import Notifier, watchdog_loop
@@ -184,6 +184,42 @@ class InstanceLock:
             self._fd = None
 
 
+class ServingHealth:
+    """SERVING while recovered, the terminal usable (or in a session) and the journal writable."""
+
+    def __init__(
+        self, server: RpcServer, lifecycle: Lifecycle, journal: JournalHealth, tasks: TaskOwner
+    ) -> None:
+        self._server = server
+        self._lifecycle = lifecycle
+        self._journal = journal
+        self._tasks = tasks
+        self.recovered = False
+        self._closed = False
+        self._reported: bool | None = None
+        journal.add_listener(self.update)
+
+    @property
+    def serving(self) -> bool:
+        """What health should say now."""
+        lifecycle = self._lifecycle
+        usable = lifecycle.usable() or lifecycle.in_session
+        return self.recovered and usable and self._journal.writable
+
+    def update(self) -> None:
+        """Report a change of serving (called on every lifecycle or journal change)."""
+        serving = self.serving
+        if self._closed or serving == self._reported:
+            return
+        self._reported = serving
+        self._tasks.spawn(self._server.set_serving(serving), name="health")
+
+    def close(self) -> None:
+        """Report nothing more (the daemon is stopping: it says NOT_SERVING itself)."""
+        self._closed = True
+        self._journal.remove_listener(self.update)
+
+
 class Daemon:
     """Owns every layer; start() recovers before reporting ready, stop() unwinds in order."""
 
@@ -261,6 +297,7 @@ class Daemon:
         self.payscore: PayScoreService | None = None
         self.flows: FaceFlows | None = None
         self._server: RpcServer | None = None
+        self._health: ServingHealth | None = None
         self._recovered = False
         self._tasks = TaskOwner("daemon")
 
@@ -315,11 +352,15 @@ class Daemon:
             Path(config.server.socket),
             reflection_on=config.server.reflection,
         )
+        self._health = ServingHealth(
+            self._server, self.lifecycle, self._journal.health, self._tasks
+        )
         resumed = await self.payments.resume_unfinished()
         log.info("payments_resumed", count=resumed)
         unresolved = await self.payscore.recover(config.payscore.resolve_wait)
         log.info("service_orders_recovered", count=unresolved)
         self._recovered = True
+        self._health.recovered = True
         self.authinfo.load()
         await self._server.start()
         self.lifecycle.add_listener(self._on_lifecycle_change)
@@ -328,6 +369,11 @@ class Daemon:
         self._tasks.spawn(
             watchdog_loop(self._notifier, clock, lambda: self._recovered), name="watchdog"
         )
+        retention = Retention(
+            self._journal.payments, clock, retention_days=config.state.retention_days
+        )
+        self._tasks.spawn(retention.run(), name="retention")
+        self._health.update()
         self._notifier.ready(status="serving")
         log.info("daemon_ready", socket=config.server.socket)
 
@@ -336,6 +382,8 @@ class Daemon:
         self._notifier.stopping()
         log.info("daemon_stopping")
         grace = self.config.server.stop_grace
+        if self._health is not None:
+            self._health.close()
         if self._server is not None:
             await self._server.set_serving(False)
             # A face UI left open would hold the stop for the whole grace period.
@@ -358,14 +406,12 @@ class Daemon:
         log.info("daemon_stopped")
 
     def _on_lifecycle_change(self) -> None:
-        if self._server is None:
+        if self._health is None:
             return
-        # Serving while a session could start or one is under way; INIT_FAILED, FAULT and
-        # the rest are not serving.
-        lifecycle = self.lifecycle
-        serving = self._recovered and (lifecycle.usable() or lifecycle.in_session)
-        self._tasks.spawn(self._server.set_serving(serving), name="health")
-        if lifecycle.state is State.READY:
+        # Serving while a session could start or one is under way (and the journal writes);
+        # INIT_FAILED, FAULT and the rest are not serving.
+        self._health.update()
+        if self.lifecycle.state is State.READY:
             self.authinfo.poke()
 
     async def _fetch_authinfo(self) -> AuthinfoGrant:

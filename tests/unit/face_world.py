@@ -22,6 +22,7 @@ from facepayd.face.sessions import FaceSessions
 from facepayd.journal import Journal
 from facepayd.ops.config import DeviceConfig, MerchantConfig, SdkConfig, SdkMode
 from facepayd.payments.machine import PaymentTimings
+from facepayd.payments.ports import PaymentBackend
 from facepayd.payments.service import PaymentService
 from facepayd.sim.terminal import SimLatencies, SimTerminal
 from facepayd.wxpay.models import (
@@ -79,7 +80,7 @@ class World:
     flows: FaceFlows
     journal: Journal
     payments: PaymentService
-    backend: PayingBackend
+    backend: Any  # PayingBackend unless the test brought its own PaymentBackend
     device: DeviceConfig
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -119,6 +120,7 @@ async def face_world(
     sdk_version: str = "2.22.0",
     mode: SdkMode = SdkMode.NON_AGGREGATE,
     fetch: Callable[[], Awaitable[AuthinfoGrant]] | None = None,
+    backend: PaymentBackend | None = None,
 ) -> AsyncIterator[World]:
     """Start the simulated terminal and the face domain over it; stop everything afterwards."""
     clock = ManualClock()
@@ -164,7 +166,7 @@ async def face_world(
         lifecycle=lifecycle, authinfo=authinfo, merchant=MERCHANT, device=device, clock=clock
     )
     journal = await Journal.open(tmp_path / "j.sqlite3", clock=clock)
-    backend = PayingBackend()
+    backend = backend or PayingBackend()
     payments = PaymentService(journal.payments, backend, clock, PaymentTimings())
     flows = FaceFlows(sessions=sessions, payments=payments, lifecycle=lifecycle, clock=clock)
     world = World(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import stat
 from collections import deque
@@ -12,7 +13,7 @@ import pytest
 import structlog
 
 from facepayd.clock import ManualClock
-from facepayd.errors import AlreadyExists, InvalidArgument, NotFound, WrongState
+from facepayd.errors import AlreadyExists, InvalidArgument, JournalError, NotFound, WrongState
 from facepayd.journal import Journal
 from facepayd.journal.migrations import MIGRATIONS, SCHEMA_VERSION
 from facepayd.payments.models import (
@@ -22,6 +23,7 @@ from facepayd.payments.models import (
     PaymentOrder,
     PaymentState,
 )
+from tests.helpers import until
 
 
 def _order(out_trade_no: str = "T1", **overrides: object) -> PaymentOrder:
@@ -265,7 +267,9 @@ async def test_a_version_2_journal_gains_the_attention_columns(
     finally:
         await journal.close()
     with sqlite3.connect(path) as reopened:
-        assert reopened.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+        assert reopened.execute("SELECT version FROM schema_version").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
 
 
 async def test_pay_sent_is_recorded_at_most_once(journal: Journal) -> None:
@@ -364,3 +368,100 @@ async def test_reopen_keeps_everything(path: Path, clock: ManualClock) -> None:
         assert [p.out_trade_no for p in await second.payments.unfinished()] == ["A"]
     finally:
         await second.close()
+
+
+# ---------------------------------------------------------------- health and pruning
+
+
+def _deny_writes(action: int, *_: object) -> int:
+    writes = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE)
+    return sqlite3.SQLITE_DENY if action in writes else sqlite3.SQLITE_OK
+
+
+async def _writes(journal: Journal, *, allowed: bool) -> None:
+    db = journal.database
+    await db.run(lambda: db.connection.set_authorizer(None if allowed else _deny_writes))
+
+
+async def test_health_goes_down_on_a_failed_write_and_a_probe_brings_it_back(
+    journal: Journal, clock: ManualClock
+) -> None:
+    changes: list[bool] = []
+    journal.health.add_listener(lambda: changes.append(journal.health.writable))
+    await _writes(journal, allowed=False)
+    await journal.payments.find("T1")  # a read says nothing about writes
+    assert journal.health.writable
+    with pytest.raises(JournalError):
+        await journal.payments.create_payment(_order())
+    assert not journal.health.writable
+    interval = journal.health.probe_interval
+    await clock.advance(interval * 3)  # probes fail: still down, one probe per interval
+    await until(lambda: clock.sleepers == 1, 5, "the probe asleep")
+    assert changes == [False]
+    await _writes(journal, allowed=True)
+    await clock.advance(interval)
+    await until(lambda: journal.health.writable, 5, "the probe's success")
+    assert changes == [False, True]
+    await until(lambda: clock.sleepers == 0, 5, "the probe ended")
+
+
+async def test_a_disk_failing_every_other_write_cannot_make_health_flap(
+    journal: Journal, clock: ManualClock
+) -> None:
+    changes: list[bool] = []
+    journal.health.add_listener(lambda: changes.append(journal.health.writable))
+    for n in range(20):
+        await _writes(journal, allowed=n % 2 == 1)
+        with contextlib.suppress(JournalError):
+            await journal.payments.create_payment(_order(f"N{n}"))
+    # Writes succeeded in between, but never a whole interval without a failure: still down.
+    assert changes == [False]
+    assert len((await journal.payments.list(page_size=200))[0]) == 10
+    await _writes(journal, allowed=True)
+    await journal.payments.create_payment(_order("NOW"))
+    assert not journal.health.writable, "up again only once an interval passed without failure"
+    await clock.advance(journal.health.probe_interval)
+    await until(lambda: journal.health.writable, 5, "writable again")
+    assert changes == [False, True]
+
+
+async def test_size_is_the_bytes_of_the_database_files(journal: Journal, path: Path) -> None:
+    before = journal.payments.size_bytes()
+    await journal.payments.create_payment(_order(), data={"note": "x" * 4000})
+    files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+    assert journal.payments.size_bytes() == sum(f.stat().st_size for f in files if f.exists())
+    assert journal.payments.size_bytes() > before
+
+
+async def _journal_in(journal: Journal, out_trade_no: str, path: list[PaymentState]) -> None:
+    await journal.payments.create_payment(_order(out_trade_no))
+    for state in path[1:]:
+        await journal.payments.append(out_trade_no, state, _kind(state), **_attention(state))
+
+
+async def test_prune_deletes_only_final_payments_and_their_events(
+    journal: Journal, clock: ManualClock, path: Path
+) -> None:
+    paths = _paths()
+    for state in PaymentState:
+        await _journal_in(journal, state.value, paths[state])
+    await clock.advance(10)
+    await _journal_in(journal, "RECENT", paths[PaymentState.SUCCEEDED])
+    pruned = await journal.payments.prune(clock.time() - 5, limit=2)
+    assert pruned == 2
+    while await journal.payments.prune(clock.time() - 5, limit=2):
+        pass
+    kept = {p.out_trade_no for p in (await journal.payments.list(page_size=200))[0]}
+    assert kept == {s.value for s in PaymentState if not s.final} | {"RECENT"}
+    for state in PaymentState.final_states():
+        assert await journal.payments.find(state.value) is None
+        assert await journal.payments.events(state.value) == []
+    with sqlite3.connect(path) as other:
+        # The schema itself refuses the rest: unfinished rows and unmarked events stay.
+        with pytest.raises(sqlite3.IntegrityError, match="pruned"):
+            other.execute("UPDATE payments SET pruning = 1 WHERE out_trade_no = 'NEEDS_ATTENTION'")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            other.execute("DELETE FROM payment_events WHERE out_trade_no = 'RECENT'")
+        with pytest.raises(sqlite3.IntegrityError, match="deleted"):
+            other.execute("DELETE FROM payments WHERE out_trade_no = 'RECENT'")
+    assert len(await journal.payments.events("RECENT")) == len(paths[PaymentState.SUCCEEDED])

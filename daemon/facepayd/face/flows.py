@@ -229,14 +229,19 @@ class FaceFlows:
         attached = await self._attach(order)
         if attached is not None:
             return attached
+        # A journal known not to write could never record this order: refuse before the camera.
+        self._payments.require_journal()
         # Atomic and before any write: a loser gets TerminalBusy and nothing is journaled.
         session = await self._sessions.claim(
             "pay", wait=options.wait_if_busy, out_trade_no=order.out_trade_no
         )
         if options.wait_if_busy:
-            # While this caller waited, another may have created the same order.
+            # While this caller waited, another may have created the same order, or the
+            # journal may have stopped taking writes.
             try:
                 attached = await self._attach(order)
+                if attached is None:
+                    self._payments.require_journal()
             except BaseException:
                 self._sessions.release_unused(session)
                 raise

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 from facepayd.clock import Clock, SystemClock
 from facepayd.journal.db import Database
+from facepayd.journal.health import JournalHealth
 from facepayd.journal.payments import PaymentStore
+from facepayd.journal.retention import Retention
 from facepayd.journal.service_orders import ServiceOrderStore
 
-__all__ = ["Database", "Journal", "PaymentStore", "ServiceOrderStore"]
+__all__ = ["Database", "Journal", "JournalHealth", "PaymentStore", "Retention", "ServiceOrderStore"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,16 +20,30 @@ class Journal:
     """One database file and the stores over it."""
 
     database: Database
+    health: JournalHealth
     payments: PaymentStore
     service_orders: ServiceOrderStore
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, clock: Clock | None = None) -> Journal:
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        clock: Clock | None = None,
+        probe_interval: float = 5.0,
+    ) -> Journal:
         """Open (creating and migrating as needed) the journal at path."""
         clock = clock or SystemClock()
         database = await Database.open(path)
-        return cls(database, PaymentStore(database, clock), ServiceOrderStore(database, clock))
+        health = JournalHealth(database, clock, probe_interval=probe_interval)
+        return cls(
+            database,
+            health,
+            PaymentStore(database, clock, health),
+            ServiceOrderStore(database, clock),
+        )
 
     async def close(self) -> None:
-        """Finish queued writes and close the database."""
+        """Stop the write probe, finish queued writes and close the database."""
+        await self.health.close()
         await self.database.close()

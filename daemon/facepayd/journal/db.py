@@ -1,7 +1,8 @@
 """The journal's database: one SQLite file (WAL, synchronous=FULL) used from one worker thread.
 
 Every SQLite failure (a full disk, an I/O error, a locked or corrupt file) leaves here as one
-JournalError, so the domain decides what an unwritable journal means, not sqlite3.
+JournalError, so the domain decides what an unwritable journal means, not sqlite3. Write
+listeners hear of every storage failure and of every committed change (JournalHealth).
 """
 
 from __future__ import annotations
@@ -16,12 +17,23 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
+
 from facepayd.errors import JournalError
 from facepayd.journal.migrations import MIGRATIONS, SCHEMA_VERSION
 
-__all__ = ["Database", "canonical", "transaction"]
+__all__ = ["Database", "WriteListener", "canonical", "transaction"]
+
+log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+
+# Called on the event loop: False after a storage failure, True after a committed change.
+WriteListener = Callable[[bool], None]
+# Errors of the statement, not of the storage: a constraint, a trigger, a misuse.
+_NOT_STORAGE = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
+# The database file and the files SQLite keeps beside it in WAL mode.
+_FILE_SUFFIXES = ("", "-wal", "-shm")
 
 
 class Database:
@@ -38,6 +50,7 @@ class Database:
         self._executor = executor
         self._connection = connection
         self._closed = False
+        self._write_listeners: list[WriteListener] = []
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str]) -> Database:
@@ -67,18 +80,39 @@ class Database:
         """The connection; use it only inside functions passed to run()."""
         return self._connection
 
+    def add_write_listener(self, listener: WriteListener) -> None:
+        """Call listener(False) after each storage failure, listener(True) after each write."""
+        self._write_listeners.append(listener)
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(*args) on the worker thread; SQLite errors become JournalError."""
         if self._closed:
             raise JournalError("the journal is closed")
         loop = asyncio.get_running_loop()
         # Shielded: a cancelled caller must not lose track of a write the worker completes.
-        future = loop.run_in_executor(self._executor, fn, *args)
+        future = loop.run_in_executor(self._executor, self._counted, fn, args)
         try:
-            return await asyncio.shield(future)
+            result, wrote = await asyncio.shield(future)
         except sqlite3.Error as exc:
+            if not isinstance(exc, _NOT_STORAGE):
+                self._tell_writers(ok=False)
             # The class name only: SQLite's message can carry paths and values.
             raise JournalError(f"the journal cannot be used: {type(exc).__name__}") from exc
+        if wrote:
+            self._tell_writers(ok=True)
+        return result
+
+    async def probe(self) -> None:
+        """Commit one tiny write: JournalError unless the storage takes writes now."""
+        await self.run(self._probe)
+
+    def size_bytes(self) -> int:
+        """Bytes of the database file and its WAL and shared-memory files on disk."""
+        total = 0
+        for suffix in _FILE_SUFFIXES:
+            with contextlib.suppress(OSError):
+                total += os.stat(f"{self._path}{suffix}").st_size
+        return total
 
     async def settings(self) -> dict[str, str]:
         """journal_mode and synchronous as SQLite reports them on this connection."""
@@ -95,6 +129,24 @@ class Database:
             await asyncio.shield(loop.run_in_executor(self._executor, self._connection.close))
         finally:
             self._executor.shutdown(wait=False)
+
+    def _counted(self, fn: Callable[..., T], args: tuple[Any, ...]) -> tuple[T, bool]:
+        """fn(*args), and whether it changed rows (every write commits before it returns)."""
+        before = self._connection.total_changes
+        result = fn(*args)
+        return result, self._connection.total_changes != before
+
+    def _tell_writers(self, *, ok: bool) -> None:
+        # A listener's bug must never turn a committed write into an error for its caller.
+        for listener in list(self._write_listeners):
+            try:
+                listener(ok)
+            except Exception:
+                log.exception("journal_write_listener_failed")
+
+    def _probe(self) -> None:
+        with transaction(self._connection):
+            self._connection.execute("UPDATE journal_probe SET writes = writes + 1")
 
     def _settings(self) -> dict[str, str]:
         mode = self._connection.execute("PRAGMA journal_mode").fetchone()[0]

@@ -95,5 +95,39 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE payments ADD COLUMN attention_reason TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE payments ADD COLUMN attention_action TEXT NOT NULL DEFAULT ''",
     ),
+    # 4: retention and the write probe. A finished order is deleted with its events in one
+    # transaction that first marks its row `pruning`; events stay append-only otherwise, and
+    # an unfinished (or NEEDS_ATTENTION, final = 0) order can be neither marked nor deleted.
+    # journal_probe holds one row that JournalHealth rewrites to learn the disk takes writes.
+    (
+        "ALTER TABLE payments ADD COLUMN pruning INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX payments_final_by_updated ON payments (updated_at) WHERE final = 1",
+        """
+        CREATE TRIGGER payments_prune_only_final BEFORE UPDATE OF pruning ON payments
+        WHEN NEW.pruning != 0 AND NEW.final = 0
+        BEGIN SELECT RAISE(ABORT, 'only a finished payment can be pruned'); END
+        """,
+        """
+        CREATE TRIGGER payments_no_delete BEFORE DELETE ON payments
+        WHEN OLD.final = 0 OR OLD.pruning = 0
+        BEGIN SELECT RAISE(ABORT, 'only a finished payment marked pruning can be deleted'); END
+        """,
+        "DROP TRIGGER payment_events_no_delete",
+        """
+        CREATE TRIGGER payment_events_no_delete BEFORE DELETE ON payment_events
+        WHEN NOT EXISTS (
+            SELECT 1 FROM payments
+            WHERE out_trade_no = OLD.out_trade_no AND final = 1 AND pruning = 1
+        )
+        BEGIN SELECT RAISE(ABORT, 'payment_events is append-only'); END
+        """,
+        """
+        CREATE TABLE journal_probe (
+            id     INTEGER PRIMARY KEY CHECK (id = 1),
+            writes INTEGER NOT NULL
+        )
+        """,
+        "INSERT INTO journal_probe (id, writes) VALUES (1, 0)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,6 +15,7 @@ import structlog
 from facepayd.clock import Clock
 from facepayd.errors import AlreadyExists, InvalidArgument, NotFound, WrongState
 from facepayd.journal.db import Database, canonical, transaction
+from facepayd.journal.health import JournalHealth
 from facepayd.payments.models import (
     TRANSITIONS,
     EventKind,
@@ -65,11 +66,21 @@ _PAYMENT_COLUMNS = (
 class PaymentStore:
     """Payments and their events; every call runs on the database's worker thread."""
 
-    def __init__(self, database: Database, clock: Clock) -> None:
+    def __init__(self, database: Database, clock: Clock, health: JournalHealth) -> None:
         self._database = database
         self._db = database.connection
         self._clock = clock
+        self._health = health
         self._listeners: list[PaymentListener] = []
+
+    @property
+    def writable(self) -> bool:
+        """False while the journal is known not to take writes (a full or failing disk)."""
+        return self._health.writable
+
+    def size_bytes(self) -> int:
+        """Bytes of the journal's files on disk (every aggregate's, not only payments')."""
+        return self._database.size_bytes()
 
     def add_listener(self, listener: PaymentListener) -> None:
         """Call listener on the event loop with every event once it is committed."""
@@ -154,6 +165,13 @@ class PaymentStore:
             self._list, tuple(states), created_after, created_before, page_size, cursor
         )
         return result
+
+    async def prune(self, finished_before: float, limit: int) -> int:
+        """Delete up to limit final payments last changed before finished_before, with events."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        pruned: int = await self._database.run(self._prune, finished_before, limit)
+        return pruned
 
     async def unfinished(self) -> PaymentList:
         """Every payment not in a final state, oldest first."""
@@ -341,6 +359,35 @@ class PaymentStore:
             " WHERE final = 0 ORDER BY created_at, out_trade_no"
         ).fetchall()
         return [_payment(row) for row in rows]
+
+    def _prune(self, finished_before: float, limit: int) -> int:
+        with transaction(self._db):
+            # final = 1 only for the final states: never NEEDS_ATTENTION or an unfinished one.
+            numbers = [
+                row[0]
+                for row in self._db.execute(
+                    "SELECT out_trade_no FROM payments WHERE final = 1 AND updated_at < ?"
+                    " ORDER BY updated_at, out_trade_no LIMIT ?",
+                    (finished_before, limit),
+                )
+            ]
+            if not numbers:
+                return 0
+            marks = ", ".join("?" for _ in numbers)
+            # Placeholders only; the triggers let events go only for rows marked pruning.
+            self._db.execute(
+                f"UPDATE payments SET pruning = 1 WHERE out_trade_no IN ({marks})",  # noqa: S608
+                numbers,
+            )
+            self._db.execute(
+                f"DELETE FROM payment_events WHERE out_trade_no IN ({marks})",  # noqa: S608
+                numbers,
+            )
+            self._db.execute(
+                f"DELETE FROM payments WHERE out_trade_no IN ({marks})",  # noqa: S608
+                numbers,
+            )
+            return len(numbers)
 
     def _insert_event(self, event: PaymentEvent) -> None:
         self._db.execute(

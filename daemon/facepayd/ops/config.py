@@ -39,11 +39,18 @@ class ServerConfig:
     stop_grace: float = 5.0
 
 
+# A hundred years: far beyond any bookkeeping rule, and still a finite cut-off.
+MAX_RETENTION_DAYS = 36_500
+
+
 @dataclass(frozen=True, slots=True)
 class StateConfig:
-    """Where the journal, the authinfo cache and the lock live."""
+    """Where the journal, the authinfo cache and the lock live, and how long payments stay."""
 
     dir: str = "/var/lib/facepayd"
+    # Final payments (SUCCEEDED, FAILED, REVERSED, CLOSED, CANCELLED) last changed longer ago
+    # than this are deleted in the background; unfinished and NEEDS_ATTENTION ones never.
+    retention_days: int = 90
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +220,7 @@ MAX_SECONDS = 86_400.0
 
 # Inclusive bounds of every integer key: a new integer key without bounds fails every load.
 _INT_RANGES: dict[str, tuple[int, int]] = {
+    "state.retention_days": (1, MAX_RETENTION_DAYS),
     "sdk.init_retries": (0, 1000),
     "sdk.proxy.proxy_type": (0, 3),
     "wxpay.max_response_bytes": (1024, 16 << 20),
@@ -517,7 +525,9 @@ def override(
             config, server=dataclasses.replace(config.server, socket=str(socket))
         )
     if state_dir is not None:
-        config = dataclasses.replace(config, state=StateConfig(dir=str(state_dir)))
+        config = dataclasses.replace(
+            config, state=dataclasses.replace(config.state, dir=str(state_dir))
+        )
     _validate(config)
     return config
 

@@ -73,6 +73,20 @@ class PaymentService:
         self._closed = False
         journal.add_listener(self._on_event)
 
+    @property
+    def journal_writable(self) -> bool:
+        """False while the journal is known not to take writes."""
+        return self._journal.writable
+
+    def require_journal(self) -> None:
+        """Refuse new payment work (JournalError) while the journal is known not to write."""
+        if not self._journal.writable:
+            raise JournalError("the journal cannot be written now; no new payment is accepted")
+
+    def journal_bytes(self) -> int:
+        """The journal's size on disk."""
+        return self._journal.size_bytes()
+
     async def begin(self, order: PaymentOrder, session_id: str = "") -> tuple[Payment, bool]:
         """Journal a new payment (CAPTURING); re-attach when the same parameters exist."""
         self._check_open()

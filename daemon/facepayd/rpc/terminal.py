@@ -57,6 +57,7 @@ class TerminalArea(Area):
             daemon_version=__version__,
             unfinished_payments=d.payments.unfinished_count(),
             needs_attention_payments=d.payments.needs_attention_count(),
+            journal_bytes=d.payments.journal_bytes(),
         )
         if d.authinfo.expires_at is not None:
             status.authinfo_expires_at.CopyFrom(timestamp(d.authinfo.expires_at))
