@@ -25,6 +25,8 @@ NEXT_PAGE_RULE = "must be a next_page_token from a previous ListPayments"
 # google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
 _TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
 _NANOS = (0, 999_999_999)
+# The status travels in trailing metadata (8 KiB by default): past this, violations are counted.
+MAX_VIOLATIONS = 10
 
 
 class Rules:
@@ -32,10 +34,14 @@ class Rules:
 
     def __init__(self) -> None:
         self._violations: list[tuple[str, str]] = []
+        self._unlisted = 0
 
     def fail(self, field: str, rule: str) -> None:
-        """Record a violation."""
-        self._violations.append((field, rule))
+        """Record a violation (the first MAX_VIOLATIONS are listed, the rest counted)."""
+        if len(self._violations) < MAX_VIOLATIONS:
+            self._violations.append((field, rule))
+        else:
+            self._unlisted += 1
 
     def pattern(
         self, field: str, value: str, regex: re.Pattern[str], rule: str, *, required: bool
@@ -105,6 +111,8 @@ class Rules:
         """Raise every recorded violation as one InvalidArgument."""
         if self._violations:
             first, *rest = self._violations
+            if self._unlisted:
+                rest.append(("request", f"and {self._unlisted} more violations"))
             raise InvalidArgument(first[0], first[1], *rest)
 
     def _text(self, field: str, value: str, *, required: bool) -> bool:
