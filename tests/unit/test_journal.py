@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import sqlite3
 import stat
@@ -16,6 +17,7 @@ from facepayd.clock import ManualClock
 from facepayd.errors import AlreadyExists, InvalidArgument, JournalError, NotFound, WrongState
 from facepayd.journal import Journal
 from facepayd.journal.migrations import MIGRATIONS, SCHEMA_VERSION
+from facepayd.journal.payments import MAX_PAGE_TOKEN, PaymentStore
 from facepayd.payments.models import (
     TRANSITIONS,
     EventKind,
@@ -332,7 +334,24 @@ async def test_list_pages_newest_first_without_gaps(journal: Journal, clock: Man
     assert [p.out_trade_no for p in window] == ["P5", "P4", "P3", "P2"]
 
 
-@pytest.mark.parametrize("token", ["not-base64!", "bm90IGpzb24", "WzEsMiwzXQ"])
+def _unsigned(raw: str) -> str:
+    """A cursor as the unsigned codec wrote it, with a made-up signature."""
+    encoded = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return f"{encoded}.AAAAAAAAAAAAAAAAAAAAAA"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "not-base64!",
+        "bm90IGpzb24",
+        "WzEsMiwzXQ",
+        _unsigned("[" + "9" * 320 + ',"P1"]'),  # once an OverflowError in float()
+        _unsigned('[1e999,"P1"]'),
+        "A" * 257,
+        ".",
+    ],
+)
 async def test_list_rejects_bad_tokens_and_sizes(journal: Journal, token: str) -> None:
     with pytest.raises(InvalidArgument) as info:
         await journal.payments.list(page_token=token)
@@ -465,3 +484,44 @@ async def test_prune_deletes_only_final_payments_and_their_events(
         with pytest.raises(sqlite3.IntegrityError, match="deleted"):
             other.execute("DELETE FROM payments WHERE out_trade_no = 'RECENT'")
     assert len(await journal.payments.events("RECENT")) == len(paths[PaymentState.SUCCEEDED])
+
+
+async def _first_token(journal: Journal, **filters: object) -> str:
+    for i in range(3):
+        await journal.payments.create_payment(_order(f"T{i}"))
+    _, token = await journal.payments.list(page_size=1, **filters)  # type: ignore[arg-type]
+    assert token
+    return token
+
+
+async def test_a_token_only_pages_the_query_that_issued_it(journal: Journal) -> None:
+    token = await _first_token(journal, states=[PaymentState.CAPTURING])
+    page, _ = await journal.payments.list(
+        page_size=1, states=[PaymentState.CAPTURING], page_token=token
+    )
+    assert [p.out_trade_no for p in page] == ["T1"]
+    other_queries: list[dict[str, object]] = [
+        {},
+        {"states": [PaymentState.CANCELLED]},
+        {"states": [PaymentState.CAPTURING], "created_after": 0.0},
+        {"states": [PaymentState.CAPTURING], "created_before": 1e10},
+    ]
+    for filters in other_queries:
+        with pytest.raises(InvalidArgument) as info:
+            await journal.payments.list(page_token=token, **filters)  # type: ignore[arg-type]
+        assert info.value.field == "page_token"
+
+
+async def test_an_edited_token_or_one_from_another_run_is_refused(
+    journal: Journal, path: Path, clock: ManualClock
+) -> None:
+    token = await _first_token(journal)
+    _, _, mac = token.partition(".")
+    edited = base64.urlsafe_b64encode(b'[1.0,"T9"]').decode().rstrip("=") + "." + mac
+    with pytest.raises(InvalidArgument):
+        await journal.payments.list(page_token=edited)
+    # Another store over the same file is another daemon run: its key differs.
+    rerun = PaymentStore(journal.database, clock, journal.health)
+    with pytest.raises(InvalidArgument):
+        await rerun.list(page_token=token)
+    assert len(token) <= MAX_PAGE_TOKEN

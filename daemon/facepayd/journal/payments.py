@@ -6,7 +6,10 @@ import base64
 import binascii
 import dataclasses
 import hashlib
+import hmac
 import json
+import math
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -25,7 +28,7 @@ from facepayd.payments.models import (
     PaymentState,
 )
 
-__all__ = ["MAX_PAGE_SIZE", "PaymentListener", "PaymentStore"]
+__all__ = ["MAX_PAGE_SIZE", "MAX_PAGE_TOKEN", "PaymentListener", "PaymentStore"]
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +38,10 @@ PaymentList = list[Payment]
 EventList = list[PaymentEvent]
 
 MAX_PAGE_SIZE = 200
-_PAGE_CURSOR_RULE = "is not a token from a previous ListPayments"
+_PAGE_CURSOR_RULE = "is not a token from a previous ListPayments with the same filters"
+# Longer than any token this store issues (about 110 characters): refused before decoding.
+MAX_PAGE_TOKEN = 256
+_TOKEN_MAC_BYTES = 16
 
 # Result columns a state change may set; pay_sent_at has its own guarded call.
 _ROW_UPDATES = frozenset(
@@ -72,6 +78,8 @@ class PaymentStore:
         self._clock = clock
         self._health = health
         self._listeners: list[PaymentListener] = []
+        # Page tokens are signed per run: a forged, edited or stale cursor is refused unparsed.
+        self._token_key = secrets.token_bytes(32)
 
     @property
     def writable(self) -> bool:
@@ -160,11 +168,13 @@ class PaymentStore:
         """Payments newest first, created_after <= created_at < created_before; next token or ""."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise InvalidArgument("page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
-        cursor = _decode_token(page_token) if page_token else None
-        result: tuple[PaymentList, str] = await self._database.run(
-            self._list, tuple(states), created_after, created_before, page_size, cursor
+        states = tuple(states)
+        query = _query_key(states, created_after, created_before)
+        cursor = self._decode_token(page_token, query) if page_token else None
+        payments, last = await self._database.run(
+            self._list, states, created_after, created_before, page_size, cursor
         )
-        return result
+        return payments, "" if last is None else self._encode_token(last, query)
 
     async def prune(self, finished_before: float, limit: int) -> int:
         """Delete up to limit final payments last changed before finished_before, with events."""
@@ -179,6 +189,32 @@ class PaymentStore:
         return payments
 
     # ------------------------------------------------------------------ worker thread
+
+    def _mac(self, query: bytes, cursor: bytes) -> bytes:
+        return hmac.digest(self._token_key, query + b"\0" + cursor, "sha256")[:_TOKEN_MAC_BYTES]
+
+    def _encode_token(self, last: tuple[float, str], query: bytes) -> str:
+        """An opaque cursor after last, signed for this run and these filters."""
+        cursor = json.dumps(list(last), separators=(",", ":")).encode()
+        return f"{_b64(cursor)}.{_b64(self._mac(query, cursor))}"
+
+    def _decode_token(self, token: str, query: bytes) -> tuple[float, str]:
+        """The cursor in token; InvalidArgument unless this run signed it for these filters."""
+        cursor_text, dot, mac_text = token.partition(".")
+        if len(token) > MAX_PAGE_TOKEN or not dot:
+            raise InvalidArgument("page_token", _PAGE_CURSOR_RULE)
+        try:
+            cursor, mac = _unb64(cursor_text), _unb64(mac_text)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidArgument("page_token", _PAGE_CURSOR_RULE) from exc
+        # Checked before parsing: only bytes this store wrote are ever decoded.
+        if not hmac.compare_digest(mac, self._mac(query, cursor)):
+            raise InvalidArgument("page_token", _PAGE_CURSOR_RULE)
+        match json.loads(cursor):
+            case [float() as created_at, str() as out_trade_no] if math.isfinite(created_at):
+                return created_at, out_trade_no
+            case _:
+                raise InvalidArgument("page_token", _PAGE_CURSOR_RULE)
 
     def _notify(self, event: PaymentEvent) -> None:
         for listener in list(self._listeners):
@@ -324,7 +360,7 @@ class PaymentStore:
         created_before: float | None,
         page_size: int,
         cursor: tuple[float, str] | None,
-    ) -> tuple[PaymentList, str]:
+    ) -> tuple[PaymentList, tuple[float, str] | None]:
         where: list[str] = []
         args: list[Any] = []
         if states:
@@ -347,11 +383,9 @@ class PaymentStore:
             (*args, page_size + 1),
         ).fetchall()
         payments = [_payment(row) for row in rows[:page_size]]
-        token = ""
-        if len(rows) > page_size:
-            last = payments[-1]
-            token = _encode_token(last.created_at, last.out_trade_no)
-        return payments, token
+        if len(rows) <= page_size:
+            return payments, None
+        return payments, (payments[-1].created_at, payments[-1].out_trade_no)
 
     def _unfinished(self) -> PaymentList:
         rows = self._db.execute(
@@ -445,18 +479,18 @@ def _payment(row: tuple[Any, ...]) -> Payment:
     )
 
 
-def _encode_token(created_at: float, out_trade_no: str) -> str:
-    raw = json.dumps([created_at, out_trade_no], separators=(",", ":")).encode()
+def _query_key(
+    states: tuple[PaymentState, ...], created_after: float | None, created_before: float | None
+) -> bytes:
+    """The filters a page token belongs to, canonically encoded."""
+    return json.dumps(
+        [sorted({s.value for s in states}), created_after, created_before], separators=(",", ":")
+    ).encode()
+
+
+def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_token(token: str) -> tuple[float, str]:
-    try:
-        fields = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidArgument("page_token", _PAGE_CURSOR_RULE) from exc
-    match fields:
-        case [int() | float() as created_at, str() as out_trade_no]:
-            return float(created_at), out_trade_no
-        case _:
-            raise InvalidArgument("page_token", _PAGE_CURSOR_RULE)
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

@@ -21,6 +21,8 @@ from facepayd.rpc.convert import event_message
 from facepayd.rpc.handlers import Area, stream, unary
 from facepayd.rpc.payments import payment_order
 
+_MAX_TOAST_BYTES = 192
+
 
 class FaceArea(Area):
     """Face sessions: the camera, and the payments that start with a face."""
@@ -70,8 +72,8 @@ class FaceArea(Area):
         """Quit the face UI."""
         rules = v.Rules()
         v.session_id(rules, "session_id", request.session_id, required=False)
-        if len(request.toast_text) > 64:
-            rules.fail("toast_text", "must be at most 64 characters")
+        # 64 CJK characters of the face UI's toast, measured in the bytes the bridge carries.
+        rules.max_bytes("toast_text", request.toast_text, _MAX_TOAST_BYTES)
         rules.check()
         session_id = await self._d.sessions.cancel(request.session_id, request.toast_text)
         return pb.CancelSessionResponse(session_id=session_id)
@@ -83,8 +85,12 @@ class FaceArea(Area):
         """The POS's payment result for a capture-only session."""
         rules = v.Rules()
         v.session_id(rules, "session_id", request.session_id, required=True)
-        if request.result not in (pb.PAY_RESULT_SUCCESS, pb.PAY_RESULT_ERROR):
-            rules.fail("result", "must be PAY_RESULT_SUCCESS or PAY_RESULT_ERROR")
+        rules.enum(
+            "result",
+            request.result,
+            (pb.PAY_RESULT_SUCCESS, pb.PAY_RESULT_ERROR),
+            "PAY_RESULT_SUCCESS or PAY_RESULT_ERROR",
+        )
         rules.check()
         session = self._d.sessions.active
         if session is None or session.id != request.session_id or session.kind != "capture":

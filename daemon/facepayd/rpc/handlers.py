@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import grpc
 import structlog
+from google.protobuf import message
 
 from facepayd import errors
 from facepayd.face.authinfo import AuthinfoCache
@@ -45,11 +46,47 @@ class Area:
     _d: Domain
 
 
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """Stands in for a request whose bytes did not decode; its handler refuses it."""
+
+    message_name: str
+
+
+def request_deserializer(
+    method: str, message_type: type[message.Message]
+) -> Callable[[bytes], message.Message | Undecodable]:
+    """message_type.FromString, but bytes that do not decode give an Undecodable marker.
+
+    grpc.aio answers a deserializer's exception with UNKNOWN and its text; the marker lets
+    the handler answer INVALID_ARGUMENT naming the method instead.
+    """
+    name = message_type.DESCRIPTOR.full_name
+
+    def deserialize(data: bytes) -> message.Message | Undecodable:
+        try:
+            return message_type.FromString(data)
+        except message.DecodeError:
+            # Only the size: the bytes may hold a face code or an auth code.
+            log.info("rpc_undecodable_request", rpc=method, size=len(data))
+            return Undecodable(name)
+
+    return deserialize
+
+
+def _undecodable(rpc: str, request: Undecodable) -> errors.InvalidArgument:
+    return errors.InvalidArgument(
+        "request", f"is not a valid {request.message_name}: its bytes do not decode ({rpc})"
+    )
+
+
 def unary(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """Translate domain errors into rich statuses at the API boundary."""
 
     @functools.wraps(handler)
     async def wrapper(self: Area, request: Any, context: grpc.aio.ServicerContext) -> T:
+        if isinstance(request, Undecodable):
+            await context.abort_with_status(to_status(_undecodable(handler.__name__, request)))
         try:
             return await handler(self, request, context)
         except grpc.aio.AbortError:
@@ -70,6 +107,8 @@ def stream(
     async def wrapper(
         self: Area, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[T]:
+        if isinstance(request, Undecodable):
+            await context.abort_with_status(to_status(_undecodable(handler.__name__, request)))
         try:
             async for item in handler(self, request, context):
                 yield item

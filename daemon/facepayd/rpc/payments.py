@@ -12,6 +12,10 @@ from facepayd.rpc import validation as v
 from facepayd.rpc.convert import PAYMENT_STATE_BACK, event_message, payment_message, unix
 from facepayd.rpc.handlers import Area, stream, unary
 
+_MAX_PAGE_SIZE = 200
+# Event seqs are SQLite INTEGERs: anything above cannot name one (and would not bind).
+_MAX_SEQ = 2**63 - 1
+
 
 class PaymentsArea(Area):
     """The journal's payments."""
@@ -21,7 +25,10 @@ class PaymentsArea(Area):
         self, request: pb.WatchPaymentRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchPaymentResponse]:
         """Replay after after_seq, then follow to the final state."""
-        v.require_out_trade_no(request.out_trade_no)
+        rules = v.Rules()
+        v.out_trade_no(rules, "out_trade_no", request.out_trade_no)
+        rules.int_range("after_seq", request.after_seq, 0, _MAX_SEQ)
+        rules.check()
         await self._d.payments.get(request.out_trade_no)
         async for event in self._d.payments.watch(request.out_trade_no, request.after_seq):
             yield pb.WatchPaymentResponse(event=event_message(event))
@@ -42,17 +49,23 @@ class PaymentsArea(Area):
     ) -> pb.ListPaymentsResponse:
         """Payments from the journal, newest first, paged."""
         rules = v.Rules()
-        rules.int_range("page_size", request.page_size, 0, 200)
+        rules.int_range("page_size", request.page_size, 0, _MAX_PAGE_SIZE)
+        rules.pattern(
+            "page_token", request.page_token, v.PAGE_TOKEN, v.NEXT_PAGE_RULE, required=False
+        )
+        # A state named twice selects nothing more: more entries than states is a broken client.
+        rules.at_most("states", request.states, len(PAYMENT_STATE_BACK))
         states = []
-        for index, value in enumerate(request.states):
+        for index, value in enumerate(request.states[: len(PAYMENT_STATE_BACK)]):
             if value not in PAYMENT_STATE_BACK:
                 rules.fail(
                     f"states[{index}]", "must be a known PaymentState other than UNSPECIFIED"
                 )
             else:
                 states.append(PAYMENT_STATE_BACK[value])
-        if len(request.page_token) > 512:
-            rules.fail("page_token", "must be a token from a previous ListPayments")
+        for name in ("created_after", "created_before"):
+            if request.HasField(name):
+                rules.timestamp(name, getattr(request, name))
         rules.check()
         payments, token = await self._d.payments.list(
             states=states,
@@ -96,9 +109,7 @@ def payment_order(request: pb.StartFacePayRequest, max_amount: int, rules: v.Rul
     )
     rules.max_bytes("goods_tag", request.goods_tag, 32)
     rules.choice("limit_pay", request.limit_pay, ("no_credit",))
-    rules.pattern(
-        "time_expire", request.time_expire, v.TIME14, "must be yyyyMMddHHmmss", required=False
-    )
+    rules.time14("time_expire", request.time_expire, required=False)
     rules.max_bytes("scene_info", request.scene_info, 256)
     rules.choice("receipt", request.receipt, ("Y",))
     return PaymentOrder(

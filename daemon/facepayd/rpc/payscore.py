@@ -38,7 +38,7 @@ class PayScoreArea(Area):
             "must match [0-9A-Za-z_-|*]{1,64}",
             required=False,
         )
-        _max_chars(rules, "payscore_service_id", request.payscore_service_id, 32)
+        rules.max_chars("payscore_service_id", request.payscore_service_id, 32)
         options = face_options(request.face, "face", rules)
         rules.check()
         payscore = self._payscore()
@@ -63,9 +63,8 @@ class PayScoreArea(Area):
         """Create a service order (journaled before it is sent)."""
         rules = v.Rules()
         _out_order_no(rules, "out_order_no", request.out_order_no)
-        _max_chars(rules, "service_id", request.service_id, 32)
-        _max_chars(
-            rules,
+        rules.max_chars("service_id", request.service_id, 32)
+        rules.max_chars(
             "service_introduction",
             request.service_introduction,
             psm.MAX_SERVICE_INTRODUCTION,
@@ -80,14 +79,19 @@ class PayScoreArea(Area):
             if not request.risk_fund.name:
                 rules.fail("risk_fund.name", "is required")
             rules.int_range("risk_fund.amount", request.risk_fund.amount, 0, _MAX_FEN)
-            _max_chars(rules, "risk_fund.description", request.risk_fund.description, 30)
+            rules.max_chars("risk_fund.description", request.risk_fund.description, 30)
         _time_range(rules, "time_range", request.time_range, start_required=True)
         _location(rules, "location", request.location)
-        _max_chars(rules, "attach", request.attach, psm.MAX_ATTACH)
-        _max_chars(rules, "notify_url", request.notify_url, psm.MAX_NOTIFY_URL)
+        rules.max_chars("attach", request.attach, psm.MAX_ATTACH)
+        rules.max_chars("notify_url", request.notify_url, psm.MAX_NOTIFY_URL)
         rules.pattern(
-            "openid", request.openid, v.OPENID, "must match [0-9A-Za-z_-]{1,128}", required=False
+            "notify_url",
+            request.notify_url,
+            _NOTIFY_URL,
+            "must be an https:// URL of printable ASCII",
+            required=False,
         )
+        v.openid(rules, "openid", request.openid)
         rules.check()
         order = psm.NewServiceOrder(
             out_order_no=request.out_order_no,
@@ -124,7 +128,7 @@ class PayScoreArea(Area):
         if request.HasField("time_range"):
             _time_range(rules, "time_range", request.time_range, start_required=False)
         _location(rules, "location", request.location)
-        _max_chars(rules, "goods_tag", request.goods_tag, 32)
+        rules.max_chars("goods_tag", request.goods_tag, 32)
         rules.check()
         completion = psm.ServiceOrderCompletion(
             post_payments=_payments_in(request.post_payments),
@@ -148,9 +152,7 @@ class PayScoreArea(Area):
         rules = v.Rules()
         _out_order_no(rules, "out_order_no", request.out_order_no)
         rules.choice("type", request.type, (psm.SYNC_ORDER_PAID,))
-        rules.pattern(
-            "paid_time", request.paid_time, v.TIME14, "must be yyyyMMddHHmmss", required=True
-        )
+        rules.time14("paid_time", request.paid_time, required=True)
         rules.check()
         view = await self._payscore().sync(
             request.out_order_no, request.paid_time, request.type or psm.SYNC_ORDER_PAID
@@ -175,7 +177,7 @@ class PayScoreArea(Area):
         """Cancel a service order that has not been completed."""
         rules = v.Rules()
         _out_order_no(rules, "out_order_no", request.out_order_no)
-        _max_chars(rules, "reason", request.reason, psm.MAX_CANCEL_REASON, required=True)
+        rules.max_chars("reason", request.reason, psm.MAX_CANCEL_REASON, required=True)
         rules.check()
         view = await self._payscore().cancel(request.out_order_no, request.reason)
         return pb.CancelServiceOrderResponse(order=_service_order(view))
@@ -210,7 +212,7 @@ class PayScoreArea(Area):
 _OUT_ORDER_NO = re.compile(r"[0-9A-Za-z_\-]{1,32}")
 _OUT_REQUEST_NO = re.compile(r"[0-9A-Za-z_\-|*]{1,64}")
 _FACE_SID = re.compile(r"[A-Za-z0-9_.~\-]{1,256}")
-_START_TIME = re.compile(r"\d{14}|OnAccept")
+_NOTIFY_URL = re.compile(r"https://[\x21-\x7e]+")
 _MAX_FEN = 10**12
 _PAYSCORE_OUTCOME: dict[PayScoreOutcome, Any] = {
     outcome: pb.PayScoreOutcome.Value(f"PAY_SCORE_OUTCOME_{outcome.name}")
@@ -232,50 +234,31 @@ def _out_order_no(rules: v.Rules, field: str, value: str) -> None:
     )
 
 
-def _max_chars(
-    rules: v.Rules, field: str, value: str, limit: int, *, required: bool = False
-) -> None:
-    if not value:
-        if required:
-            rules.fail(field, "is required")
-        return
-    if len(value) > limit:
-        rules.fail(field, f"must be at most {limit} characters")
-    if any(ord(ch) < 0x20 for ch in value):
-        rules.fail(field, "must not contain control characters")
-
-
 def _items(rules: v.Rules, payments: Any, discounts: Any) -> None:
-    if len(payments) > psm.MAX_POST_PAYMENTS:
-        rules.fail("post_payments", f"at most {psm.MAX_POST_PAYMENTS} items")
-    if len(discounts) > psm.MAX_POST_DISCOUNTS:
-        rules.fail("post_discounts", f"at most {psm.MAX_POST_DISCOUNTS} items")
-    for prefix, items in (("post_payments", payments), ("post_discounts", discounts)):
-        for i, item in enumerate(items):
-            _max_chars(rules, f"{prefix}[{i}].name", item.name, 20, required=True)
-            _max_chars(rules, f"{prefix}[{i}].description", item.description, 30)
+    rules.at_most("post_payments", payments, psm.MAX_POST_PAYMENTS)
+    rules.at_most("post_discounts", discounts, psm.MAX_POST_DISCOUNTS)
+    for prefix, items, limit in (
+        ("post_payments", payments, psm.MAX_POST_PAYMENTS),
+        ("post_discounts", discounts, psm.MAX_POST_DISCOUNTS),
+    ):
+        # Past the limit the request is refused anyway: do not list a violation per item.
+        for i, item in enumerate(items[:limit]):
+            rules.max_chars(f"{prefix}[{i}].name", item.name, 20, required=True)
+            rules.max_chars(f"{prefix}[{i}].description", item.description, 30)
             rules.int_range(f"{prefix}[{i}].amount", item.amount, 0, _MAX_FEN)
             rules.int_range(f"{prefix}[{i}].count", item.count, 0, 1_000_000)
 
 
 def _time_range(rules: v.Rules, prefix: str, t: pb.TimeRange, *, start_required: bool) -> None:
-    rules.pattern(
-        f"{prefix}.start_time",
-        t.start_time,
-        _START_TIME,
-        "must be yyyyMMddHHmmss or OnAccept",
-        required=start_required,
-    )
-    rules.pattern(
-        f"{prefix}.end_time", t.end_time, v.TIME14, "must be yyyyMMddHHmmss", required=False
-    )
-    _max_chars(rules, f"{prefix}.start_time_remark", t.start_time_remark, 20)
-    _max_chars(rules, f"{prefix}.end_time_remark", t.end_time_remark, 20)
+    rules.time14(f"{prefix}.start_time", t.start_time, required=start_required, also=("OnAccept",))
+    rules.time14(f"{prefix}.end_time", t.end_time, required=False)
+    rules.max_chars(f"{prefix}.start_time_remark", t.start_time_remark, 20)
+    rules.max_chars(f"{prefix}.end_time_remark", t.end_time_remark, 20)
 
 
 def _location(rules: v.Rules, prefix: str, loc: pb.Location) -> None:
-    _max_chars(rules, f"{prefix}.start_location", loc.start_location, 50)
-    _max_chars(rules, f"{prefix}.end_location", loc.end_location, 50)
+    rules.max_chars(f"{prefix}.start_location", loc.start_location, 50)
+    rules.max_chars(f"{prefix}.end_location", loc.end_location, 50)
 
 
 def _payments_in(items: Any) -> tuple[psm.PostPayment, ...]:

@@ -10,14 +10,34 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from facepay.terminal.v1 import terminal_pb2, terminal_pb2_grpc
+from facepay.terminal.v1 import terminal_pb2
 from facepayd.errors import ConfigError
+from facepayd.rpc.handlers import request_deserializer
 from facepayd.rpc.service import TerminalService
 
 SERVICE_NAME = terminal_pb2.DESCRIPTOR.services_by_name["TerminalService"].full_name
 
 # 0660 for the socket, set before bind: a chmod after bind leaves a window with looser modes.
 _SOCKET_UMASK = 0o117
+
+
+def terminal_handler(service: TerminalService) -> grpc.GenericRpcHandler:
+    """TerminalService's method handlers, each with a deserializer that never raises."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in terminal_pb2.DESCRIPTOR.services_by_name["TerminalService"].methods:
+        request_type = getattr(terminal_pb2, method.input_type.name)
+        response_type = getattr(terminal_pb2, method.output_type.name)
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make(
+            getattr(service, method.name),
+            request_deserializer=request_deserializer(method.name, request_type),
+            response_serializer=response_type.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
 class RpcServer:
@@ -28,7 +48,7 @@ class RpcServer:
         self._server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1 << 20)]
         )
-        terminal_pb2_grpc.add_TerminalServiceServicer_to_server(service, self._server)
+        self._server.add_generic_rpc_handlers((terminal_handler(service),))
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         if reflection_on:

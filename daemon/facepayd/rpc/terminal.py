@@ -11,7 +11,7 @@ from facepay.terminal.v1 import terminal_pb2 as pb
 from facepayd import __version__, errors
 from facepayd.ops.config import SdkMode
 from facepayd.rpc.convert import LIFECYCLE_STATE, timestamp
-from facepayd.rpc.handlers import Area, unary
+from facepayd.rpc.handlers import Area, stream, unary
 
 
 class TerminalArea(Area):
@@ -70,6 +70,7 @@ class TerminalArea(Area):
         """Current status."""
         return pb.GetStatusResponse(status=self.status())
 
+    @stream
     async def WatchStatus(
         self, request: pb.WatchStatusRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchStatusResponse]:

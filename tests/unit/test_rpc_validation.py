@@ -1,0 +1,157 @@
+"""The rpc layer's rules for the cases the fuzzing found, over real gRPC on a Unix socket."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from facepay.terminal.v1 import terminal_pb2 as pb
+from facepayd.errors import InvalidArgument
+from facepayd.ops.config import Config
+from facepayd.rpc.server import SERVICE_NAME, RpcServer
+from facepayd.rpc.service import Domain, TerminalService
+from facepayd.rpc.validation import MAX_VIOLATIONS, Rules
+from tests.unit.face_world import face_world
+
+Violations = list[tuple[str, str]]
+
+
+@contextlib.asynccontextmanager
+async def channel(tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
+    """A raw channel to the real server over the face world (a typed client would re-encode)."""
+    async with face_world(tmp_path) as world:
+        with tempfile.TemporaryDirectory(dir="/tmp") as short:  # socket paths are short
+            socket = Path(short) / "t.sock"
+            domain = Domain(
+                config=Config(device=world.device),
+                lifecycle=world.lifecycle,
+                authinfo=world.authinfo,
+                sessions=world.sessions,
+                flows=world.flows,
+                payments=world.payments,
+            )
+            server = RpcServer(TerminalService(domain), socket, reflection_on=False)
+            await server.start()
+            try:
+                async with grpc.aio.insecure_channel(f"unix:{socket}") as ch:
+                    yield ch
+            finally:
+                await server.stop(0)
+
+
+async def _refusal(ch: grpc.aio.Channel, rpc: str, data: bytes) -> tuple[str, str, Violations]:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await ch.unary_unary(f"/{SERVICE_NAME}/{rpc}")(data, timeout=10)
+    error = caught.value
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    raw = dict(error.trailing_metadata() or ())["grpc-status-details-bin"]
+    status = status_pb2.Status.FromString(raw)
+    info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(info)
+    assert status.details[1].Unpack(bad)
+    return (
+        info.reason,
+        error.details() or "",
+        [(v.field, v.description) for v in bad.field_violations],
+    )
+
+
+async def test_undecodable_bytes_are_invalid_argument_naming_the_method(tmp_path: Path) -> None:
+    bad_utf8 = b"\x0a\x02\xc3\x28"  # GetPaymentRequest.out_trade_no = invalid UTF-8
+    async with channel(tmp_path) as ch:
+        reason, message, violations = await _refusal(ch, "GetPayment", bad_utf8)
+        assert reason == "INVALID_FIELD"
+        assert "GetPayment" in message
+        assert "DecodeError" not in message
+        assert [f for f, _ in violations] == ["request"]
+        # A bad wire format in a streaming RPC's request, too.
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in ch.unary_stream(f"/{SERVICE_NAME}/WatchStatus")(b"\x07", timeout=10):
+                pass
+        assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "WatchStatus" in (caught.value.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("field", "timestamp"),
+    [
+        ("created_after", {"seconds": 253_402_300_800}),
+        ("created_after", {"nanos": -1}),
+        ("created_before", {"seconds": -62_135_596_801}),
+        ("created_before", {"nanos": 1_000_000_000}),
+    ],
+)
+async def test_list_payments_timestamps_out_of_range_name_their_field(
+    tmp_path: Path, field: str, timestamp: dict[str, int]
+) -> None:
+    request = pb.ListPaymentsRequest(**{field: timestamp})  # type: ignore[arg-type]
+    async with channel(tmp_path) as ch:
+        _, _, violations = await _refusal(ch, "ListPayments", request.SerializeToString())
+    assert [f for f, _ in violations] == [field]
+
+
+async def test_a_320_digit_page_token_is_refused_as_page_token(tmp_path: Path) -> None:
+    forged = base64.urlsafe_b64encode(("[" + "9" * 320 + ',"P1"]').encode()).decode()
+    async with channel(tmp_path) as ch:
+        for token in (forged.rstrip("=") + ".AAAAAAAAAAAAAAAAAAAAAA", "A" * 257, "a b"):
+            request = pb.ListPaymentsRequest(page_token=token)
+            _, _, violations = await _refusal(ch, "ListPayments", request.SerializeToString())
+            assert [f for f, _ in violations] == ["page_token"]
+
+
+@pytest.mark.parametrize(
+    ("toast", "rule"),
+    [
+        ("line\nbreak", "must not contain control characters"),
+        ("\x7f", "must not contain control characters"),
+        ("测" * 65, "must be at most 192 bytes in UTF-8"),
+        ("x" * 193, "must be at most 192 bytes in UTF-8"),
+    ],
+)
+async def test_cancel_session_toast_text_is_bounded_in_bytes_without_controls(
+    tmp_path: Path, toast: str, rule: str
+) -> None:
+    request = pb.CancelSessionRequest(toast_text=toast)
+    async with channel(tmp_path) as ch:
+        _, _, violations = await _refusal(ch, "CancelSession", request.SerializeToString())
+    assert violations == [("toast_text", rule)]
+
+
+async def test_after_seq_beyond_sqlite_and_unknown_enums_are_refused(tmp_path: Path) -> None:
+    async with channel(tmp_path) as ch:
+        watch = pb.WatchPaymentRequest(out_trade_no="T1", after_seq=2**64 - 1)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in ch.unary_stream(f"/{SERVICE_NAME}/WatchPayment")(
+                watch.SerializeToString(), timeout=10
+            ):
+                pass
+        assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        report = pb.ReportPayResultRequest(session_id="fs_0123456789abcdef", result=7)
+        _, _, violations = await _refusal(ch, "ReportPayResult", report.SerializeToString())
+        assert [f for f, _ in violations] == ["result"]
+        states = pb.ListPaymentsRequest(states=[pb.PAYMENT_STATE_SUCCEEDED] * 11)
+        _, _, violations = await _refusal(ch, "ListPayments", states.SerializeToString())
+        assert [f for f, _ in violations] == ["states"]
+
+
+def test_rules_cap_the_listed_violations_and_check_dates() -> None:
+    rules = Rules()
+    for i in range(MAX_VIOLATIONS + 5):
+        rules.max_chars(f"items[{i}].name", "\x00", 20)
+    rules.time14("paid_time", "20250229120000", required=True)
+    with pytest.raises(InvalidArgument) as caught:
+        rules.check()
+    violations = caught.value.violations
+    assert len(violations) == MAX_VIOLATIONS + 1
+    assert violations[-1] == ("request", "and 6 more violations")
+    dates = Rules()
+    dates.time14("paid_time", "20240229120000", required=True)
+    dates.time14("start", "OnAccept", required=True, also=("OnAccept",))
+    dates.check()
