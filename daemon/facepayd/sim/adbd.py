@@ -553,6 +553,8 @@ class AdbServer(_Started):
         self.adb_path = adb_path
         self.host = host
         self.port = port or free_port(host)
+        # A port we picked may be taken by another process before adb binds it: pick again.
+        self._port_chosen = not port
         self.command_timeout = command_timeout
         self._started = False
 
@@ -563,10 +565,15 @@ class AdbServer(_Started):
 
     async def start(self) -> None:
         """Start the server; raise RuntimeError with adb's output when it does not come up."""
-        result = await self.run("start-server")
-        self._started = True
-        if result.returncode != 0 or not await _port_open(self.host, self.port):
-            raise RuntimeError(f"adb start-server on port {self.port} failed: {result.output}")
+        for attempt in range(3):
+            result = await self.run("start-server")
+            self._started = True
+            if result.returncode == 0 and await _port_open(self.host, self.port):
+                return
+            if not self._port_chosen or attempt == 2:
+                break
+            self.port = free_port(self.host)
+        raise RuntimeError(f"adb start-server on port {self.port} failed: {result.output}")
 
     async def connect(self, address: str) -> None:
         """`adb connect address`; raise RuntimeError unless adb reports it connected and ready."""
