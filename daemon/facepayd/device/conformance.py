@@ -92,6 +92,7 @@ class _Stream:
         self.ended = ""  # why the bridge ended the stream, "" while open
         self.strays: list[str] = []
         self._issued: set[int] = set()
+        self._strays_before: dict[int, int] = {}  # call id -> strays seen when it was sent
         self._next_id = 1
         self._frames: list[bridge_pb2.Frame] = []
         self._changed = asyncio.Event()
@@ -130,29 +131,43 @@ class _Stream:
         call_id = self._next_id
         self._next_id += 1
         self._issued.add(call_id)
+        self._strays_before[call_id] = len(self.strays)
         call = bridge_pb2.Call(call_id=call_id, method=method, params=dict(params))
         await self.send(bridge_pb2.Frame(call=call), timeout)
         return call_id
 
     async def answer(self, call_id: int, timeout: float) -> bridge_pb2.Frame:
         """The RESULT callback or CallError for ``call_id``."""
+        # A stray that came after the call was sent may have been meant as its answer.
         return await self.wait(
-            lambda f: _answers(f, call_id), timeout, f"no RESULT or CallError for call {call_id}"
+            lambda f: _answers(f, call_id),
+            timeout,
+            f"no RESULT or CallError for call {call_id}",
+            strays_since=self._strays_before.get(call_id, 0),
         )
 
+    def answered(self, call_id: int) -> bool:
+        """True when the answer to ``call_id`` has arrived and is not claimed yet."""
+        return any(_answers(frame, call_id) for frame in self._frames)
+
     async def wait(
-        self, match: Callable[[bridge_pb2.Frame], bool], timeout: float, missing: str
+        self,
+        match: Callable[[bridge_pb2.Frame], bool],
+        timeout: float,
+        missing: str,
+        *,
+        strays_since: int | None = None,
     ) -> bridge_pb2.Frame:
-        """Claim the first frame ``match`` accepts; a stray answer or the stream's end fails."""
+        """Claim the first frame ``match`` accepts; the stream's end fails, and so does a stray
+        answer from strays_since on (None: strays are not this wait's business)."""
         deadline = asyncio.get_running_loop().time() + timeout
-        strays_seen = len(self.strays)
         while True:
             for index, frame in enumerate(self._frames):
                 if match(frame):
                     del self._frames[index]
                     return frame
-            if len(self.strays) > strays_seen:
-                raise _Violation(f"{missing}; instead: {'; '.join(self.strays[strays_seen:])}")
+            if strays_since is not None and len(self.strays) > strays_since:
+                raise _Violation(f"{missing}; instead: {'; '.join(self.strays[strays_since:])}")
             if self.ended:
                 raise _Violation(f"{missing}: {self.ended}")
             self._changed.clear()
@@ -385,6 +400,12 @@ class _Kit:
         )
         return f"nonce echoed in {(time.monotonic() - started) * 1000:.1f} ms"
 
+    async def _ping_during(self, stream: _Stream, call_id: int) -> str:
+        pong = await self._ping(stream)
+        if stream.answered(call_id):
+            return f"{pong} (getWxpayfaceCode had already answered)"
+        return f"{pong} while getWxpayfaceCode was running"
+
     async def _call(
         self, stream: _Stream, method: str, params: Mapping[str, str], *, face_ui: bool = False
     ) -> str:
@@ -432,6 +453,9 @@ class _Kit:
     async def _face_code(self, stream: _Stream, params: Mapping[str, str]) -> str:
         timeout = self.options.call_timeout
         call_id = await stream.call("getWxpayfaceCode", params, timeout)
+        # A bridge that blocks on the SDK while a face UI waits for a user misses the daemon's
+        # heartbeat and is taken for lost.
+        await self.check("ping during a face call", lambda: self._ping_during(stream, call_id))
         info = _result_info(
             await stream.answer(call_id, self.options.face_timeout), "getWxpayfaceCode"
         )
@@ -473,6 +497,7 @@ class _Kit:
             ),
             timeout,
             f"no UPDATE_RESULT callback for getWxpayfaceCode's call {call_id}",
+            strays_since=len(stream.strays),
         )
         update_code = frame.callback.info.get("return_code", "")
         if update_code not in _UPDATE_RESULT_CODES:
