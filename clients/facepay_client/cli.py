@@ -815,7 +815,80 @@ def _build_parser() -> argparse.ArgumentParser:
 
     unionid = command("unionid", _cmd_unionid, "the user's UnionID from a face_sid")
     unionid.add_argument("face_sid", metavar="FACE_SID")
+    _add_bridge_check(command)
     return parser
+
+
+def _add_bridge_check(command: Callable[..., argparse.ArgumentParser]) -> None:
+    check = command(
+        "bridge-check",
+        _cmd_bridge_check,
+        "run the bridge protocol's conformance checks against a bridge (no daemon needed;"
+        " stop facepayd first: the bridge serves one SDK)",
+    )
+    check.add_argument(
+        "--tcp", default="", metavar="HOST:PORT", help="a bridge on TCP instead of over adb"
+    )
+    check.add_argument("--adb-host", default="127.0.0.1", metavar="HOST", help="adb server host")
+    check.add_argument(
+        "--adb-port", type=int, default=5037, metavar="PORT", help="adb server port (5037)"
+    )
+    check.add_argument("--serial", default="", help="device serial (default: the only device)")
+    check.add_argument("--address", default="", metavar="HOST:PORT", help="`adb connect` this")
+    check.add_argument("--bridge-socket", default="facepay-bridge", metavar="NAME")
+    check.add_argument(
+        "--call-timeout",
+        type=_positive_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="deadline for a hello, a pong, a CallError and non-face calls (default %(default)g)",
+    )
+    check.add_argument(
+        "--face-timeout",
+        type=_positive_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="deadline for face calls: show a face, or cancel (default %(default)g)",
+    )
+
+
+async def _cmd_bridge_check(_client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    # The kit needs the daemon's transports and framing; imported here so other commands
+    # never load the daemon package.
+    from facepayd.device import conformance
+    from facepayd.ops.logs import configure_logging
+
+    configure_logging(level="warning")
+    try:
+        transport = conformance.transport_for(
+            tcp=args.tcp,
+            adb_host=args.adb_host,
+            adb_port=args.adb_port,
+            serial=args.serial,
+            address=args.address,
+            bridge_socket=args.bridge_socket,
+        )
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from exc
+    options = conformance.CheckOptions(
+        call_timeout=args.call_timeout, face_timeout=args.face_timeout
+    )
+    try:
+        checks = await conformance.run_checks(transport, options)
+    finally:
+        await transport.close()
+    failed = [check.name for check in checks if check.passed is False]
+    for check in checks:
+        if out.json_mode:
+            out.record({"check": check.name, "passed": check.passed, "detail": check.detail})
+        else:
+            out.line(f"{conformance.mark(check)} {check.name}: {check.detail}")
+    if failed:
+        out.note(f"bridge-check failed: {', '.join(failed)}")
+        return ExitCode.FAILED
+    if not out.json_mode:
+        out.line(f"bridge-check passed ({transport.describe()})")
+    return ExitCode.OK
 
 
 def _add_payscore(payscore: argparse.ArgumentParser, face: argparse.ArgumentParser) -> None:
