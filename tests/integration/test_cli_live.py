@@ -41,9 +41,7 @@ async def _run(argv: Sequence[str]) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-async def _userpaying_daemon(
-    make_stack: StackFactory, make_daemon: DaemonFactory
-) -> DaemonProcess:
+async def _userpaying_daemon(make_stack: StackFactory, make_daemon: DaemonFactory) -> DaemonProcess:
     sims = await make_stack(userpaying_seconds=_USERPAYING_SECONDS)
     return await make_daemon(sims, payments=_PAYMENTS)
 
