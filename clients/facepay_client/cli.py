@@ -158,6 +158,12 @@ def _interrupted(out: _Output, args: argparse.Namespace, following: _Following) 
     if not following.out_trade_no:
         out.note("interrupted")
         return
+    if following.last_seq == 0 and args.command == "pay":
+        # Nothing streamed yet: the daemon may or may not have taken the order.
+        out.note(f"interrupted before facepayd confirmed payment {following.out_trade_no}")
+        look = _command(args, "payment", "get", following.out_trade_no)
+        out.note(f"if it did, it goes on; look with: {look}")
+        return
     out.note(f"interrupted; payment {following.out_trade_no} goes on in facepayd (not cancelled)")
     if not following.captured and args.command == "pay":
         out.note("the face UI stays up until a face is captured or `facepay cancel` quits it")
@@ -165,14 +171,15 @@ def _interrupted(out: _Output, args: argparse.Namespace, following: _Following) 
 
 
 def _watch_command(args: argparse.Namespace, out_trade_no: str, last_seq: int) -> str:
-    """The command that re-attaches to a payment, with the socket if it is not the default."""
-    words = ["facepay"]
-    if args.socket != _default_socket():
-        words += ["--socket", args.socket]
-    words += ["payment", "watch", out_trade_no]
-    if last_seq:
-        words += ["--after-seq", str(last_seq)]
-    return shlex.join(words)
+    """The command that re-attaches to a payment after its last event seen."""
+    after = ["--after-seq", str(last_seq)] if last_seq else []
+    return _command(args, "payment", "watch", out_trade_no, *after)
+
+
+def _command(args: argparse.Namespace, *words: str) -> str:
+    """A facepay command line to print, with the socket if it is not the default one."""
+    socket = ["--socket", args.socket] if args.socket != _default_socket() else []
+    return shlex.join(["facepay", *socket, *words])
 
 
 def _default_socket() -> str:

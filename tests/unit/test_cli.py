@@ -30,7 +30,7 @@ from facepay_client import (
     TerminalBusyError,
     TerminalClient,
 )
-from facepay_client.cli import ExitCode, _build_parser, main
+from facepay_client.cli import ExitCode, _build_parser, _Following, _interrupted, _Output, main
 from tests.helpers import until
 
 _DEADLINE = 10.0
@@ -712,3 +712,27 @@ async def test_payment_list_shows_why_a_payment_needs_attention(
     assert rows[1].split() == [
         "reason:", "REVERSE_EXPIRE", "action:", "refund", "it", "in", "the", "merchant", "platform"
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("following", "expected", "absent"),
+    [
+        (_Following("T5", last_seq=1), ["payment T5 goes on", "facepay cancel",
+         "follow it with: facepay --socket /s payment watch T5 --after-seq 1"], []),
+        (_Following("T5", last_seq=3, captured=True),
+         ["payment T5 goes on", "payment watch T5 --after-seq 3"], ["facepay cancel"]),
+        # Nothing streamed yet: the daemon may not have the order, so no promise that it goes on.
+        (_Following("T5"), ["before facepayd confirmed payment T5",
+         "look with: facepay --socket /s payment get T5"], ["goes on in facepayd"]),
+    ],
+)  # fmt: skip
+def test_interrupted_pay_says_what_happens_to_the_payment(
+    following: _Following, expected: list[str], absent: list[str]
+) -> None:
+    args = _build_parser().parse_args(["--socket", "/s", "pay", "--amount", "1", "--body", "b"])
+    err = io.StringIO()
+    _interrupted(_Output(False, io.StringIO(), err), args, following)
+    for text in expected:
+        assert text in err.getvalue()
+    for text in absent:
+        assert text not in err.getvalue()
