@@ -1,7 +1,15 @@
 """The `facepay` command line: drive and inspect facepayd over its Unix socket.
 
 Output is aligned `key: value` lines (payment events one line each) or, with --json, one JSON
-object per line (proto3 JSON mapping, field names as in the proto; errors as {"error": ...}).
+object per line (proto3 JSON mapping with field names as in the proto, but int64 fields as JSON
+numbers and enums by their short names as in the text output, READY not LIFECYCLE_STATE_READY;
+errors as {"error": ...}). `watch` lines start with the local time they were received.
+
+While a payment waits, stderr gets a progress line every --progress seconds: the time since the
+command started and what the daemon last said it is doing (from the streamed events).
+
+stdout closed by its reader (`facepay status | head -1`) is not an error: `watch` stops with 0;
+`pay` and `payment watch` follow the payment to its end silently and exit as they would have.
 
 Exit codes (ExitCode below is the one table):
 
@@ -17,7 +25,8 @@ Exit codes (ExitCode below is the one table):
     6    invalid argument (each field violation is printed)
     7    not found, already exists, or a PayScore order in the wrong state
     8    daemon unreachable, not answering in time, or starting/stopping
-    130  interrupted (a payment goes on in the daemon; `facepay payment watch` re-attaches)
+    130  interrupted (Ctrl-C). A payment goes on in the daemon: `pay` and `payment watch`
+         print the `facepay payment watch OUT_TRADE_NO` line that follows it again
 
 face_code is printed by `capture` only (the POS asked for it) and never anywhere else.
 """
@@ -26,14 +35,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
+import shlex
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
+from importlib import metadata
 from typing import Any, TextIO
 
 from google.protobuf import json_format
@@ -96,6 +110,8 @@ _EXIT_BY_FINAL_STATE: dict[int, ExitCode] = {
 
 _Handler = Callable[[TerminalClient, argparse.Namespace, "_Output"], Awaitable[int]]
 
+_DISTRIBUTION = "facepay-terminal"
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one facepay command; returns the exit code."""
@@ -106,11 +122,68 @@ def main(argv: Sequence[str] | None = None) -> int:
         # argparse exits 0 for --help and 2 for usage errors; main() returns instead of exiting.
         return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
     out = _Output(args.json, sys.stdout, sys.stderr)
+    args.following = following = _Following()
     try:
         return asyncio.run(_run(args, out))
     except KeyboardInterrupt:
-        out.note("interrupted")
+        _interrupted(out, args, following)
         return ExitCode.INTERRUPTED
+
+
+def _version() -> str:
+    try:
+        return metadata.version(_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+@dataclass
+class _Following:
+    """The payment this command follows, for the line that follows it again after Ctrl-C."""
+
+    out_trade_no: str = ""
+    last_seq: int = 0
+    captured: bool = False  # a face code was taken: the face UI no longer waits for one
+
+    def seen(self, event: terminal_pb2.PaymentEvent) -> None:
+        self.last_seq = event.seq
+        if event.state not in (
+            terminal_pb2.PAYMENT_STATE_UNSPECIFIED,
+            terminal_pb2.PAYMENT_STATE_CAPTURING,
+        ):
+            self.captured = True
+
+
+def _interrupted(out: _Output, args: argparse.Namespace, following: _Following) -> None:
+    if not following.out_trade_no:
+        out.note("interrupted")
+        return
+    if following.last_seq == 0 and args.command == "pay":
+        # Nothing streamed yet: the daemon may or may not have taken the order.
+        out.note(f"interrupted before facepayd confirmed payment {following.out_trade_no}")
+        look = _command(args, "payment", "get", following.out_trade_no)
+        out.note(f"if it did, it goes on; look with: {look}")
+        return
+    out.note(f"interrupted; payment {following.out_trade_no} goes on in facepayd (not cancelled)")
+    if not following.captured and args.command == "pay":
+        out.note("the face UI stays up until a face is captured or `facepay cancel` quits it")
+    out.note(f"follow it with: {_watch_command(args, following.out_trade_no, following.last_seq)}")
+
+
+def _watch_command(args: argparse.Namespace, out_trade_no: str, last_seq: int) -> str:
+    """The command that re-attaches to a payment after its last event seen."""
+    after = ["--after-seq", str(last_seq)] if last_seq else []
+    return _command(args, "payment", "watch", out_trade_no, *after)
+
+
+def _command(args: argparse.Namespace, *words: str) -> str:
+    """A facepay command line to print, with the socket if it is not the default one."""
+    socket = ["--socket", args.socket] if args.socket != _default_socket() else []
+    return shlex.join(["facepay", *socket, *words])
+
+
+def _default_socket() -> str:
+    return os.environ.get("FACEPAY_SOCKET") or DEFAULT_SOCKET_PATH
 
 
 async def _run(args: argparse.Namespace, out: _Output) -> int:
@@ -123,13 +196,6 @@ async def _run(args: argparse.Namespace, out: _Output) -> int:
             return await handler(client, args, out)
     except FacepayClientError as exc:
         return out.error(exc, args.socket)
-    except _UsageError as exc:
-        out.note(f"usage: {exc}")
-        return ExitCode.USAGE
-
-
-class _UsageError(Exception):
-    """A combination of arguments argparse cannot reject by itself."""
 
 
 # ---------------------------------------------------------------- output
@@ -142,6 +208,21 @@ class _Output:
         self.json_mode = json_mode
         self._out = out
         self._err = err
+        self.closed = False  # stdout's reader went away (`| head -1`): nothing more goes there
+
+    def _write(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            print(text, file=self._out, flush=True)
+        except BrokenPipeError:
+            self.closed = True
+            _discard(self._out)
+
+    def _write_err(self, text: str) -> None:
+        # A closed stderr leaves nobody to tell: the exit code still says how it ended.
+        with contextlib.suppress(BrokenPipeError):
+            print(text, file=self._err, flush=True)
 
     def message(self, msg: Message) -> None:
         """One message: a JSON line, or aligned key: value lines."""
@@ -152,21 +233,21 @@ class _Output:
 
     def record(self, obj: dict[str, Any]) -> None:
         """One JSON line (JSON mode only)."""
-        print(json.dumps(obj, ensure_ascii=False, sort_keys=True), file=self._out, flush=True)
+        self._write(json.dumps(obj, ensure_ascii=False, sort_keys=True))
 
     def pairs(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Aligned key: value lines (readable mode only)."""
         width = max((len(key) for key, _ in pairs), default=0) + 1
         for key, value in pairs:
-            print(f"{key + ':':<{width}} {value}", file=self._out, flush=True)
+            self._write(f"{key + ':':<{width}} {value}")
 
     def line(self, text: str) -> None:
         """One readable line on stdout."""
-        print(text, file=self._out, flush=True)
+        self._write(text)
 
     def note(self, text: str) -> None:
         """A remark for the person at the terminal, on stderr."""
-        print(f"facepay: {text}", file=self._err, flush=True)
+        self._write_err(f"facepay: {text}")
 
     def error(self, exc: FacepayClientError, socket_path: str) -> int:
         """Print a failed call and return its exit code."""
@@ -193,10 +274,23 @@ class _Output:
         else:
             self.note(str(exc))
         for field, description in exc.field_violations:
-            print(f"  - {field}: {description}", file=self._err)
+            self._write_err(f"  - {field}: {description}")
         for key, value in sorted(exc.metadata.items()):
-            print(f"  {key}: {value}", file=self._err)
+            self._write_err(f"  {key}: {value}")
         return code
+
+
+def _discard(stream: TextIO) -> None:
+    """Point a broken stream's descriptor at /dev/null, so the flush at exit cannot fail again."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file (tests): nothing is flushed at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _exit_code_for(exc: FacepayClientError) -> ExitCode:
@@ -206,11 +300,51 @@ def _exit_code_for(exc: FacepayClientError) -> ExitCode:
     return ExitCode.FAILED
 
 
+_INT64_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+
+
 def _to_json(msg: Message) -> dict[str, Any]:
+    """The proto3 JSON mapping, but int64 as numbers and enums by their short names."""
     converted: dict[str, Any] = json_format.MessageToDict(
         msg, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
     )
-    return converted
+    return _plain_json(msg.DESCRIPTOR, converted)
+
+
+def _plain_json(descriptor: Any, obj: dict[str, Any]) -> dict[str, Any]:
+    for name, value in obj.items():
+        field = descriptor.fields_by_name.get(name)
+        if field is None:
+            continue
+        if field.message_type is not None:
+            if field.message_type.full_name.startswith("google.protobuf."):
+                continue  # well-known types keep their own JSON form (Timestamp: RFC 3339)
+            if field.is_repeated:
+                obj[name] = [_plain_json(field.message_type, item) for item in value]
+            else:
+                obj[name] = _plain_json(field.message_type, value)
+        elif field.is_repeated:
+            obj[name] = [_plain_scalar(field, item) for item in value]
+        else:
+            obj[name] = _plain_scalar(field, value)
+    return obj
+
+
+def _plain_scalar(field: FieldDescriptor, value: Any) -> Any:
+    if field.enum_type is not None and isinstance(value, str):
+        number = field.enum_type.values_by_name[value].number
+        return _enum_text(field.enum_type, number)
+    if field.type in _INT64_TYPES:
+        return int(value)
+    return value
 
 
 def _flatten(msg: Message, prefix: str = "") -> list[tuple[str, str]]:
@@ -285,40 +419,105 @@ def _print_event(out: _Output, event: terminal_pb2.PaymentEvent) -> None:
     out.line(f"#{event.seq:<3} {when}  {state:<10} {kind:<16} {_inline(detail)}".rstrip())
 
 
+# What the daemon is doing in each state that waits, as the progress line says it.
+_DOING: dict[int, str] = {
+    terminal_pb2.PAYMENT_STATE_UNSPECIFIED: "waiting for facepayd",
+    terminal_pb2.PAYMENT_STATE_CAPTURING: "the face UI waits for the customer's face",
+    terminal_pb2.PAYMENT_STATE_PAYING: "sending the payment to WeChat Pay",
+}
+
+
+def _doing(event: terminal_pb2.PaymentEvent) -> str:
+    """What the daemon is doing after this event, from the event itself."""
+    reason = event.pending.reason if event.HasField("pending") else ""
+    if event.state == terminal_pb2.PAYMENT_STATE_PENDING:
+        if reason == "USERPAYING":
+            waiting = "the payer confirms on their phone (USERPAYING)"
+        else:
+            waiting = f"the outcome is not known yet ({reason or 'no reason given'})"
+        return f"{waiting}; facepayd queries WeChat Pay until it settles"
+    if event.state == terminal_pb2.PAYMENT_STATE_REVERSING:
+        return f"reversing the payment with WeChat Pay ({reason or 'no reason given'})"
+    state = _enum_text(terminal_pb2.PaymentState.DESCRIPTOR, event.state)
+    return _DOING.get(event.state, state)
+
+
+class _Progress:
+    """Every `every` seconds a stderr line: time since the command started, what facepayd does."""
+
+    def __init__(self, out: _Output, every: float) -> None:
+        self._out = out
+        self._every = every
+        self._started = time.monotonic()
+        self.doing = _DOING[terminal_pb2.PAYMENT_STATE_UNSPECIFIED]
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[_Progress]:
+        """Print progress lines while the body runs."""
+        if self._every <= 0:
+            yield self
+            return
+        ticker = asyncio.create_task(self._tick())
+        try:
+            yield self
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self._every)
+            self._out.note(f"{_elapsed_text(time.monotonic() - self._started)}: {self.doing}…")
+
+
+def _elapsed_text(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
 async def _follow_payment(
-    out: _Output, out_trade_no: str, events: AsyncGenerator[terminal_pb2.PaymentEvent, None]
+    out: _Output,
+    args: argparse.Namespace,
+    events: AsyncGenerator[terminal_pb2.PaymentEvent, None],
 ) -> int:
     """Print events up to the final state; the exit code says how the payment ended."""
-    last_seq = 0
-    async with aclosing(events):
+    following: _Following = args.following
+    async with aclosing(events), _Progress(out, args.progress).running() as progress:
         async for event in events:
-            last_seq = event.seq
+            following.seen(event)
+            progress.doing = _doing(event)
             _print_event(out, event)
             if event.state in _EXIT_BY_FINAL_STATE:
                 return _EXIT_BY_FINAL_STATE[event.state]
-    return _ended_early(out, out_trade_no, last_seq)
+    return _ended_early(out, args, following)
 
 
 async def _follow_face_pay(
     out: _Output,
-    out_trade_no: str,
+    args: argparse.Namespace,
     responses: AsyncGenerator[terminal_pb2.StartFacePayResponse, None],
 ) -> int:
     """Print events and the face UI's end until the stream ends; the final state is the code."""
-    last_seq = 0
+    following: _Following = args.following
     exit_code: int | None = None
-    async with aclosing(responses):
+    async with aclosing(responses), _Progress(out, args.progress).running() as progress:
         async for response in responses:
             if response.HasField("session_ended"):
                 _print_session_ended(out, response.session_ended)
                 continue
             event = response.event
-            last_seq = event.seq
+            following.seen(event)
+            progress.doing = _doing(event)
             _print_event(out, event)
             if event.state in _EXIT_BY_FINAL_STATE:
                 exit_code = _EXIT_BY_FINAL_STATE[event.state]
+                # The stream stays open for the face UI's end; nothing more to report meanwhile.
+                progress.doing = "waiting for the face UI to close"
     if exit_code is None:
-        return _ended_early(out, out_trade_no, last_seq)
+        return _ended_early(out, args, following)
     return exit_code
 
 
@@ -330,11 +529,9 @@ def _print_session_ended(out: _Output, ended: terminal_pb2.SessionEnded) -> None
     out.line(f"{'':<4} {'session_ended':<16} {_inline(_flatten(ended))}".rstrip())
 
 
-def _ended_early(out: _Output, out_trade_no: str, last_seq: int) -> int:
-    out.note(
-        f"stream ended before a final state; re-attach with: "
-        f"facepay payment watch {out_trade_no} --after-seq {last_seq}"
-    )
+def _ended_early(out: _Output, args: argparse.Namespace, following: _Following) -> int:
+    command = _watch_command(args, following.out_trade_no, following.last_seq)
+    out.note(f"stream ended before a final state; re-attach with: {command}")
     return ExitCode.FAILED
 
 
@@ -359,11 +556,15 @@ _WATCH_FIELDS = (
 async def _cmd_watch(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
     async with aclosing(client.watch_status()) as statuses:
         async for status in statuses:
+            received = datetime.now().astimezone().isoformat(timespec="seconds")
             if out.json_mode:
-                out.record(_to_json(status))
+                out.record({"received_at": received, **_to_json(status)})
             else:
                 pairs = dict(_flatten(status))
-                out.line(_inline([(name, pairs[name]) for name in _WATCH_FIELDS if name in pairs]))
+                shown = [(name, pairs[name]) for name in _WATCH_FIELDS if name in pairs]
+                out.line(f"{received}  {_inline(shown)}")
+            if out.closed:
+                break  # the reader has gone (`| head`): nobody to follow for
     return ExitCode.OK
 
 
@@ -450,6 +651,7 @@ async def _cmd_userinfo(client: TerminalClient, args: argparse.Namespace, out: _
 
 async def _cmd_pay(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
     out_trade_no = args.out_trade_no or _new_out_trade_no()
+    args.following.out_trade_no = out_trade_no
     # Printed before anything can fail, so the order can always be looked up afterwards.
     if out.json_mode:
         out.record({"out_trade_no": out_trade_no})
@@ -472,7 +674,7 @@ async def _cmd_pay(client: TerminalClient, args: argparse.Namespace, out: _Outpu
         face=_face_options(args),
         **{name: value for name, value in optional.items() if value is not None},
     )
-    return await _follow_face_pay(out, out_trade_no, responses)
+    return await _follow_face_pay(out, args, responses)
 
 
 def _new_out_trade_no() -> str:
@@ -507,8 +709,10 @@ async def _cmd_payment_list(client: TerminalClient, args: argparse.Namespace, ou
 
 
 async def _cmd_payment_watch(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    args.following.out_trade_no = args.out_trade_no
+    args.following.last_seq = args.after_seq
     events = client.watch_payment(args.out_trade_no, args.after_seq)
-    return await _follow_payment(out, args.out_trade_no, events)
+    return await _follow_payment(out, args, events)
 
 
 async def _cmd_payment_reverse(
@@ -556,8 +760,6 @@ async def _cmd_payscore_create(
 async def _cmd_payscore_complete(
     client: TerminalClient, args: argparse.Namespace, out: _Output
 ) -> int:
-    if not args.post_payment:
-        raise _UsageError("complete needs at least one --post-payment")
     total = args.total_amount
     if total is None:
         total = sum(p.amount for p in args.post_payment) - sum(d.amount for d in args.post_discount)
@@ -684,6 +886,16 @@ def _payment_state(text: str) -> int:
     return _PAYMENT_STATES[name]
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -696,22 +908,30 @@ def _positive_seconds(text: str) -> float:
 
 # ---------------------------------------------------------------- parser
 
+_AMOUNT_HELP = "in fen (1 fen = 0.01 CNY)"
+
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facepay",
         description="Drive and inspect the facepayd face-payment daemon.",
-        epilog="Exit codes: 0 ok, 1 payment not successful or other error, 2 usage, "
+        epilog="Amounts are in fen: 1 fen = 0.01 CNY, so --amount 150 is 1.50 CNY. "
+        "Exit codes: 0 ok, 1 payment not successful or other error, 2 usage, "
         "3 terminal busy, 4 device, 5 backend, 6 invalid argument, "
         "7 not found/already exists/order state, 8 daemon unreachable, 130 interrupted.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument(
         "--socket",
-        default=os.environ.get("FACEPAY_SOCKET") or DEFAULT_SOCKET_PATH,
+        default=_default_socket(),
         metavar="PATH",
         help="facepayd's socket (default: $FACEPAY_SOCKET or %(default)s)",
     )
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per line on stdout: int64 as numbers, enums by short name",
+    )
     parser.add_argument(
         "--timeout",
         type=_positive_seconds,
@@ -725,20 +945,48 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="wait (up to --timeout) for a starting daemon to serve instead of failing",
     )
+    parser.add_argument(
+        "--progress",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="while a payment waits, print elapsed time and what facepayd is doing to stderr "
+        "this often (default %(default)g; 0: never)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     face = argparse.ArgumentParser(add_help=False)
     group = face.add_argument_group("face UI options")
-    group.add_argument("--face-openid", default="", metavar="OPENID", help="quick mode user")
-    group.add_argument("--screen-index", default="", choices=["", "0", "1", "2", "3", "4"])
-    group.add_argument("--overlay-option", default="", choices=["", "0", "1"])
     group.add_argument(
-        "--face-authtype", default="", choices=["", "FACEPAY", "FACEPAY_DELAY", "FACE_AUTH"]
+        "--face-openid", default="", metavar="OPENID", help="quick mode: the known user's openid"
+    )
+    group.add_argument(
+        "--screen-index",
+        default="",
+        choices=["", "0", "1", "2", "3", "4"],
+        help="where the face UI runs: 0 main screen, 1 second screen, 2 both, "
+        "3 second screen as a presentation, 4 second screen with a guide on the main one",
+    )
+    group.add_argument(
+        "--overlay-option",
+        default="",
+        choices=["", "0", "1"],
+        help="1: the face UI's presentation above other apps; 0: no forced layer (default)",
+    )
+    group.add_argument(
+        "--face-authtype",
+        default="",
+        choices=["", "FACEPAY", "FACEPAY_DELAY", "FACE_AUTH"],
+        help="what the face code is for (default FACEPAY; the others need WeChat Pay's approval)",
     )
     group.add_argument(
         "--wait-if-busy", action="store_true", help="wait for the camera instead of exit 3"
     )
-    group.add_argument("--ask-unionid", action="store_true")
+    group.add_argument(
+        "--ask-unionid",
+        action="store_true",
+        help="ask for the user's UnionID (later read with `facepay unionid`)",
+    )
 
     def command(
         name: str,
@@ -752,15 +1000,19 @@ def _build_parser() -> argparse.ArgumentParser:
         return sub
 
     command("status", _cmd_status, "terminal status")
-    command("watch", _cmd_watch, "follow terminal status changes")
+    command("watch", _cmd_watch, "follow terminal status changes, one timestamped line each")
     command("reinit", _cmd_lifecycle, "re-initialize the SDK").set_defaults(action="reinit")
     command("release", _cmd_lifecycle, "release the SDK").set_defaults(action="release")
     firewall = command("firewall", _cmd_lifecycle, "turn the SDK firewall on or off")
-    firewall.add_argument("action", choices=["on", "off"])
+    firewall.add_argument("action", choices=["on", "off"], help="on or off")
 
     capture = command("capture", _cmd_capture, "capture-only: print face_code and openid", [face])
-    capture.add_argument("--out-trade-no", default="")
-    capture.add_argument("--amount", type=_fen, default=0, metavar="FEN")
+    capture.add_argument(
+        "--out-trade-no", default="", metavar="ID", help="the POS's order number, for the SDK"
+    )
+    capture.add_argument(
+        "--amount", type=_fen, default=0, metavar="FEN", help=f"the amount shown, {_AMOUNT_HELP}"
+    )
     capture.add_argument(
         "--report",
         choices=["success", "error"],
@@ -774,24 +1026,39 @@ def _build_parser() -> argparse.ArgumentParser:
     command("userinfo", _cmd_userinfo, "identify the user by face", [face])
 
     pay = command("pay", _cmd_pay, "capture a face and pay; follows the payment", [face])
-    pay.add_argument("--amount", type=_fen, required=True, metavar="FEN")
-    pay.add_argument("--body", required=True, metavar="TEXT")
-    pay.add_argument("--out-trade-no", metavar="ID", help="default: generated and printed first")
-    pay.add_argument("--attach", metavar="TEXT")
-    pay.add_argument("--detail", metavar="JSON")
-    pay.add_argument("--goods-tag")
-    pay.add_argument("--limit-pay", choices=["no_credit"])
-    pay.add_argument("--time-expire", metavar="yyyyMMddHHmmss")
-    pay.add_argument("--scene-info", metavar="JSON")
-    pay.add_argument("--receipt", choices=["Y"])
-    pay.add_argument("--fee-type", metavar="CUR")
+    needed = _required_group(pay)
+    needed.add_argument(
+        "--amount", type=_fen, required=True, metavar="FEN", help=f"what to charge, {_AMOUNT_HELP}"
+    )
+    needed.add_argument(
+        "--body", required=True, metavar="TEXT", help="what is sold, as the payer's bill shows it"
+    )
+    pay.add_argument(
+        "--out-trade-no",
+        metavar="ID",
+        help="the order number, unique per merchant (default: generated and printed first)",
+    )
+    pay.add_argument("--attach", metavar="TEXT", help="merchant data returned as is")
+    pay.add_argument("--detail", metavar="JSON", help="goods detail (WeChat Pay's JSON)")
+    pay.add_argument("--goods-tag", metavar="TAG", help="coupon/discount tag")
+    pay.add_argument("--limit-pay", choices=["no_credit"], help="no_credit: no credit cards")
+    pay.add_argument(
+        "--time-expire", metavar="yyyyMMddHHmmss", help="the order's expiry, Beijing time"
+    )
+    pay.add_argument("--scene-info", metavar="JSON", help="store scene info (WeChat Pay's JSON)")
+    pay.add_argument("--receipt", choices=["Y"], help="Y: offer an electronic invoice")
+    pay.add_argument("--fee-type", metavar="CUR", help="ISO 4217 currency (default CNY)")
 
     payment = command("payment", None, "payments in the journal")
-    payment_commands = payment.add_subparsers(dest="payment_command", required=True)
-    get = payment_commands.add_parser("get", help="one payment")
-    get.add_argument("out_trade_no", metavar="ID")
+    payment_commands = payment.add_subparsers(
+        dest="payment_command", required=True, metavar="COMMAND"
+    )
+    get = payment_commands.add_parser("get", help="one payment", description="one payment")
+    get.add_argument("out_trade_no", metavar="ID", help="the payment's out_trade_no")
     get.set_defaults(handler=_cmd_payment_get)
-    listing = payment_commands.add_parser("list", help="one page of payments")
+    listing = payment_commands.add_parser(
+        "list", help="one page of payments", description="one page of payments, newest first"
+    )
     listing.add_argument(
         "--state",
         type=_payment_state,
@@ -800,21 +1067,35 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"only this state (repeatable): {', '.join(_PAYMENT_STATES)}",
     )
-    listing.add_argument("--limit", type=int, default=0, metavar="N", help="page size")
-    listing.add_argument("--page-token", default="", metavar="T")
+    listing.add_argument(
+        "--limit", type=int, default=0, metavar="N", help="page size (default 50, at most 200)"
+    )
+    listing.add_argument(
+        "--page-token", default="", metavar="T", help="next_page_token of the page before"
+    )
     listing.set_defaults(handler=_cmd_payment_list)
-    watch = payment_commands.add_parser("watch", help="replay and follow a payment's events")
-    watch.add_argument("out_trade_no", metavar="ID")
-    watch.add_argument("--after-seq", type=int, default=0, metavar="N")
+    watch = payment_commands.add_parser(
+        "watch",
+        help="replay and follow a payment's events",
+        description="replay and follow a payment's events to its final state",
+    )
+    watch.add_argument("out_trade_no", metavar="ID", help="the payment's out_trade_no")
+    watch.add_argument(
+        "--after-seq", type=int, default=0, metavar="N", help="replay only events after number N"
+    )
     watch.set_defaults(handler=_cmd_payment_watch)
-    reverse = payment_commands.add_parser("reverse", help="reverse (refund or close) a payment")
-    reverse.add_argument("out_trade_no", metavar="ID")
+    reverse = payment_commands.add_parser(
+        "reverse",
+        help="reverse (refund or close) a payment",
+        description="reverse (refund or close) a payment",
+    )
+    reverse.add_argument("out_trade_no", metavar="ID", help="the payment's out_trade_no")
     reverse.set_defaults(handler=_cmd_payment_reverse)
 
     _add_payscore(command("payscore", None, "PayScore service orders"), face)
 
     unionid = command("unionid", _cmd_unionid, "the user's UnionID from a face_sid")
-    unionid.add_argument("face_sid", metavar="FACE_SID")
+    unionid.add_argument("face_sid", metavar="FACE_SID", help="from a face session")
     _add_bridge_check(command)
     return parser
 
@@ -835,7 +1116,12 @@ def _add_bridge_check(command: Callable[..., argparse.ArgumentParser]) -> None:
     )
     check.add_argument("--serial", default="", help="device serial (default: the only device)")
     check.add_argument("--address", default="", metavar="HOST:PORT", help="`adb connect` this")
-    check.add_argument("--bridge-socket", default="facepay-bridge", metavar="NAME")
+    check.add_argument(
+        "--bridge-socket",
+        default="facepay-bridge",
+        metavar="NAME",
+        help="the bridge's localabstract socket on the device (default %(default)s)",
+    )
     check.add_argument(
         "--call-timeout",
         type=_positive_seconds,
@@ -869,7 +1155,8 @@ async def _cmd_bridge_check(_client: TerminalClient, args: argparse.Namespace, o
             bridge_socket=args.bridge_socket,
         )
     except ValueError as exc:
-        raise _UsageError(str(exc)) from exc
+        out.note(f"bridge-check: {exc}")
+        return ExitCode.USAGE
     options = conformance.CheckOptions(
         call_timeout=args.call_timeout, face_timeout=args.face_timeout
     )
@@ -891,66 +1178,123 @@ async def _cmd_bridge_check(_client: TerminalClient, args: argparse.Namespace, o
     return ExitCode.OK
 
 
+def _required_group(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Where a command's required options go, so its help lists them as required."""
+    return parser.add_argument_group("required options")
+
+
 def _add_payscore(payscore: argparse.ArgumentParser, face: argparse.ArgumentParser) -> None:
-    sub = payscore.add_subparsers(dest="payscore_command", required=True)
+    sub = payscore.add_subparsers(dest="payscore_command", required=True, metavar="COMMAND")
 
     def order(
         name: str, handler: _Handler, help_text: str, *parents: argparse.ArgumentParser
     ) -> argparse.ArgumentParser:
         parser = sub.add_parser(name, help=help_text, description=help_text, parents=parents)
-        parser.add_argument("out_order_no", metavar="OUT_ORDER_NO")
+        parser.add_argument(
+            "out_order_no", metavar="OUT_ORDER_NO", help="the service order's number"
+        )
         parser.set_defaults(handler=handler)
         return parser
 
-    amounts = argparse.ArgumentParser(add_help=False)
-    amounts.add_argument(
-        "--post-payment",
-        type=_post_payment,
-        action="append",
-        default=[],
-        metavar="NAME:AMOUNT[:COUNT]",
-        help="repeatable",
-    )
-    amounts.add_argument(
-        "--post-discount",
-        type=_post_discount,
-        action="append",
-        default=[],
-        metavar="NAME:AMOUNT",
-        help="repeatable",
-    )
-    amounts.add_argument("--start-time", default="", metavar="yyyyMMddHHmmss|OnAccept")
-    amounts.add_argument("--start-time-remark", default="")
-    amounts.add_argument("--end-time", default="", metavar="yyyyMMddHHmmss")
-    amounts.add_argument("--end-time-remark", default="")
-    amounts.add_argument("--start-location", default="")
-    amounts.add_argument("--end-location", default="")
+    def amounts(
+        parser: argparse.ArgumentParser, needed: argparse._ArgumentGroup, *, create: bool
+    ) -> None:
+        # Create needs a start time; complete needs at least one payment item.
+        (needed if not create else parser).add_argument(
+            "--post-payment",
+            type=_post_payment,
+            action="append",
+            default=[],
+            required=not create,
+            metavar="NAME:AMOUNT[:COUNT]",
+            help=f"a charge item, amount {_AMOUNT_HELP} (repeatable)",
+        )
+        parser.add_argument(
+            "--post-discount",
+            type=_post_discount,
+            action="append",
+            default=[],
+            metavar="NAME:AMOUNT",
+            help=f"a discount item, amount {_AMOUNT_HELP} (repeatable)",
+        )
+        (needed if create else parser).add_argument(
+            "--start-time",
+            default="",
+            required=create,
+            metavar="yyyyMMddHHmmss|OnAccept",
+            help="when the service starts (OnAccept: when the user accepts)",
+        )
+        parser.add_argument("--start-time-remark", default="", metavar="TEXT", help="shown to user")
+        parser.add_argument(
+            "--end-time", default="", metavar="yyyyMMddHHmmss", help="when the service ends"
+        )
+        parser.add_argument("--end-time-remark", default="", metavar="TEXT", help="shown to user")
+        parser.add_argument(
+            "--start-location", default="", metavar="TEXT", help="where the service starts"
+        )
+        parser.add_argument(
+            "--end-location", default="", metavar="TEXT", help="where the service ends"
+        )
 
     check = order("check", _cmd_payscore_check, "recognise the user, check PayScore", face)
-    check.add_argument("--out-request-no", default="")
-    check.add_argument("--service-id", default="")
-
-    create = order("create", _cmd_payscore_create, "create a service order", amounts)
-    create.add_argument("--service-id", default="", help="default: the configured one")
-    create.add_argument("--introduction", default="", metavar="TEXT")
-    create.add_argument("--risk-fund", type=_risk_fund, metavar="NAME:AMOUNT")
-    create.add_argument("--attach", default="")
-    create.add_argument("--notify-url", default="")
-    create.add_argument("--openid", default="")
-    create.add_argument("--need-user-confirm", action="store_true")
-
-    complete = order("complete", _cmd_payscore_complete, "complete a service order", amounts)
-    complete.add_argument(
-        "--total-amount", type=_fen, metavar="FEN", help="default: payments minus discounts"
+    check.add_argument(
+        "--out-request-no", default="", metavar="ID", help="this check's request number"
     )
-    complete.add_argument("--profit-sharing", action="store_true")
-    complete.add_argument("--goods-tag", default="")
+    check.add_argument("--service-id", default="", metavar="ID", help="default: the configured one")
+
+    create = order("create", _cmd_payscore_create, "create a service order")
+    needed = _required_group(create)
+    needed.add_argument(
+        "--introduction", required=True, metavar="TEXT", help="the service, as the user sees it"
+    )
+    needed.add_argument(
+        "--risk-fund",
+        type=_risk_fund,
+        required=True,
+        metavar="NAME:AMOUNT",
+        help=f"the deposit waived by PayScore, e.g. DEPOSIT:5000, amount {_AMOUNT_HELP}",
+    )
+    amounts(create, needed, create=True)
+    create.add_argument(
+        "--service-id", default="", metavar="ID", help="default: the configured one"
+    )
+    create.add_argument("--attach", default="", metavar="TEXT", help="merchant data returned as is")
+    create.add_argument(
+        "--notify-url", default="", metavar="URL", help="default: the configured one"
+    )
+    create.add_argument("--openid", default="", metavar="OPENID", help="the user, if known")
+    create.add_argument(
+        "--need-user-confirm", action="store_true", help="the user confirms the order first"
+    )
+
+    complete = order("complete", _cmd_payscore_complete, "complete a service order")
+    amounts(complete, _required_group(complete), create=False)
+    complete.add_argument(
+        "--total-amount",
+        type=_fen,
+        metavar="FEN",
+        help=f"what to charge, {_AMOUNT_HELP} (default: payments minus discounts)",
+    )
+    complete.add_argument(
+        "--profit-sharing", action="store_true", help="the payment is shared with others later"
+    )
+    complete.add_argument("--goods-tag", default="", metavar="TAG", help="coupon/discount tag")
 
     sync = order("sync", _cmd_payscore_sync, "report a service order paid elsewhere")
-    sync.add_argument("--paid-time", required=True, metavar="yyyyMMddHHmmss")
-    sync.add_argument("--type", default="Order_Paid")
+    _required_group(sync).add_argument(
+        "--paid-time", required=True, metavar="yyyyMMddHHmmss", help="when it was paid"
+    )
+    sync.add_argument(
+        "--type", default="Order_Paid", metavar="TYPE", help="default and only: %(default)s"
+    )
 
     order("get", _cmd_payscore_get, "one service order")
 
     cancel = order("cancel", _cmd_payscore_cancel, "cancel a service order")
-    cancel.add_argument("--reason", required=True, metavar="TEXT", help="at most 50 characters")
+    _required_group(cancel).add_argument(
+        "--reason", required=True, metavar="TEXT", help="at most 50 characters"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

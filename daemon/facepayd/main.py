@@ -10,6 +10,7 @@ from pathlib import Path
 
 import structlog
 
+from facepayd import __version__
 from facepayd.daemon import Daemon, build_outside
 from facepayd.errors import FacepayError
 from facepayd.ops import config as config_module
@@ -25,6 +26,7 @@ EXIT_CONFIG = 2
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(prog="facepayd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", type=Path, help="the TOML config file")
     source.add_argument(

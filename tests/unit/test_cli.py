@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import io
 import json
 import re
+import sys
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +30,8 @@ from facepay_client import (
     TerminalBusyError,
     TerminalClient,
 )
-from facepay_client.cli import ExitCode, main
+from facepay_client.cli import ExitCode, _build_parser, _Following, _interrupted, _Output, main
+from tests.helpers import until
 
 _DEADLINE = 10.0
 _FACE_CODE = "FACECODE-must-stay-secret-7731"
@@ -86,6 +92,9 @@ class FakeTerminal(terminal_pb2_grpc.TerminalServiceServicer):
         self.session_ended_after = 0
         self.page = terminal_pb2.ListPaymentsResponse()
         self.reported = asyncio.Event()
+        # When set, StartFacePay waits for it after the event numbered ``pause_after``.
+        self.resume: asyncio.Event | None = None
+        self.pause_after = 0
 
     async def _enter(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
         self.requests.setdefault(method, []).append(request)
@@ -103,8 +112,18 @@ class FakeTerminal(terminal_pb2_grpc.TerminalServiceServicer):
             copy.CopyFrom(item)
             copy.out_trade_no = request.out_trade_no
             yield terminal_pb2.StartFacePayResponse(event=copy)
+            if self.resume is not None and n == self.pause_after:
+                await self.resume.wait()
             if self.session_ended is not None and n == self.session_ended_after:
                 yield terminal_pb2.StartFacePayResponse(session_ended=self.session_ended)
+
+    async def WatchStatus(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        await self._enter("WatchStatus", request, context)
+        for state in (terminal_pb2.LIFECYCLE_STATE_READY, terminal_pb2.LIFECYCLE_STATE_IN_SESSION):
+            status = terminal_pb2.TerminalStatus()
+            status.CopyFrom(self.status)
+            status.state = state
+            yield terminal_pb2.WatchStatusResponse(status=status)
 
     async def CaptureFaceCode(self, request: Any, context: Any) -> AsyncIterator[Any]:
         await self._enter("CaptureFaceCode", request, context)
@@ -220,8 +239,12 @@ async def test_status_json_is_one_object(
     assert await daemon.run("--json", "status") == ExitCode.OK
     [line] = lines(capsys.readouterr().out)
     status = json.loads(line)
-    assert status["state"] == "LIFECYCLE_STATE_READY"
+    # Short enum names and int64 as numbers, as the text output shows them.
+    assert status["state"] == "READY"
+    assert status["mode"] == "NON_AGGREGATE"
     assert status["device"]["serial"] == "SIM-0001"
+    assert status["counters"]["captures"] == 3
+    assert status["counters"]["releases"] == 0
     assert status["fault"] == ""
 
 
@@ -323,6 +346,94 @@ def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == ExitCode.USAGE
 
 
+@pytest.mark.parametrize(
+    ("argv", "missing"),
+    [
+        (["pay", "--body", "water"], "--amount"),
+        (["payscore", "complete", "O1"], "--post-payment"),
+        (["payscore", "create", "O1", "--introduction", "x", "--risk-fund", "DEPOSIT:1"],
+         "--start-time"),
+        (["payscore", "create", "O1", "--start-time", "OnAccept", "--introduction", "x"],
+         "--risk-fund"),
+        (["payscore", "sync", "O1"], "--paid-time"),
+    ],
+)  # fmt: skip
+def test_missing_required_flag_is_a_usage_error_naming_it(
+    capsys: pytest.CaptureFixture[str], argv: list[str], missing: str
+) -> None:
+    assert main(argv) == ExitCode.USAGE
+    assert missing in capsys.readouterr().err
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+def test_every_option_has_help_and_required_ones_are_listed_as_required() -> None:
+    parsers = list(_parsers(_build_parser()))
+    assert len(parsers) > 20
+    for parser in parsers:
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            assert action.help, f"{parser.prog} {action.dest}: no help text"
+            if action.required and action.option_strings:
+                [group] = [g for g in parser._action_groups if action in g._group_actions]
+                assert group.title == "required options", f"{parser.prog} {action.dest}"
+    pay_help = next(p for p in parsers if p.prog.endswith(" pay")).format_help()
+    assert "1 fen = 0.01 CNY" in pay_help
+
+
+def test_version_is_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == ExitCode.OK
+    assert capsys.readouterr().out.strip() == f"facepay {metadata.version('facepay-terminal')}"
+
+
+class _ClosedPipe(io.StringIO):
+    """stdout whose reader has gone: every write fails as a closed pipe's does."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+async def test_closed_stdout_is_not_an_error(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert await daemon.run("status") == ExitCode.OK
+    # An endless stream stops once nobody reads it.
+    assert await daemon.run("watch") == ExitCode.OK
+    assert len(daemon.fake.requests["WatchStatus"]) == 1
+    # A payment is followed to its end, so the exit code still says how it ended.
+    failed = terminal_pb2.PaymentFailed(err_code="NOTENOUGH")
+    daemon.fake.pay_events = [
+        *_happy_events()[:2],
+        event(3, terminal_pb2.PAYMENT_STATE_FAILED, failed=failed),
+    ]
+    assert await daemon.run("pay", "--amount", "1", "--body", "w") == ExitCode.FAILED
+    assert capsys.readouterr().err == ""
+
+
+async def test_watch_lines_start_with_the_time(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await daemon.run("watch") == ExitCode.OK
+    rows = lines(capsys.readouterr().out)
+    assert len(rows) == 2
+    for row, state in zip(rows, ["READY", "IN_SESSION"], strict=True):
+        stamp, rest = row.split("  ", 1)
+        assert datetime.fromisoformat(stamp).tzinfo is not None
+        assert rest.startswith(f"state={state} ")
+    assert await daemon.run("--json", "watch") == ExitCode.OK
+    first = json.loads(lines(capsys.readouterr().out)[0])
+    assert datetime.fromisoformat(first["received_at"]).tzinfo is not None
+    assert first["state"] == "READY"
+
+
 # ---------------------------------------------------------------- payments
 
 
@@ -392,7 +503,9 @@ async def test_pay_json_hides_the_face_code_too(
     out = capsys.readouterr().out
     records = [json.loads(line) for line in lines(out)]
     assert code == ExitCode.OK
-    assert [r.get("seq") for r in records] == [None, "1", "2", "3", "4"]
+    assert [r.get("seq") for r in records] == [None, 1, 2, 3, 4]
+    assert [r.get("state") for r in records[1:]] == ["CAPTURING", "PAYING", "PENDING", "SUCCEEDED"]
+    assert records[4]["succeeded"]["total_fee"] == 1
     assert records[2]["face_captured"]["openid"] == "o-user-1"
     assert _FACE_CODE not in out
 
@@ -421,12 +534,59 @@ async def test_pay_that_does_not_succeed_exits_1(
     assert await daemon.run("pay", "--amount", "1", "--body", "w") == expected
 
 
+async def test_pay_prints_what_the_daemon_does_while_it_waits(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.fake.pay_events = _happy_events()
+    daemon.fake.resume = asyncio.Event()
+    daemon.fake.pause_after = 3  # PENDING USERPAYING: the daemon keeps querying WeChat Pay
+    run = asyncio.ensure_future(
+        daemon.run("--progress", "0.05", "pay", "--amount", "1", "--body", "w")
+    )
+    err = ""
+
+    def progressed() -> bool:
+        nonlocal err
+        err += capsys.readouterr().err
+        return err.count("USERPAYING") >= 2
+
+    await until(progressed, what="progress lines while PENDING")
+    daemon.fake.resume.set()
+    assert await run == ExitCode.OK
+    progress = [line for line in lines(err) if "USERPAYING" in line]
+    for line in progress:
+        assert re.fullmatch(
+            r"facepay: [\d.]+ s: the payer confirms on their phone \(USERPAYING\); "
+            r"facepayd queries WeChat Pay until it settles…",
+            line,
+        ), line
+    elapsed = [float(line.split()[1]) for line in progress]
+    assert elapsed == sorted(elapsed)
+
+
+async def test_no_progress_lines_with_progress_0(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.fake.pay_events = _happy_events()
+    daemon.fake.resume = asyncio.Event()
+    daemon.fake.pause_after = 3
+    run = asyncio.ensure_future(
+        daemon.run("--progress", "0", "pay", "--amount", "1", "--body", "w")
+    )
+    await until(lambda: "StartFacePay" in daemon.fake.requests)
+    daemon.fake.resume.set()
+    assert await run == ExitCode.OK
+    assert capsys.readouterr().err == ""
+
+
 async def test_stream_ending_early_tells_how_to_reattach(
     daemon: Daemon, capsys: pytest.CaptureFixture[str]
 ) -> None:
     daemon.fake.pay_events = _happy_events()[:3]
     assert await daemon.run("pay", "--amount", "1", "--body", "w", "--out-trade-no", "T7") == 1
-    assert "facepay payment watch T7 --after-seq 3" in capsys.readouterr().err
+    # The socket is named too: it is not the default one.
+    expected = f"facepay --socket {daemon.socket} payment watch T7 --after-seq 3"
+    assert expected in capsys.readouterr().err
 
 
 async def test_payment_list_sends_paging_flags(
@@ -552,3 +712,27 @@ async def test_payment_list_shows_why_a_payment_needs_attention(
     assert rows[1].split() == [
         "reason:", "REVERSE_EXPIRE", "action:", "refund", "it", "in", "the", "merchant", "platform"
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("following", "expected", "absent"),
+    [
+        (_Following("T5", last_seq=1), ["payment T5 goes on", "facepay cancel",
+         "follow it with: facepay --socket /s payment watch T5 --after-seq 1"], []),
+        (_Following("T5", last_seq=3, captured=True),
+         ["payment T5 goes on", "payment watch T5 --after-seq 3"], ["facepay cancel"]),
+        # Nothing streamed yet: the daemon may not have the order, so no promise that it goes on.
+        (_Following("T5"), ["before facepayd confirmed payment T5",
+         "look with: facepay --socket /s payment get T5"], ["goes on in facepayd"]),
+    ],
+)  # fmt: skip
+def test_interrupted_pay_says_what_happens_to_the_payment(
+    following: _Following, expected: list[str], absent: list[str]
+) -> None:
+    args = _build_parser().parse_args(["--socket", "/s", "pay", "--amount", "1", "--body", "b"])
+    err = io.StringIO()
+    _interrupted(_Output(False, io.StringIO(), err), args, following)
+    for text in expected:
+        assert text in err.getvalue()
+    for text in absent:
+        assert text not in err.getvalue()

@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +17,7 @@ import structlog
 
 from facepayd.errors import ConfigError
 from facepayd.ops.logs import REDACTED, configure_logging, get_logger, register_secret
+from facepayd.sim.daemon_process import child_env
 
 
 class _TtyStream(io.StringIO):
@@ -88,7 +92,7 @@ def test_context_vars_appear_in_every_line() -> None:
     configure_logging(stream=out)
     structlog.contextvars.bind_contextvars(session_id="sess-1", out_trade_no="T20240001")
     get_logger("facepayd.face.sessions").info("face captured")
-    logging.getLogger("httpx").info("HTTP Request")
+    logging.getLogger("foreign.lib").info("HTTP Request")
 
     for line in _lines(out):
         assert line["session_id"] == "sess-1"
@@ -224,3 +228,70 @@ def test_json_forced_on_a_terminal() -> None:
     configure_logging(json=True, stream=out)
     get_logger("facepayd.test").info("hello")
     assert _lines(out)[0]["event"] == "hello"
+
+
+def test_http_client_request_lines_are_debug_detail() -> None:
+    out = io.StringIO()
+    configure_logging(stream=out)
+    logging.getLogger("httpx").info("HTTP Request: POST https://api.mch.weixin.qq.com")
+    logging.getLogger("httpcore.connection").info("connect_tcp.started")
+    logging.getLogger("httpx").warning("kept")
+    logging.getLogger("foreign.lib").info("also kept")
+    assert [line["event"] for line in _lines(out)] == ["kept", "also kept"]
+
+    verbose = io.StringIO()
+    configure_logging(stream=verbose, level="debug")
+    logging.getLogger("httpx").info("HTTP Request: POST https://api.mch.weixin.qq.com")
+    (line,) = _lines(verbose)
+    assert (line["logger"], line["level"]) == ("httpx", "debug")
+
+
+# A child whose stderr is a file; JOURNAL_STREAM names that file (or another one).
+_JOURNAL_CHILD = """
+import logging, sys
+from facepayd.ops.logs import configure_logging, get_logger
+configure_logging(json=sys.argv[1] == "json", level="debug")
+log = get_logger("facepayd.test")
+log.debug("d"); log.info("i"); log.warning("w"); log.error("e"); log.critical("c")
+logging.getLogger("foreign.lib").error("stdlib error")
+try:
+    raise ValueError("boom")
+except ValueError:
+    log.exception("with traceback")
+"""
+
+
+def _journal_child(tmp_path: Any, renderer: str, *, matching: bool) -> list[str]:
+    log_path = tmp_path / f"stderr-{renderer}-{matching}"
+    other = tmp_path / "other"
+    other.write_text("")
+    with log_path.open("w") as stderr:
+        named = os.fstat(stderr.fileno()) if matching else os.stat(other)
+        env = {**child_env(), "JOURNAL_STREAM": f"{named.st_dev}:{named.st_ino}"}
+        subprocess.run(
+            [sys.executable, "-c", _JOURNAL_CHILD, renderer],
+            stderr=stderr,
+            env=env,
+            check=True,
+            timeout=60,
+        )
+    return log_path.read_text().splitlines()
+
+
+@pytest.mark.parametrize("renderer", ["json", "console"])
+def test_journal_stream_lines_carry_their_syslog_priority(tmp_path: Any, renderer: str) -> None:
+    lines = _journal_child(tmp_path, renderer, matching=True)
+    prefixes = [line[:3] for line in lines]
+    assert prefixes[:6] == ["<7>", "<6>", "<4>", "<3>", "<2>", "<3>"]
+    # Every line of the traceback too, so none falls back to the unit's default priority.
+    assert set(prefixes[6:]) == {"<3>"}
+    assert len(lines) > 6
+    if renderer == "json":
+        assert json.loads(lines[3][3:])["event"] == "e"
+    else:
+        assert any("ValueError: boom" in line for line in lines[6:])
+
+
+def test_no_priority_prefix_when_stderr_is_not_the_journal_stream(tmp_path: Any) -> None:
+    lines = _journal_child(tmp_path, "json", matching=False)
+    assert [json.loads(line)["event"] for line in lines[:5]] == ["d", "i", "w", "e", "c"]

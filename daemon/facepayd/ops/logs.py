@@ -1,8 +1,14 @@
-"""Logging: structlog over the stdlib, JSON off a terminal, readable on one, secrets redacted."""
+"""Logging: structlog over the stdlib, JSON off a terminal, readable on one, secrets redacted.
+
+Under systemd (stderr is the journal's stream, $JOURNAL_STREAM) every line starts with its
+sd-daemon(3) priority, `<3>` for error, so `journalctl -p err` works. httpx's and httpcore's
+per-request INFO lines are logged at debug.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import threading
@@ -18,6 +24,8 @@ __all__ = [
     "REDACTED",
     "configure_logging",
     "get_logger",
+    "is_journal_stream",
+    "priority",
     "redact_event",
     "register_secret",
 ]
@@ -51,6 +59,18 @@ _LEVELS = {
     "error": logging.ERROR,
     "critical": logging.CRITICAL,
 }
+
+# sd-daemon(3) priorities (syslog levels) by stdlib level; anything between rounds down.
+_PRIORITIES = (
+    (logging.CRITICAL, 2),
+    (logging.ERROR, 3),
+    (logging.WARNING, 4),
+    (logging.INFO, 6),
+)
+_DEBUG_PRIORITY = 7
+
+# Libraries that log every request at INFO: their lines are debug detail for us.
+_CHATTY_LOGGERS = ("httpx", "httpcore")
 
 # Marks the handler this module installs, so reconfiguring replaces it and leaves others alone.
 _HANDLER_MARK = "_facepayd_handler"
@@ -119,7 +139,8 @@ def configure_logging(
     )
 
     handler = logging.StreamHandler(out)
-    handler.setFormatter(formatter)
+    handler.setFormatter(_JournalFormatter(formatter) if is_journal_stream(out) else formatter)
+    handler.addFilter(_ChatterFilter(numeric_level))
     setattr(handler, _HANDLER_MARK, True)
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
@@ -199,6 +220,54 @@ def _redact_value(value: Any, pattern: re.Pattern[str] | None) -> Any:
         return value
     # Anything else is rendered with str() by the renderer; do it here so it is checked.
     return _redact_value(str(value), pattern)
+
+
+def is_journal_stream(stream: TextIO) -> bool:
+    """Whether ``stream`` is the journal's: $JOURNAL_STREAM names its device and inode."""
+    device, sep, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not sep:
+        return False
+    try:
+        stat = os.fstat(stream.fileno())
+        return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+    except (OSError, ValueError, AttributeError):
+        # No file descriptor (a StringIO) or a malformed variable: not the journal.
+        return False
+
+
+def priority(levelno: int) -> int:
+    """The syslog priority journald files a record of this stdlib level under."""
+    for threshold, value in _PRIORITIES:
+        if levelno >= threshold:
+            return value
+    return _DEBUG_PRIORITY
+
+
+class _JournalFormatter(logging.Formatter):
+    """Prefixes every line with ``<N>``: journald reads it as the line's priority."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{priority(record.levelno)}>"
+        # A traceback's continuation lines are journal entries of their own: same priority.
+        return "\n".join(prefix + line for line in self._inner.format(record).split("\n"))
+
+
+class _ChatterFilter(logging.Filter):
+    """Logs third-party per-request INFO lines at debug, so they show only at level debug."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self._level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and record.name.partition(".")[0] in _CHATTY_LOGGERS:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self._level <= logging.DEBUG
+        return True
 
 
 def _is_tty(stream: TextIO) -> bool:

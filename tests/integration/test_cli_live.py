@@ -1,0 +1,142 @@
+"""The `facepay` command as people run it: a child process against the real daemon and simulators.
+
+The simulated WeChat Pay keeps amount 101 in USERPAYING for userpaying_seconds (a few seconds
+here, standing in for a payer who takes 40 s) while the daemon queries it every poll_interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import pytest
+
+import facepayd
+from facepayd.sim.daemon_process import DaemonProcess, child_env
+from tests.integration.conftest import DaemonFactory, StackFactory
+
+_USERPAYING_SECONDS = 3.0
+# Long enough that the daemon never gives up on the payer within these tests.
+_PAYMENTS = {"poll_interval": 0.5, "give_up_after": 30.0}
+_DEADLINE = 60.0
+_PROGRESS = re.compile(r"^facepay: (?P<elapsed>[\d.]+) s: (?P<doing>.*)…$")
+
+
+def _cli(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "facepay_client.cli", *argv]
+
+
+async def _run(argv: Sequence[str]) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env()
+    )
+    out, err = await asyncio.wait_for(process.communicate(), _DEADLINE)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def _userpaying_daemon(make_stack: StackFactory, make_daemon: DaemonFactory) -> DaemonProcess:
+    sims = await make_stack(userpaying_seconds=_USERPAYING_SECONDS)
+    return await make_daemon(sims, payments=_PAYMENTS)
+
+
+async def test_pay_through_a_long_userpaying_shows_progress(
+    make_stack: StackFactory, make_daemon: DaemonFactory
+) -> None:
+    daemon = await _userpaying_daemon(make_stack, make_daemon)
+    code, out, err = await _run(
+        _cli(
+            *("--socket", str(daemon.socket), "--progress", "0.5", "pay"),
+            *("--amount", "101", "--body", "goods", "--out-trade-no", "LIVE1"),
+        )
+    )
+    assert code == 0, err
+    events = [line.split() for line in out.splitlines()[1:]]
+    states = [row[2] for row in events if row[0].startswith("#")]
+    assert states[-2:] == ["PENDING", "SUCCEEDED"]
+    assert "reason=USERPAYING" in out
+
+    progress = [m for line in err.splitlines() if (m := _PROGRESS.match(line))]
+    waiting = [m for m in progress if "USERPAYING" in m["doing"]]
+    assert len(waiting) >= 3, err
+    assert all(
+        m["doing"] == "the payer confirms on their phone (USERPAYING); "
+        "facepayd queries WeChat Pay until it settles"
+        for m in waiting
+    )
+    elapsed = [float(m["elapsed"]) for m in progress]
+    assert elapsed == sorted(elapsed)
+    # The payer took userpaying_seconds: the last line while waiting shows most of that.
+    assert float(waiting[-1]["elapsed"]) >= _USERPAYING_SECONDS - 1.0
+
+
+async def test_ctrl_c_during_pay_prints_how_to_follow_the_payment(
+    make_stack: StackFactory, make_daemon: DaemonFactory
+) -> None:
+    daemon = await _userpaying_daemon(make_stack, make_daemon)
+    process = await asyncio.create_subprocess_exec(
+        *_cli("--socket", str(daemon.socket), "pay", "--amount", "101", "--body", "goods"),
+        "--out-trade-no",
+        "LIVE2",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=child_env(),
+    )
+    assert process.stdout is not None
+    seen: list[str] = []
+    while not any(" PENDING " in line for line in seen):
+        line = await asyncio.wait_for(process.stdout.readline(), _DEADLINE)
+        assert line, f"pay ended before PENDING: {seen}"
+        seen.append(line.decode())
+    pending_seq = int(seen[-1].split()[0].removeprefix("#"))
+    process.send_signal(signal.SIGINT)
+    _, err_bytes = await asyncio.wait_for(process.communicate(), _DEADLINE)
+    err = err_bytes.decode()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert "payment LIVE2 goes on in facepayd" in err
+    follow = f"facepay --socket {daemon.socket} payment watch LIVE2 --after-seq {pending_seq}"
+    assert f"follow it with: {follow}" in err
+
+    # The printed command does follow it: the payment was not cancelled, it succeeds.
+    code, out, err = await _run(_cli(*shlex.split(follow)[1:]))
+    assert code == 0, err
+    assert [line.split()[2] for line in out.splitlines()] == ["SUCCEEDED"]
+
+
+async def test_status_into_a_pipe_closed_early_exits_0_without_traceback(
+    make_stack: StackFactory, make_daemon: DaemonFactory
+) -> None:
+    daemon = await make_daemon(await make_stack())
+    status = shlex.join(_cli("--socket", str(daemon.socket), "status"))
+    code, out, err = await _run(["bash", "-c", f"set -o pipefail; {status} | head -1"])
+    assert (code, len(out.splitlines()), err) == (0, 1, "")
+
+    # A reader gone before the first line, every time: the first write meets a closed pipe.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *_cli("--socket", str(daemon.socket), "status"),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=child_env(),
+        )
+    finally:
+        os.close(write_end)
+    _, err_bytes = await asyncio.wait_for(process.communicate(), _DEADLINE)
+    assert (process.returncode, err_bytes.decode()) == (0, "")
+
+
+@pytest.mark.parametrize(
+    ("module", "program"), [("facepayd", "facepayd"), ("facepay_client.cli", "facepay")]
+)
+async def test_version_of_both_programs(module: str, program: str) -> None:
+    code, out, err = await _run([sys.executable, "-m", module, "--version"])
+    assert (code, out.strip(), err) == (0, f"{program} {facepayd.__version__}", "")
