@@ -192,6 +192,19 @@ class PayScoreConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus metrics written for node_exporter's textfile collector; off while empty."""
+
+    textfile: str = ""  # absolute path ending in .prom, rewritten atomically every interval
+    interval: float = 15.0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the metrics file is written."""
+        return bool(self.textfile)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole daemon configuration."""
 
@@ -205,6 +218,7 @@ class Config:
     authinfo: AuthinfoConfig = field(default_factory=AuthinfoConfig)
     payments: PaymentsConfig = field(default_factory=PaymentsConfig)
     payscore: PayScoreConfig = field(default_factory=PayScoreConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def state_dir(self) -> Path:
@@ -446,6 +460,7 @@ def _validate(config: Config) -> None:
     _validate_sdk(config.sdk)
     _validate_payments(config.payments)
     _validate_payscore(config.payscore)
+    _validate_metrics(config.metrics)
 
 
 def _check_values(section: Any, prefix: str) -> None:
@@ -514,6 +529,17 @@ def _validate_payscore(payscore: PayScoreConfig) -> None:
         raise ConfigError("payscore.backoff_max: must not be less than backoff_initial")
     if payscore.resolve_backoff_max < payscore.resolve_backoff:
         raise ConfigError("payscore.resolve_backoff_max: must not be less than resolve_backoff")
+
+
+def _validate_metrics(metrics: MetricsConfig) -> None:
+    if metrics.interval <= 0:
+        raise ConfigError("metrics.interval: must be greater than 0")
+    if not metrics.enabled:
+        return
+    path = Path(metrics.textfile)
+    # node_exporter reads only *.prom files, so anything else would be written for nobody.
+    if not path.is_absolute() or path.suffix != ".prom":
+        raise ConfigError("metrics.textfile: must be an absolute path ending in .prom")
 
 
 def override(
