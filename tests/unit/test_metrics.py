@@ -21,6 +21,7 @@ from facepayd.ops.metrics import Metrics, TextfileWriter, journal_bytes
 from facepayd.payments.models import EventKind, PaymentEvent, PaymentState
 from facepayd.sim.terminal import SimLatencies, SimTerminal
 from tests.helpers import settle, until
+from tests.unit.test_config import with_identity
 
 S = PaymentState
 
@@ -272,7 +273,7 @@ async def test_bridge_observer_sees_heartbeat_round_trips(
 
 
 def test_metrics_are_off_by_default() -> None:
-    loaded = config.from_mapping({})
+    loaded = config.from_mapping(with_identity())
     assert not loaded.metrics.enabled
     assert loaded.metrics.interval > 0
 
@@ -288,12 +289,14 @@ def test_metrics_are_off_by_default() -> None:
 )
 def test_bad_metrics_config_is_refused(section: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        config.from_mapping({"metrics": section})
+        config.from_mapping(with_identity(metrics=section))
 
 
 def test_metrics_config_is_typed() -> None:
     loaded = config.from_mapping(
-        {"metrics": {"textfile": "/var/lib/prometheus/node-exporter/facepayd.prom", "interval": 5}}
+        with_identity(
+            metrics={"textfile": "/var/lib/prometheus/node-exporter/facepayd.prom", "interval": 5}
+        )
     )
     assert loaded.metrics.enabled
     assert loaded.metrics.interval == 5.0

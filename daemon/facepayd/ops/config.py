@@ -407,6 +407,14 @@ def _socket_path(value: str) -> str | None:
 
 
 _PATH = _text(4096)
+
+
+def _prom_file(value: str) -> str | None:
+    # node_exporter reads only *.prom files, so anything else would be written for nobody.
+    if not Path(value).is_absolute() or Path(value).suffix != ".prom":
+        return "must be an absolute path ending in .prom"
+    return _PATH(value)
+
 # Credential names or paths of 0600 files; checked (and read) by check_paths.
 _SECRET = _PATH
 
@@ -452,6 +460,7 @@ _STRING_RULES: dict[str, Rule] = {
     "payscore.public_key": _optional(_PATH),
     "payscore.public_key_id": _optional(_token(64)),
     "payscore.notify_url": _optional(_https),
+    "metrics.textfile": _optional(_prom_file),
 }
 
 
@@ -460,7 +469,6 @@ def _validate(config: Config) -> None:
     _validate_sdk(config.sdk)
     _validate_payments(config.payments)
     _validate_payscore(config.payscore)
-    _validate_metrics(config.metrics)
 
 
 def _check_values(section: Any, prefix: str) -> None:
@@ -529,17 +537,6 @@ def _validate_payscore(payscore: PayScoreConfig) -> None:
         raise ConfigError("payscore.backoff_max: must not be less than backoff_initial")
     if payscore.resolve_backoff_max < payscore.resolve_backoff:
         raise ConfigError("payscore.resolve_backoff_max: must not be less than resolve_backoff")
-
-
-def _validate_metrics(metrics: MetricsConfig) -> None:
-    if metrics.interval <= 0:
-        raise ConfigError("metrics.interval: must be greater than 0")
-    if not metrics.enabled:
-        return
-    path = Path(metrics.textfile)
-    # node_exporter reads only *.prom files, so anything else would be written for nobody.
-    if not path.is_absolute() or path.suffix != ".prom":
-        raise ConfigError("metrics.textfile: must be an absolute path ending in .prom")
 
 
 def override(
