@@ -25,7 +25,7 @@ from facepayd.face.sessions import FaceSessions
 from facepayd.journal import Journal, JournalHealth, Retention
 from facepayd.ops import logs, secrets
 from facepayd.ops.config import Config
-from facepayd.ops.metrics import Metrics, TextfileWriter, journal_bytes
+from facepayd.ops.metrics import Metrics, TextfileWriter
 from facepayd.ops.systemd import Notifier, watchdog_loop
 from facepayd.payments.machine import PaymentTimings
 from facepayd.payments.service import PaymentService
@@ -320,8 +320,7 @@ class Daemon:
         self._lock.acquire()
         config = self.config
         clock = self._outside.clock
-        journal_path = config.state_dir / "journal.sqlite3"
-        self._journal = await Journal.open(journal_path, clock=clock)
+        self._journal = await Journal.open(config.state_dir / "journal.sqlite3", clock=clock)
         self._journal.payments.add_listener(self.metrics.payment_event)
         p = config.payments
         self.payments = PaymentService(
@@ -344,7 +343,7 @@ class Daemon:
         )
         self.metrics.sample(
             needs_attention=self.payments.needs_attention_count,
-            journal_size=lambda: journal_bytes(journal_path),
+            journal_size=self._journal.database.size_bytes,
             reconnects=lambda: self.lifecycle.counters.reconnects,
         )
         self.flows = FaceFlows(

@@ -17,7 +17,7 @@ from facepayd.device.tcp import TcpTransport
 from facepayd.errors import ConfigError, DeviceError, DeviceTimeout
 from facepayd.face.sessions import EndReason, SessionEnd
 from facepayd.ops import config
-from facepayd.ops.metrics import Metrics, TextfileWriter, journal_bytes
+from facepayd.ops.metrics import Metrics, TextfileWriter
 from facepayd.payments.models import EventKind, PaymentEvent, PaymentState
 from facepayd.sim.terminal import SimLatencies, SimTerminal
 from tests.helpers import settle, until
@@ -130,14 +130,6 @@ def test_two_daemons_in_one_process_keep_separate_registries() -> None:
     first.authinfo_refreshed(ok=True)
     assert get(first, "facepayd_authinfo_refreshes_total", result="ok") == 1
     assert get(second, "facepayd_authinfo_refreshes_total", result="ok") == 0
-
-
-def test_journal_bytes_counts_the_database_and_its_wal(tmp_path: Path) -> None:
-    database = tmp_path / "journal.sqlite3"
-    assert journal_bytes(database) == 0
-    database.write_bytes(b"x" * 100)
-    Path(f"{database}-wal").write_bytes(b"y" * 20)
-    assert journal_bytes(database) == 120
 
 
 # ---------------------------------------------------------------------------- the textfile

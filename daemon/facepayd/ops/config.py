@@ -407,6 +407,8 @@ def _socket_path(value: str) -> str | None:
 
 
 _PATH = _text(4096)
+# Credential names or paths of 0600 files; checked (and read) by check_paths.
+_SECRET = _PATH
 
 
 def _prom_file(value: str) -> str | None:
@@ -415,8 +417,6 @@ def _prom_file(value: str) -> str | None:
         return "must be an absolute path ending in .prom"
     return _PATH(value)
 
-# Credential names or paths of 0600 files; checked (and read) by check_paths.
-_SECRET = _PATH
 
 # The rule of every string key (a tuple key's rule applies to each item); a new string key
 # without a rule fails every load.

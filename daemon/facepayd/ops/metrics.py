@@ -23,7 +23,7 @@ from facepayd.ops.logs import get_logger
 from facepayd.payments.models import FINAL_STATES, PaymentEvent, PaymentState
 from facepayd.tasks import TaskOwner
 
-__all__ = ["Metrics", "TextfileWriter", "journal_bytes"]
+__all__ = ["Metrics", "TextfileWriter"]
 
 log = get_logger(__name__)
 
@@ -176,15 +176,6 @@ class TextfileWriter:
         while True:
             await self.write()
             await self._clock.sleep(self._interval)
-
-
-def journal_bytes(database: Path) -> int:
-    """Bytes of an SQLite database with its -wal and -shm files (those that exist)."""
-    total = 0
-    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
-        with contextlib.suppress(FileNotFoundError):
-            total += path.stat().st_size
-    return total
 
 
 class _SampledCounter(Collector):
