@@ -25,6 +25,7 @@ from facepayd.face.sessions import FaceSessions
 from facepayd.journal import Journal, JournalHealth, Retention
 from facepayd.ops import logs, secrets
 from facepayd.ops.config import Config
+from facepayd.ops.metrics import Metrics, TextfileWriter
 from facepayd.ops.systemd import Notifier, watchdog_loop
 from facepayd.payments.machine import PaymentTimings
 from facepayd.payments.service import PaymentService
@@ -231,6 +232,17 @@ class Daemon:
         state_dir = config.state_dir
         merchant = config.merchant
         self._lock = InstanceLock(state_dir / "facepayd.lock")
+        self.metrics = Metrics()
+        self._metrics_writer = (
+            TextfileWriter(
+                self.metrics,
+                Path(config.metrics.textfile),
+                interval=config.metrics.interval,
+                clock=clock,
+            )
+            if config.metrics.enabled
+            else None
+        )
         self.wxpay = WxPayV2Client(
             Merchant(merchant.appid, merchant.mch_id, merchant.sub_appid, merchant.sub_mch_id),
             outside.api_key,
@@ -250,6 +262,7 @@ class Daemon:
             device=config.device,
             sdk=config.sdk,
             merchant=merchant,
+            bridge_observer=self.metrics,
         )
         self.authinfo = AuthinfoCache(
             key=AuthinfoKey(
@@ -273,6 +286,7 @@ class Daemon:
             device=config.device,
             clock=clock,
         )
+        self.sessions.add_end_listener(self.metrics.session_ended)
         keys = outside.payscore_keys
         self.payscore_client = (
             None
@@ -307,6 +321,7 @@ class Daemon:
         config = self.config
         clock = self._outside.clock
         self._journal = await Journal.open(config.state_dir / "journal.sqlite3", clock=clock)
+        self._journal.payments.add_listener(self.metrics.payment_event)
         p = config.payments
         self.payments = PaymentService(
             self._journal.payments,
@@ -325,6 +340,11 @@ class Daemon:
             ),
             merchant_spbill_ip=config.merchant.spbill_create_ip,
             device_info=config.merchant.device_id,
+        )
+        self.metrics.sample(
+            needs_attention=self.payments.needs_attention_count,
+            journal_size=self._journal.database.size_bytes,
+            reconnects=lambda: self.lifecycle.counters.reconnects,
         )
         self.flows = FaceFlows(
             sessions=self.sessions, payments=self.payments, lifecycle=self.lifecycle, clock=clock
@@ -374,6 +394,8 @@ class Daemon:
         )
         self._tasks.spawn(retention.run(), name="retention")
         self._health.update()
+        if self._metrics_writer is not None:
+            self._metrics_writer.start()
         self._notifier.ready(status="serving")
         log.info("daemon_ready", socket=config.server.socket)
 
@@ -400,6 +422,9 @@ class Daemon:
         await self._outside.transport.close()
         await self._outside.http.aclose()
         await self._tasks.close()
+        if self._metrics_writer is not None:
+            # The last values stay in the file (node_exporter's mtime metric shows they are old).
+            await self._metrics_writer.stop()
         if self._journal is not None:
             await self._journal.close()
         self._lock.release()
@@ -415,11 +440,17 @@ class Daemon:
             self.authinfo.poke()
 
     async def _fetch_authinfo(self) -> AuthinfoGrant:
-        rawdata = await self.lifecycle.run(lambda sdk: sdk.rawdata())
-        merchant = self.config.merchant
-        return await self.wxpay.get_authinfo(
-            rawdata=rawdata,
-            store_id=merchant.store_id,
-            store_name=merchant.store_name,
-            device_id=merchant.device_id,
-        )
+        try:
+            rawdata = await self.lifecycle.run(lambda sdk: sdk.rawdata())
+            merchant = self.config.merchant
+            grant = await self.wxpay.get_authinfo(
+                rawdata=rawdata,
+                store_id=merchant.store_id,
+                store_name=merchant.store_name,
+                device_id=merchant.device_id,
+            )
+        except Exception:
+            self.metrics.authinfo_refreshed(ok=False)
+            raise
+        self.metrics.authinfo_refreshed(ok=True)
+        return grant

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from facepay.bridge.v1 import bridge_pb2
 from facepayd.clock import Clock, race
@@ -19,7 +21,7 @@ from facepayd.device.transport import Transport
 from facepayd.errors import DeviceError, DeviceLost, DeviceTimeout
 from facepayd.ops.logs import get_logger
 
-__all__ = ["PROTOCOL_MAJOR", "BridgeClient", "BridgeHello", "UpdateListener"]
+__all__ = ["PROTOCOL_MAJOR", "BridgeClient", "BridgeHello", "BridgeObserver", "UpdateListener"]
 
 # The bridge protocol major version this client speaks; minor versions only add fields.
 PROTOCOL_MAJOR = "1"
@@ -32,6 +34,16 @@ LostListener = Callable[[BaseException], None]
 
 
 log = get_logger(__name__)
+
+
+class BridgeObserver(Protocol):
+    """Told how long each SDK call and each heartbeat took (metrics); must not block."""
+
+    def sdk_call(self, method: str, seconds: float, outcome: str) -> None:
+        """One call ended: answered, timeout, lost, refused, cancelled or error."""
+
+    def round_trip(self, seconds: float) -> None:
+        """One heartbeat ping was answered by its pong."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +89,10 @@ class BridgeClient:
         hello_timeout: float = 5.0,
         heartbeat_interval: float = 2.0,
         heartbeat_timeout: float = 1.0,
+        observer: BridgeObserver | None = None,
     ) -> None:
         self._transport = transport
+        self._observer = observer
         self._clock = clock
         self._open_timeout = open_timeout
         self._hello_timeout = hello_timeout
@@ -141,6 +155,27 @@ class BridgeClient:
         conn = self._conn
         if conn is None or conn.lost.done():
             raise DeviceLost(f"{method}: the bridge is not connected")
+        # Real latency, not the injected clock's: a histogram of how slow the peripheral is.
+        started = time.perf_counter()
+        outcome = "answered"
+        try:
+            return await self._exchange(conn, method, params, timeout, on_update_result, on_sent)
+        except BaseException as exc:
+            outcome = _outcome(exc)
+            raise
+        finally:
+            self._observe(method, time.perf_counter() - started, outcome)
+
+    async def _exchange(
+        self,
+        conn: _Connection,
+        method: str,
+        params: Mapping[str, str],
+        timeout: float,
+        on_update_result: UpdateListener | None,
+        on_sent: Callable[[int], None] | None,
+    ) -> dict[str, str]:
+        """One Call frame and its RESULT callback (call() times it)."""
         call_id = next(self._call_ids)
         future: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
         conn.pending[call_id] = _Pending(method, future)
@@ -308,6 +343,7 @@ class BridgeClient:
             waiter: asyncio.Future[None] = loop.create_future()
             conn.pongs[nonce] = waiter
             # Sending is inside the deadline too: a peer that stops reading blocks drain().
+            started = time.perf_counter()
             probe = asyncio.ensure_future(self._ping(conn, nonce, waiter))
             try:
                 answered = await race(self._clock, probe, self._heartbeat_timeout)
@@ -324,10 +360,27 @@ class BridgeClient:
             if error is not None:
                 self._lose(conn, error)
                 return
+            self._observe_round_trip(time.perf_counter() - started)
 
     async def _ping(self, conn: _Connection, nonce: int, waiter: asyncio.Future[None]) -> None:
         await write_frame(conn.writer, bridge_pb2.Frame(ping=bridge_pb2.Ping(nonce=nonce)))
         await waiter
+
+    def _observe(self, method: str, seconds: float, outcome: str) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer.sdk_call(method, seconds, outcome)
+        except Exception:
+            log.exception("bridge_observer_failed", method=method)
+
+    def _observe_round_trip(self, seconds: float) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer.round_trip(seconds)
+        except Exception:
+            log.exception("bridge_observer_failed", method="ping")
 
     def _lose(self, conn: _Connection, reason: BaseException, *, notify: bool = True) -> None:
         """Declare ``conn`` dead: fail its calls at once, stop its tasks, close its stream."""
@@ -365,3 +418,16 @@ class BridgeClient:
             await asyncio.gather(*others, return_exceptions=True)
         with contextlib.suppress(ConnectionError, OSError):
             await conn.writer.wait_closed()
+
+
+def _outcome(exc: BaseException) -> str:
+    """How a call that raised ended, as a metrics label."""
+    if isinstance(exc, DeviceTimeout):
+        return "timeout"
+    if isinstance(exc, DeviceLost):
+        return "lost"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    if isinstance(exc, DeviceError):
+        return "refused"
+    return "error"

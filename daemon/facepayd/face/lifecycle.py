@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import structlog
 
 from facepayd.clock import Clock, wait_event
-from facepayd.device.bridge import BridgeClient, BridgeHello
+from facepayd.device.bridge import BridgeClient, BridgeHello, BridgeObserver
 from facepayd.device.reconnect import Reconnector
 from facepayd.device.sdk import InitOptions, Sdk, SdkVersion
 from facepayd.device.transport import PeripheralInfo, Transport
@@ -134,8 +134,10 @@ class Lifecycle:
         sdk: SdkConfig,
         merchant: MerchantConfig,
         bridge_factory: BridgeFactory | None = None,
+        bridge_observer: BridgeObserver | None = None,
     ) -> None:
         self._transport = transport
+        self._bridge_observer = bridge_observer
         self._clock = clock
         self._device = device
         self._sdk = sdk
@@ -493,6 +495,7 @@ class Lifecycle:
             hello_timeout=self._device.call_timeout,
             heartbeat_interval=self._device.heartbeat_interval,
             heartbeat_timeout=self._device.heartbeat_timeout,
+            observer=self._bridge_observer,
         )
 
     async def _connect(self) -> None:

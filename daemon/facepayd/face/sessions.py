@@ -216,6 +216,7 @@ class FaceSessions:
             collections.deque()
         )
         self.captures = 0
+        self._end_listeners: list[Callable[[SessionEnd], None]] = []
         lifecycle.add_listener(self._on_lifecycle)
 
     @property
@@ -227,6 +228,10 @@ class FaceSessions:
     def face_timeout(self) -> float:
         """How long a face UI may stay up, on the injected clock."""
         return self._face_timeout
+
+    def add_end_listener(self, listener: Callable[[SessionEnd], None]) -> None:
+        """Call listener with every session's end (metrics), on the event loop."""
+        self._end_listeners.append(listener)
 
     # ------------------------------------------------------------------ the camera
 
@@ -419,6 +424,7 @@ class FaceSessions:
 
     def _grant(self, kind: str, out_trade_no: str) -> Session:
         session = Session(self._new_id(), kind, out_trade_no)
+        session.ended.add_done_callback(self._on_end)
         self._active = session
         log.debug("session_claimed", session_id=session.id, kind=kind)
         return session
@@ -433,6 +439,15 @@ class FaceSessions:
             if not turn.done():
                 turn.set_result(self._grant(kind, out_trade_no))
                 return
+
+    def _on_end(self, ended: asyncio.Future[SessionEnd]) -> None:
+        if ended.cancelled():
+            return
+        for listener in list(self._end_listeners):
+            try:
+                listener(ended.result())
+            except Exception:
+                log.exception("session_end_listener_failed")
 
     def _fallback_finish(self, session: Session) -> None:
         """End a session its flow left without an end (an error, a crash, a stop)."""

@@ -192,6 +192,19 @@ class PayScoreConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus metrics written for node_exporter's textfile collector; off while empty."""
+
+    textfile: str = ""  # absolute path ending in .prom, rewritten atomically every interval
+    interval: float = 15.0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the metrics file is written."""
+        return bool(self.textfile)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole daemon configuration."""
 
@@ -205,6 +218,7 @@ class Config:
     authinfo: AuthinfoConfig = field(default_factory=AuthinfoConfig)
     payments: PaymentsConfig = field(default_factory=PaymentsConfig)
     payscore: PayScoreConfig = field(default_factory=PayScoreConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def state_dir(self) -> Path:
@@ -396,6 +410,14 @@ _PATH = _text(4096)
 # Credential names or paths of 0600 files; checked (and read) by check_paths.
 _SECRET = _PATH
 
+
+def _prom_file(value: str) -> str | None:
+    # node_exporter reads only *.prom files, so anything else would be written for nobody.
+    if not Path(value).is_absolute() or Path(value).suffix != ".prom":
+        return "must be an absolute path ending in .prom"
+    return _PATH(value)
+
+
 # The rule of every string key (a tuple key's rule applies to each item); a new string key
 # without a rule fails every load.
 _STRING_RULES: dict[str, Rule] = {
@@ -438,6 +460,7 @@ _STRING_RULES: dict[str, Rule] = {
     "payscore.public_key": _optional(_PATH),
     "payscore.public_key_id": _optional(_token(64)),
     "payscore.notify_url": _optional(_https),
+    "metrics.textfile": _optional(_prom_file),
 }
 
 
