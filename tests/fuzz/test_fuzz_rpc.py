@@ -37,7 +37,7 @@ from facepay.terminal.v1 import terminal_pb2 as pb
 from facepayd.face.lifecycle import State
 from facepayd.ops.config import Config
 from facepayd.payscore.service import PayScoreService
-from facepayd.rpc.server import SERVICE_NAME, RpcServer
+from facepayd.rpc.server import MAX_REQUEST_BYTES, SERVICE_NAME, RpcServer
 from facepayd.rpc.service import Domain, TerminalService
 from facepayd.rpc.status import DOMAIN
 from facepayd.sim.payscore import PayScoreSimulator
@@ -463,6 +463,12 @@ def check(harness: Harness, rpc: str, data: bytes, payscore: bool) -> None:
     outcome = harness.run(harness.call(rpc, data, payscore))
     harness.answered[rpc, payscore, outcome.code.name] += 1
     assert outcome.code not in FORBIDDEN, (rpc, data, outcome)
+    if len(data) > MAX_REQUEST_BYTES:
+        # gRPC itself refuses it before any handler runs: nothing opened, nothing written.
+        assert outcome.code is grpc.StatusCode.RESOURCE_EXHAUSTED, (rpc, len(data), outcome)
+        assert harness.run(harness.rows()) == rows
+        assert harness.face_calls() == face_calls
+        return
     try:
         request_cls(rpc).FromString(data)
         decodes = True

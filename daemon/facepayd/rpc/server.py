@@ -16,6 +16,8 @@ from facepayd.rpc.handlers import request_deserializer
 from facepayd.rpc.service import TerminalService
 
 SERVICE_NAME = terminal_pb2.DESCRIPTOR.services_by_name["TerminalService"].full_name
+# gRPC refuses a bigger request itself (RESOURCE_EXHAUSTED) before any handler runs.
+MAX_REQUEST_BYTES = 1 << 20
 
 # 0660 for the socket, set before bind: a chmod after bind leaves a window with looser modes.
 _SOCKET_UMASK = 0o117
@@ -46,7 +48,10 @@ class RpcServer:
     def __init__(self, service: TerminalService, socket_path: Path, *, reflection_on: bool) -> None:
         self._socket_path = socket_path
         self._server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1 << 20)]
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+            ]
         )
         self._server.add_generic_rpc_handlers((terminal_handler(service),))
         self._health = health.aio.HealthServicer()
