@@ -18,9 +18,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# The .proto files are copied beside their generated code so the wheel ships them (package
+# data, at their import paths: protoc -I <site-packages> finds facepay/terminal/v1/terminal.proto).
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -Iprotos -I$(PROTO_INCLUDE) \
 		--python_out=daemon --pyi_out=daemon --grpc_python_out=daemon $(PROTOS)
+	for f in $(PROTOS); do cp $$f daemon/$${f#protos/}; done
 
 # The committed generated code must match protos/.
 proto-check: $(STAMP)
@@ -30,6 +33,9 @@ proto-check: $(STAMP)
 		--grpc_python_out=.venv/proto-check $(PROTOS)
 	@for f in $$(cd .venv/proto-check && find . -name '*.py*' -type f); do \
 		cmp -s .venv/proto-check/$$f daemon/$$f || { echo "generated code is stale: daemon/$$f (run make proto)"; exit 1; }; \
+	done
+	@for f in $(PROTOS); do \
+		cmp -s $$f daemon/$${f#protos/} || { echo "shipped proto is stale: daemon/$${f#protos/} (run make proto)"; exit 1; }; \
 	done
 	@echo "generated code is current"
 
