@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,8 +119,14 @@ def load_payscore_keys(config: Config) -> PayScoreKeys | None:
     return PayScoreKeys(key, p.serial_no, platform)
 
 
-def build_transport(config: Config) -> Transport:
-    """TCP or ADB, as configured."""
+def under_systemd(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a service manager started this process ($INVOCATION_ID or $NOTIFY_SOCKET)."""
+    env = os.environ if environ is None else environ
+    return bool(env.get("INVOCATION_ID") or env.get("NOTIFY_SOCKET"))
+
+
+def build_transport(config: Config, environ: Mapping[str, str] | None = None) -> Transport:
+    """TCP or ADB, as configured; under systemd the adb server is adb.service's, never ours."""
     device = config.device
     if device.transport == "tcp":
         host, _, port = device.tcp_address.rpartition(":")
@@ -139,6 +146,7 @@ def build_transport(config: Config) -> Transport:
             bridge_socket=device.bridge_socket,
             op_timeout=device.call_timeout,
             reconnect_backoff_cap=device.reconnect_max_backoff,
+            may_start_server=not under_systemd(environ),
         )
     )
 

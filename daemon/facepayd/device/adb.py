@@ -15,6 +15,7 @@ import ipaddress
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +36,7 @@ __all__ = [
     "CommandRunner",
     "SubprocessRunner",
     "bundled_adb_path",
+    "exec_bundled_adb",
 ]
 
 _log = get_logger(__name__)
@@ -63,6 +65,12 @@ def bundled_adb_path() -> str:
     return str(importlib.resources.files("adbutils.binaries") / "adb")
 
 
+def exec_bundled_adb() -> None:
+    """`facepayd-adb`: exec adbutils' adb with our arguments (a stable path for adb.service)."""
+    adb = bundled_adb_path()
+    os.execv(adb, [adb, *sys.argv[1:]])  # noqa: S606 - replaces this process with adb
+
+
 @dataclass(frozen=True, slots=True)
 class AdbSettings:
     """How to reach the bridge through adb."""
@@ -79,6 +87,9 @@ class AdbSettings:
     op_timeout: float = 5.0  # bound for adb steps the caller gives no deadline for
     reconnect_backoff_cap: float = 10.0  # longest pause between track-devices reconnects
     server_home: str = ""  # HOME for a server we start (adb keeps its key in $HOME/.android)
+    # False under systemd: a server started here would share the daemon's sandbox (no USB)
+    # and die with every restart; adb.service runs it instead.
+    may_start_server: bool = True
 
     @property
     def target(self) -> str:
@@ -238,6 +249,12 @@ class AdbTransport(Transport):
                 return
             if not _is_loopback(s.server_host):
                 raise DeviceLost(f"adb server at {s.server_host}:{s.server_port} is unreachable")
+            if not s.may_start_server:
+                raise DeviceLost(
+                    f"no adb server answers at {s.server_host}:{s.server_port}; under systemd"
+                    " facepayd does not start one in its sandbox: start adb.service"
+                    " (systemctl enable --now adb.service) and check its journal"
+                )
             adb = s.resolved_adb_path
             if not await asyncio.to_thread(_executable, adb):
                 raise ConfigError(f"device.adb_path: no executable adb at {adb}")

@@ -30,6 +30,7 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(_IMPORT_PATHS)
     env.pop("NOTIFY_SOCKET", None)
+    env.pop("INVOCATION_ID", None)  # else the child would expect adb.service (daemon.under_systemd)
     return env
 
 
