@@ -49,6 +49,8 @@ class Outside:
     http: WxPayHttpClients
     api_key: str
     payscore_keys: PayScoreKeys | None = None
+    # The merchant certificate's public part, for `facepay doctor` (expiry); None: none set.
+    client_certificate: x509.Certificate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +69,7 @@ def build_outside(config: Config, clock: Clock | None = None) -> Outside:
         raise ConfigError("merchant.api_key: is required (a credential name or a 0600 file)")
     logs.register_secret(api_key)
     timeout = httpx.Timeout(config.wxpay.read_timeout, connect=config.wxpay.connect_timeout)
-    try:
-        cert = _client_cert(config)
-    except ConfigError as exc:
-        # The loaders say "client certificate"; the operator needs the key to fix.
-        raise ConfigError(f"merchant.cert: {exc}") from None
+    cert = load_merchant_cert(config)
     http = build_http_clients(config.wxpay.ca_file or None, cert, timeout)
     return Outside(
         clock=clock or SystemClock(),
@@ -79,7 +77,17 @@ def build_outside(config: Config, clock: Clock | None = None) -> Outside:
         http=http,
         api_key=api_key,
         payscore_keys=load_payscore_keys(config),
+        client_certificate=cert.certificate if cert is not None else None,
     )
+
+
+def load_merchant_cert(config: Config) -> ClientCert | None:
+    """The merchant certificate the config names (PKCS#12 by suffix, else PEM), or None."""
+    try:
+        return _client_cert(config)
+    except ConfigError as exc:
+        # The loaders say "client certificate"; the operator needs the key to fix.
+        raise ConfigError(f"merchant.cert: {exc}") from None
 
 
 def load_payscore_keys(config: Config) -> PayScoreKeys | None:
