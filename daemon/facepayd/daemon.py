@@ -25,6 +25,7 @@ from facepayd.face.sessions import FaceSessions
 from facepayd.journal import Journal, JournalHealth, Retention
 from facepayd.ops import logs, secrets
 from facepayd.ops.config import Config
+from facepayd.ops.diagnose import Diagnostics
 from facepayd.ops.systemd import Notifier, watchdog_loop
 from facepayd.payments.machine import PaymentTimings
 from facepayd.payments.service import PaymentService
@@ -346,6 +347,16 @@ class Daemon:
             resolve_backoff=config.payscore.resolve_backoff,
             resolve_backoff_max=config.payscore.resolve_backoff_max,
         )
+        diagnostics = Diagnostics(
+            config=config,
+            clock=clock,
+            lifecycle=self.lifecycle,
+            authinfo=self.authinfo,
+            payments=self.payments,
+            serving=lambda: self._health is not None and self._health.serving,
+            http=self._outside.http.api,
+            client_certificate=self._outside.client_certificate,
+        )
         domain = Domain(
             config=config,
             lifecycle=self.lifecycle,
@@ -354,6 +365,7 @@ class Daemon:
             flows=self.flows,
             payments=self.payments,
             payscore=self.payscore,
+            diagnostics=diagnostics,
         )
         self._server = RpcServer(
             TerminalService(domain),
