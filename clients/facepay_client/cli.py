@@ -1097,6 +1097,7 @@ def _build_parser() -> argparse.ArgumentParser:
     unionid = command("unionid", _cmd_unionid, "the user's UnionID from a face_sid")
     unionid.add_argument("face_sid", metavar="FACE_SID", help="from a face session")
     _add_bridge_check(command)
+    _add_doctor(command)
     return parser
 
 
@@ -1181,6 +1182,75 @@ async def _cmd_bridge_check(_client: TerminalClient, args: argparse.Namespace, o
 def _required_group(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """Where a command's required options go, so its help lists them as required."""
     return parser.add_argument_group("required options")
+
+
+def _add_doctor(command: Callable[..., argparse.ArgumentParser]) -> None:
+    command(
+        "doctor",
+        _cmd_doctor,
+        "check the till: daemon, device, apps, bridge, SDK, authinfo, clock, certificate,"
+        " journal, payments needing an operator, recent errors; each failure with its fix"
+        " (exit 0 all passed, 1 some failed, 8 daemon unreachable)",
+    )
+
+
+async def _cmd_doctor(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    def show(name: str, ok: bool, detail: str, fix: str = "") -> None:
+        if out.json_mode:
+            out.record({"name": name, "ok": ok, "detail": detail, "fix": fix})
+            return
+        out.line(f"{'✓' if ok else '✗'} {name}: {detail}")
+        if not ok and fix:
+            out.line(f"    fix: {fix}")
+
+    path = client.socket_path
+    unreachable = _socket_problem(path)
+    if unreachable is None:
+        try:
+            checks = await client.diagnose()
+        except DaemonUnavailableError as exc:
+            unreachable = (
+                f"facepayd at {path} is not answering: {exc}",
+                "`systemctl status facepayd` and `journalctl -u facepayd -e`; it may be"
+                " starting (try again with --wait) or stuck",
+            )
+    if unreachable is not None:
+        show("daemon", False, *unreachable)
+        return ExitCode.UNREACHABLE
+    show("daemon", True, f"facepayd answering on {path}")
+    for check in checks:
+        show(check.name, check.ok, check.detail, check.fix)
+    failed = [check.name for check in checks if not check.ok]
+    if failed:
+        out.note(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)}")
+        return ExitCode.FAILED
+    return ExitCode.OK
+
+
+def _socket_problem(path: str) -> tuple[str, str] | None:
+    """Why this user cannot talk to the socket at path (detail, fix), or None."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return (
+            f"no socket at {path}",
+            "start facepayd (`systemctl status facepayd`, `journalctl -u facepayd -e`), or"
+            " point --socket / $FACEPAY_SOCKET at its socket",
+        )
+    except OSError as exc:
+        return (f"cannot reach {path}: {exc.strerror}", "check the directory's permissions")
+    if os.access(path, os.R_OK | os.W_OK):
+        return None
+    import grp  # POSIX only, like the Unix socket itself
+
+    try:
+        group = grp.getgrgid(info.st_gid).gr_name
+    except KeyError:
+        group = str(info.st_gid)
+    return (
+        f"permission denied on {path} (group {group}, mode {info.st_mode & 0o777:04o})",
+        f"add this user to the group {group}: `sudo usermod -aG {group} $USER`, then log in again",
+    )
 
 
 def _add_payscore(payscore: argparse.ArgumentParser, face: argparse.ArgumentParser) -> None:

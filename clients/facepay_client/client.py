@@ -259,6 +259,13 @@ class TerminalClient:
         )
         return response.status
 
+    async def diagnose(self) -> list[terminal_pb2.DiagnosticCheck]:
+        """The daemon's own checks (device, SDK, authinfo, clock, certificate, journal, ...)."""
+        response: terminal_pb2.DiagnoseResponse = await self._unary(
+            "Diagnose", terminal_pb2.DiagnoseRequest()
+        )
+        return list(response.checks)
+
     async def watch_status(self) -> AsyncGenerator[terminal_pb2.TerminalStatus, None]:
         """The current status, then every change."""
         async for response in self._stream("WatchStatus", terminal_pb2.WatchStatusRequest()):

@@ -26,6 +26,7 @@ from facepayd.face.sessions import FaceSessions
 from facepayd.journal import Journal, JournalHealth, Retention
 from facepayd.ops import logs, secrets
 from facepayd.ops.config import Config
+from facepayd.ops.diagnose import Diagnostics
 from facepayd.ops.metrics import Metrics, TextfileWriter
 from facepayd.ops.systemd import Notifier, watchdog_loop
 from facepayd.payments.machine import PaymentTimings
@@ -51,6 +52,8 @@ class Outside:
     http: WxPayHttpClients
     api_key: str
     payscore_keys: PayScoreKeys | None = None
+    # The merchant certificate's public part, for `facepay doctor` (expiry); None: none set.
+    client_certificate: x509.Certificate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +72,7 @@ def build_outside(config: Config, clock: Clock | None = None) -> Outside:
         raise ConfigError("merchant.api_key: is required (a credential name or a 0600 file)")
     logs.register_secret(api_key)
     timeout = httpx.Timeout(config.wxpay.read_timeout, connect=config.wxpay.connect_timeout)
-    try:
-        cert = _client_cert(config)
-    except ConfigError as exc:
-        # The loaders say "client certificate"; the operator needs the key to fix.
-        raise ConfigError(f"merchant.cert: {exc}") from None
+    cert = load_merchant_cert(config)
     http = build_http_clients(config.wxpay.ca_file or None, cert, timeout)
     return Outside(
         clock=clock or SystemClock(),
@@ -81,7 +80,17 @@ def build_outside(config: Config, clock: Clock | None = None) -> Outside:
         http=http,
         api_key=api_key,
         payscore_keys=load_payscore_keys(config),
+        client_certificate=cert.certificate if cert is not None else None,
     )
+
+
+def load_merchant_cert(config: Config) -> ClientCert | None:
+    """The merchant certificate the config names (PKCS#12 by suffix, else PEM), or None."""
+    try:
+        return _client_cert(config)
+    except ConfigError as exc:
+        # The loaders say "client certificate"; the operator needs the key to fix.
+        raise ConfigError(f"merchant.cert: {exc}") from None
 
 
 def load_payscore_keys(config: Config) -> PayScoreKeys | None:
@@ -366,6 +375,16 @@ class Daemon:
             resolve_backoff=config.payscore.resolve_backoff,
             resolve_backoff_max=config.payscore.resolve_backoff_max,
         )
+        diagnostics = Diagnostics(
+            config=config,
+            clock=clock,
+            lifecycle=self.lifecycle,
+            authinfo=self.authinfo,
+            payments=self.payments,
+            serving=lambda: self._health is not None and self._health.serving,
+            http=self._outside.http.api,
+            client_certificate=self._outside.client_certificate,
+        )
         domain = Domain(
             config=config,
             lifecycle=self.lifecycle,
@@ -374,6 +393,7 @@ class Daemon:
             flows=self.flows,
             payments=self.payments,
             payscore=self.payscore,
+            diagnostics=diagnostics,
         )
         self._server = RpcServer(
             TerminalService(domain),

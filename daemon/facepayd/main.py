@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 
 from facepayd import __version__
-from facepayd.daemon import Daemon, build_outside
-from facepayd.errors import FacepayError
+from facepayd.daemon import Daemon, build_outside, load_merchant_cert, load_payscore_keys
+from facepayd.errors import ConfigError, FacepayError
 from facepayd.ops import config as config_module
 from facepayd.ops import logs
 from facepayd.ops.config import Config
@@ -33,6 +34,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--simulate",
         action="store_true",
         help="run against the embedded simulators (no hardware, no WeChat account)",
+    )
+    source.add_argument(
+        "--check-config",
+        type=Path,
+        metavar="FILE",
+        help="check FILE as a start would (every key, path, secret, the merchant certificate"
+        " and PayScore keys), print a summary without secrets, exit 0 (good) or 2 (not)",
     )
     parser.add_argument("--socket", type=Path, help="gRPC Unix socket (overrides the config)")
     parser.add_argument("--state-dir", type=Path, help="state directory (overrides the config)")
@@ -80,9 +88,87 @@ async def serve(args: argparse.Namespace, cfg: Config, stop: asyncio.Event) -> N
         await daemon.stop()
 
 
+def check_config(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Everything a start checks before it touches anything; the summary, without secrets."""
+    cfg = config_module.load_checked(
+        args.check_config, socket=args.socket, state_dir=args.state_dir
+    )
+    m, w, d = cfg.merchant, cfg.wxpay, cfg.device
+    summary = [
+        ("config", str(args.check_config)),
+        ("merchant.appid", m.appid),
+        ("merchant.mch_id", m.mch_id),
+        ("merchant.sub_appid", m.sub_appid or "-"),
+        ("merchant.sub_mch_id", m.sub_mch_id or "-"),
+        ("merchant.store_id", m.store_id),
+        ("merchant.device_id", m.device_id),
+        ("merchant.api_key", f"{m.api_key} (readable)"),
+        ("merchant.sign_type", m.sign_type),
+    ]
+    cert = load_merchant_cert(cfg)
+    if cert is None:
+        summary.append(("merchant.cert", "none (reverse needs one)"))
+    else:
+        certificate = cert.certificate
+        expires = certificate.not_valid_after_utc
+        if expires <= datetime.now(UTC):
+            raise ConfigError(f"merchant.cert: the certificate expired on {expires:%Y-%m-%d}")
+        kind = "PKCS#12" if Path(m.cert).suffix.lower() in (".p12", ".pfx") else "PEM"
+        summary += [
+            ("merchant.cert", f"{m.cert} ({kind})"),
+            ("merchant.cert subject", certificate.subject.rfc4514_string()),
+            ("merchant.cert expires", f"{expires:%Y-%m-%d %H:%M:%S} UTC"),
+        ]
+    summary += [
+        ("wxpay.api_base_url", w.api_base_url),
+        ("wxpay.authinfo_url", w.authinfo_url),
+        ("wxpay.ca_file", w.ca_file or "certifi's bundle"),
+    ]
+    if d.transport == "tcp":
+        summary.append(("device.transport", f"tcp {d.tcp_address}"))
+    else:
+        where = ", ".join(
+            part
+            for part in (
+                f"adb server {d.adb_server}",
+                f"serial {d.serial}" if d.serial else "",
+                f"address {d.address}" if d.address else "",
+                f"adb {d.adb_path}" if d.adb_path else "",
+            )
+            if part
+        )
+        summary.append(("device.transport", f"adb ({where})"))
+    summary += [
+        ("sdk.mode", str(cfg.sdk.mode)),
+        ("server.socket", cfg.server.socket),
+        ("state.dir", cfg.state.dir),
+    ]
+    keys = load_payscore_keys(cfg)
+    if keys is None:
+        summary.append(("payscore", "not configured"))
+    else:
+        summary += [
+            ("payscore.service_id", cfg.payscore.service_id),
+            ("payscore.serial_no", keys.merchant_serial_no),
+            ("payscore platform keys", ", ".join(sorted(keys.platform_keys)) or "-"),
+        ]
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
     args = parse_args(argv)
+    if args.check_config is not None:
+        try:
+            summary = check_config(args)
+        except FacepayError as exc:
+            print(f"facepayd: {' '.join(str(exc).splitlines())}", file=sys.stderr)
+            return EXIT_CONFIG
+        width = max(len(key) for key, _ in summary) + 1
+        for key, value in summary:
+            print(f"{key + ':':<{width}} {value}")
+        print("facepayd: config OK")
+        return 0
     try:
         # Every config rule is checked before anything starts: no lock, journal, socket or adb.
         cfg = (

@@ -566,4 +566,4 @@ def test_raw_bytes_get_an_actionable_status(harness: Harness) -> None:
 def test_enough_examples_run_in_make_test() -> None:
     assert PER_CASE * (len(CASES) + RAW_SHARE) >= min(TOTAL, 2000)
     assert {rpc for rpc, _ in CASES} == set(METHODS)
-    assert len(METHODS) == 22
+    assert len(METHODS) == 23

@@ -12,7 +12,9 @@ import os
 import re
 import sys
 import threading
+from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import structlog
@@ -26,6 +28,7 @@ __all__ = [
     "get_logger",
     "is_journal_stream",
     "priority",
+    "recent_errors",
     "redact_event",
     "register_secret",
 ]
@@ -119,12 +122,14 @@ def configure_logging(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False, use_rich=False)
             ),
             redact_event,
+            _remember_error,
             structlog.processors.JSONRenderer(sort_keys=False),
         ]
     else:
         render = [
             structlog.processors.format_exc_info,
             redact_event,
+            _remember_error,
             structlog.dev.ConsoleRenderer(
                 colors=_is_tty(out), exception_formatter=structlog.dev.plain_traceback
             ),
@@ -268,6 +273,37 @@ class _ChatterFilter(logging.Filter):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return self._level <= logging.DEBUG
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class RecentError:
+    """One error-level log event: when, where and its event name (no values: they may be long)."""
+
+    timestamp: str
+    logger: str
+    event: str
+
+
+# Bounded: `facepay doctor` shows the last few, journald keeps the rest.
+_RECENT_ERRORS: deque[RecentError] = deque(maxlen=20)
+
+
+def recent_errors() -> list[RecentError]:
+    """The last error-level events this process logged, oldest first."""
+    return list(_RECENT_ERRORS)
+
+
+def _remember_error(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Processor (after redaction): keep error and critical events in the ring."""
+    if event_dict.get("level") in ("error", "critical"):
+        _RECENT_ERRORS.append(
+            RecentError(
+                str(event_dict.get("timestamp", "")),
+                str(event_dict.get("logger", "")),
+                str(event_dict.get("event", ""))[:200],
+            )
+        )
+    return event_dict
 
 
 def _is_tty(stream: TextIO) -> bool:

@@ -18,6 +18,7 @@ from facepayd.face.flows import FaceFlows
 from facepayd.face.lifecycle import Lifecycle
 from facepayd.face.sessions import FaceSessions
 from facepayd.ops.config import Config
+from facepayd.ops.diagnose import Diagnostics
 from facepayd.payments.service import PaymentService
 from facepayd.payscore.service import PayScoreService
 from facepayd.rpc.status import to_status
@@ -38,6 +39,7 @@ class Domain:
     flows: FaceFlows
     payments: PaymentService
     payscore: PayScoreService | None = None
+    diagnostics: Diagnostics | None = None
 
 
 class Area:

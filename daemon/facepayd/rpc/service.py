@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from facepay.terminal.v1 import terminal_pb2_grpc as pb_grpc
+from facepayd.rpc.diagnose import DiagnoseArea
 from facepayd.rpc.face import FaceArea
 from facepayd.rpc.handlers import Domain
 from facepayd.rpc.payments import PaymentsArea
@@ -17,6 +18,7 @@ class TerminalService(
     FaceArea,
     PaymentsArea,
     PayScoreArea,
+    DiagnoseArea,
     pb_grpc.TerminalServiceServicer,  # type: ignore[misc]
 ):
     """The facepay.terminal.v1 API over the daemon's domain."""

@@ -32,8 +32,13 @@ class TestPki:
     client_p12_password: bytes
 
 
-def generate_test_pki(directory: Path, *, p12_password: bytes = b"sim-p12-password") -> TestPki:
-    """Create a test CA and the certificates signed by it in directory (which must exist)."""
+def generate_test_pki(
+    directory: Path, *, p12_password: bytes = b"sim-p12-password", client_expired: bool = False
+) -> TestPki:
+    """Create a test CA and the certificates signed by it in directory (which must exist).
+
+    client_expired: the merchant client certificate's validity ended a day ago.
+    """
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("facepay simulator test CA")
@@ -48,11 +53,14 @@ def generate_test_pki(directory: Path, *, p12_password: bytes = b"sim-p12-passwo
     )
 
     def leaf(
-        common_name: str, usage: x509.ObjectIdentifier, *extra: x509.ExtensionType
+        common_name: str,
+        usage: x509.ObjectIdentifier,
+        *extra: x509.ExtensionType,
+        issued: datetime.datetime = now,
     ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (
-            _builder(_name(common_name), ca_name, key.public_key(), now)
+            _builder(_name(common_name), ca_name, key.public_key(), issued)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(ca=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
@@ -75,7 +83,11 @@ def generate_test_pki(directory: Path, *, p12_password: bytes = b"sim-p12-passwo
             [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
         ),
     )
-    client_key, client_cert = leaf("facepay simulated merchant", ExtendedKeyUsageOID.CLIENT_AUTH)
+    # Issued so long ago that its validity (_VALIDITY) ended a day before now.
+    client_issued = now - _VALIDITY - datetime.timedelta(days=1) if client_expired else now
+    client_key, client_cert = leaf(
+        "facepay simulated merchant", ExtendedKeyUsageOID.CLIENT_AUTH, issued=client_issued
+    )
 
     pki = TestPki(
         ca_cert=directory / "sim-ca.pem",

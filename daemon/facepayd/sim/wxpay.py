@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import email.utils
 import enum
 import re
 import secrets
@@ -390,10 +391,10 @@ class SimHttpsServer:
             try:
                 request = await self._read_request(conn, reader, has_cert)
             except h11.RemoteProtocolError:
-                await _send(conn, writer, SimResponse(400, body=b"bad request"))
+                await _send(conn, writer, SimResponse(400, body=b"bad request"), self._clock)
                 return
             except _TooLarge:
-                await _send(conn, writer, SimResponse(413, body=b"request too large"))
+                await _send(conn, writer, SimResponse(413, body=b"request too large"), self._clock)
                 return
             if request is None:
                 return
@@ -403,7 +404,7 @@ class SimHttpsServer:
             if response.drop_connection:
                 writer.transport.abort()
                 return
-            await _send(conn, writer, response)
+            await _send(conn, writer, response, self._clock)
             self.requests_served += 1
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
@@ -465,9 +466,13 @@ class _TooLarge(Exception):
     pass
 
 
-async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, response: SimResponse) -> None:
+async def _send(
+    conn: h11.Connection, writer: asyncio.StreamWriter, response: SimResponse, clock: Clock
+) -> None:
     headers = [
         *response.headers,
+        # As WeChat Pay's servers do (RFC 9110 requires it); `facepay doctor` reads clock skew.
+        ("Date", email.utils.formatdate(clock.time(), usegmt=True)),
         ("Content-Length", str(len(response.body))),
         ("Server", "facepay-wxpay-sim"),
     ]

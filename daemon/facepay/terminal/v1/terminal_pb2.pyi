@@ -223,6 +223,28 @@ class GetStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class DiagnoseRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DiagnosticCheck(_message.Message):
+    __slots__ = ("name", "ok", "detail", "fix")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    FIX_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    ok: bool
+    detail: str
+    fix: str
+    def __init__(self, name: _Optional[str] = ..., ok: _Optional[bool] = ..., detail: _Optional[str] = ..., fix: _Optional[str] = ...) -> None: ...
+
+class DiagnoseResponse(_message.Message):
+    __slots__ = ("checks",)
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    checks: _containers.RepeatedCompositeFieldContainer[DiagnosticCheck]
+    def __init__(self, checks: _Optional[_Iterable[_Union[DiagnosticCheck, _Mapping]]] = ...) -> None: ...
+
 class GetStatusResponse(_message.Message):
     __slots__ = ("status",)
     STATUS_FIELD_NUMBER: _ClassVar[int]

@@ -45,6 +45,11 @@ class TerminalServiceStub:
                 request_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.WatchStatusRequest.SerializeToString,
                 response_deserializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.WatchStatusResponse.FromString,
                 _registered_method=True)
+        self.Diagnose = channel.unary_unary(
+                '/facepay.terminal.v1.TerminalService/Diagnose',
+                request_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.DiagnoseRequest.SerializeToString,
+                response_deserializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.DiagnoseResponse.FromString,
+                _registered_method=True)
         self.Reinitialize = channel.unary_unary(
                 '/facepay.terminal.v1.TerminalService/Reinitialize',
                 request_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.ReinitializeRequest.SerializeToString,
@@ -160,6 +165,14 @@ class TerminalServiceServicer:
 
     def WatchStatus(self, request, context):
         """Current status first, then every change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Diagnose(self, request, context):
+        """Every daemon-side check a field engineer needs at a broken till, each with the fix to try
+        (what `facepay doctor` prints). Never fails for a failing check: ok says so.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -309,6 +322,11 @@ def add_TerminalServiceServicer_to_server(servicer, server):
                     servicer.WatchStatus,
                     request_deserializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.WatchStatusRequest.FromString,
                     response_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.WatchStatusResponse.SerializeToString,
+            ),
+            'Diagnose': grpc.unary_unary_rpc_method_handler(
+                    servicer.Diagnose,
+                    request_deserializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.DiagnoseRequest.FromString,
+                    response_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.DiagnoseResponse.SerializeToString,
             ),
             'Reinitialize': grpc.unary_unary_rpc_method_handler(
                     servicer.Reinitialize,
@@ -466,6 +484,33 @@ class TerminalService:
             '/facepay.terminal.v1.TerminalService/WatchStatus',
             facepay_dot_terminal_dot_v1_dot_terminal__pb2.WatchStatusRequest.SerializeToString,
             facepay_dot_terminal_dot_v1_dot_terminal__pb2.WatchStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Diagnose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facepay.terminal.v1.TerminalService/Diagnose',
+            facepay_dot_terminal_dot_v1_dot_terminal__pb2.DiagnoseRequest.SerializeToString,
+            facepay_dot_terminal_dot_v1_dot_terminal__pb2.DiagnoseResponse.FromString,
             options,
             channel_credentials,
             insecure,
