@@ -123,7 +123,7 @@ def test_simulated_daemon_and_status_from_the_installed_venv(
             # --wait: the CLI waits (up to --timeout) for the daemon to serve; no sleep here.
             cli = [bin_dir / "facepay", "--socket", socket, "--timeout", "30", "--wait"]
             status = json.loads(_run([*cli, "--json", "status"], cwd=run))
-            assert status["state"] == "LIFECYCLE_STATE_READY"
+            assert status["state"] == "READY"  # --json uses the short enum names
             assert status["device"]["serial"] == "SIMFACE0001"
             assert status["device"]["face_app_installed"] is True
             version = _run([bin_dir / "python", "-c", _VERSION], cwd=run).strip()
