@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -229,3 +230,28 @@ def test_bad_backoff_settings_are_refused() -> None:
         _reconnector(clock, peer, initial_backoff=0.0)
     with pytest.raises(ValueError):
         _reconnector(clock, peer, initial_backoff=5.0, max_backoff=1.0)
+
+
+async def test_stop_returns_even_when_a_connect_swallows_its_cancel() -> None:
+    # asyncio.wait_for(shield(...)) in 3.11 can return a result that lands together with the
+    # cancel: the attempt then "succeeds" after stop() asked it to end.
+    clock = ManualClock()
+    started = asyncio.Event()
+
+    async def stubborn_connect() -> None:
+        started.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+
+    async def on_connected() -> None:
+        pass
+
+    reconnector = Reconnector(connect=stubborn_connect, on_connected=on_connected, clock=clock)
+    reconnector.start()
+    await until(started.is_set, 5, "the attempt under way")
+    stopping = asyncio.ensure_future(reconnector.stop())
+    # A deadline, not a wait: stop() must end; asyncio.wait leaves it uncancelled to look at.
+    done, _ = await asyncio.wait({stopping}, timeout=5)
+    stopping.cancel()
+    assert stopping in done, "stop() hung on a round that ignored its cancel"
+    assert not reconnector.running

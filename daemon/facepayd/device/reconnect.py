@@ -44,6 +44,8 @@ class Reconnector:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._connected = False
+        # Set by stop(): the loop ends on it even if the cancel is swallowed by a connect.
+        self._stopped = False
         self.failures = 0  # consecutive failed attempts of the current round
         self.rounds = 0  # completed rounds (successful connects)
 
@@ -61,6 +63,7 @@ class Reconnector:
         """Start the loop; its first round begins at once. A second start() is a no-op."""
         if self.running:
             return
+        self._stopped = False
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"reconnect-{self._name}"
         )
@@ -72,6 +75,8 @@ class Reconnector:
 
     async def stop(self) -> None:
         """Stop the loop and wait for it; an attempt in progress is cancelled."""
+        self._stopped = True
+        self._wake.set()
         task, self._task = self._task, None
         if task is None:
             return
@@ -82,16 +87,17 @@ class Reconnector:
     # ------------------------------------------------------------------ private
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopped:
             async with self._lock:
                 await self._round()
-            await self._wake.wait()
+            if not self._stopped:
+                await self._wake.wait()
 
     async def _round(self) -> None:
         delay = self._initial
         warned = False
         self.failures = 0
-        while True:
+        while not self._stopped:
             # A wake() that came before this attempt is answered by it.
             self._wake.clear()
             try:

@@ -517,6 +517,10 @@ class Lifecycle:
         except BaseException:
             await bridge.close()
             raise
+        if self.state is State.STOPPING:
+            # The stop came while the stream opened (a swallowed cancel): never install it.
+            await bridge.close()
+            return
         if self._bridge is not None:
             self._bridge_calls_before += self._bridge.calls_sent
         self._bridge = bridge
