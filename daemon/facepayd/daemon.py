@@ -169,6 +169,8 @@ def _client_cert(config: Config) -> ClientCert | None:
         if config.merchant.cert_password
         else None
     )
+    if password:
+        logs.register_secret(password)
     path = secrets.locate_secret(ref)
     if path.suffix.lower() in (".p12", ".pfx"):
         return ClientCert.load_pkcs12_file(path, password)

@@ -292,3 +292,14 @@ def test_metrics_config_is_typed() -> None:
     )
     assert loaded.metrics.enabled
     assert loaded.metrics.interval == 5.0
+
+
+async def test_a_writer_that_never_started_leaves_the_live_file_alone(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    # A second facepayd that fails to start must not zero the running one's file on its way out.
+    path = tmp_path / "facepayd.prom"
+    path.write_text('facepayd_payments_final_total{state="SUCCEEDED"} 42.0\n')
+    writer = TextfileWriter(Metrics(), path, interval=15.0, clock=clock)
+    await writer.stop()
+    assert "42.0" in path.read_text()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -147,15 +149,19 @@ class TextfileWriter:
         self._clock = clock
         self._tasks = TaskOwner("metrics")
         self._failing = False
+        self._started = False
 
     def start(self) -> None:
         """Write now, then every interval, in a task this writer owns."""
+        self._started = True
         self._tasks.spawn(self._loop(), name="metrics-textfile")
 
     async def stop(self) -> None:
-        """Stop the timer and leave the final values in the file."""
+        """Stop the timer and leave the final values in the file (only if it ever started)."""
         await self._tasks.close()
-        await self.write()
+        if self._started:
+            # A daemon that failed to start (a second instance) must not zero the live file.
+            await self.write()
 
     async def write(self) -> None:
         """Render and replace the file atomically; a failure is logged, never raised."""
@@ -195,7 +201,10 @@ def _replace_file(path: Path, data: bytes) -> None:
     # node_exporter reads only *.prom: the temporary name is skipped, and the rename is atomic,
     # so a scrape never sees half a file. No fsync: a snapshot lost at a power cut is rewritten
     # within one interval, and flash storage should not be synced every few seconds.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Unique per write: a cancelled write's thread may still be finishing its own file.
+    tmp = path.with_name(
+        f".{path.name}.{os.getpid()}.{threading.get_ident()}.{time.monotonic_ns()}.tmp"
+    )
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         with os.fdopen(fd, "wb") as f:
