@@ -223,6 +223,12 @@ def state_dir_is_a_file(world: World, settings: dict[str, Any]) -> None:
     settings["state"]["dir"] = str(world.root / "state-file")
 
 
+def metrics_dir_is_a_file(world: World, settings: dict[str, Any]) -> None:
+    """metrics.textfile is a good name, but its directory is a regular file."""
+    (world.root / "plain").write_text("x")
+    settings.setdefault("metrics", {})["textfile"] = str(world.root / "plain" / "facepayd.prom")
+
+
 def socket_is_a_regular_file(world: World, _: dict[str, Any]) -> None:
     """A regular file where the socket goes: the daemon would have deleted it."""
     world.socket.write_text("somebody's file")
@@ -295,6 +301,7 @@ def _rows() -> list[Any]:
     row("server.socket-dir-a-file", "server.socket", under_a_file("server.socket"))
     row("server.socket-a-regular-file", "server.socket", socket_is_a_regular_file)
     row("server.socket-too-long", "server.socket", setting("server.socket", "/tmp/" + "s" * 103))
+    row("metrics.textfile-dir-a-file", "metrics.textfile", metrics_dir_is_a_file)
     return rows
 
 

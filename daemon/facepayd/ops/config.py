@@ -559,6 +559,9 @@ def check_paths(config: Config) -> None:
     """Every path the config names, as the daemon will use it; secret files are read."""
     _check_dir("state.dir", Path(config.state.dir))
     _check_socket(Path(config.server.socket))
+    if config.metrics.textfile:
+        # The file is replaced in its directory: node_exporter's, which must let us write.
+        _check_dir("metrics.textfile", Path(config.metrics.textfile).parent)
     merchant = config.merchant
     _named("merchant.api_key", lambda: secrets.read_secret_text(merchant.api_key))
     if merchant.cert:
