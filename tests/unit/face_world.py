@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +21,13 @@ from facepayd.face.flows import FaceFlows
 from facepayd.face.lifecycle import Lifecycle, State
 from facepayd.face.sessions import FaceSessions
 from facepayd.journal import Journal
-from facepayd.ops.config import DeviceConfig, MerchantConfig, SdkConfig, SdkMode
+from facepayd.ops.config import Config, DeviceConfig, MerchantConfig, SdkConfig, SdkMode
 from facepayd.payments.machine import PaymentTimings
 from facepayd.payments.ports import PaymentBackend
 from facepayd.payments.service import PaymentService
+from facepayd.rpc.handlers import Domain
+from facepayd.rpc.server import RpcServer
+from facepayd.rpc.service import TerminalService
 from facepayd.sim.terminal import SimLatencies, SimTerminal
 from facepayd.wxpay.models import (
     AuthinfoGrant,
@@ -183,3 +187,25 @@ async def face_world(
         await lifecycle.stop()
         await sim.stop()
         await journal.close()
+
+
+@contextlib.asynccontextmanager
+async def world_server(world: World, *, reflection_on: bool = False) -> AsyncIterator[Path]:
+    """The real gRPC server over the world's domain objects on a Unix socket; yields its path."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:  # socket paths are short
+        socket = Path(short) / "t.sock"
+        domain = Domain(
+            config=Config(device=world.device),
+            lifecycle=world.lifecycle,
+            authinfo=world.authinfo,
+            sessions=world.sessions,
+            flows=world.flows,
+            payments=world.payments,
+        )
+        server = RpcServer(TerminalService(domain), socket, reflection_on=reflection_on)
+        await server.start()
+        await server.set_serving(True)
+        try:
+            yield socket
+        finally:
+            await server.stop(0)

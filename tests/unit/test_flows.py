@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,15 +15,19 @@ from facepay_client import InvalidArgumentError, TerminalBusyError, TerminalClie
 from facepayd.errors import BackendUnavailable, FacepayError, JournalError, TerminalBusy
 from facepayd.face.flows import CaptureCancelled, FaceCode, FacePayStep, SessionStartedStep
 from facepayd.face.sessions import EndReason, FaceOptions, SessionEnd
-from facepayd.ops.config import Config
 from facepayd.payments.models import PaymentEvent, PaymentOrder, PaymentState
 from facepayd.payscore.service import PayScoreOutcome
-from facepayd.rpc.server import RpcServer
-from facepayd.rpc.service import Domain, TerminalService
 from facepayd.sim.terminal import FaceOutcome, SimUser
 from facepayd.wxpay.models import AuthinfoGrant
 from tests.helpers import settle, until
-from tests.unit.face_world import CAPTURE, FACE_TIMEOUT, UPDATE_RESULT, World, face_world
+from tests.unit.face_world import (
+    CAPTURE,
+    FACE_TIMEOUT,
+    UPDATE_RESULT,
+    World,
+    face_world,
+    world_server,
+)
 
 OPTIONS = FaceOptions()
 
@@ -44,26 +47,12 @@ async def collect(steps: AsyncIterator[FacePayStep], into: list[FacePayStep]) ->
 
 @contextlib.asynccontextmanager
 async def served(world: World) -> AsyncIterator[TerminalClient]:
-    """The real gRPC server over the world's domain objects, on a Unix socket."""
-    with tempfile.TemporaryDirectory(dir="/tmp") as short:  # socket paths are short
-        socket = Path(short) / "t.sock"
-        config = Config(device=world.device)
-        domain = Domain(
-            config=config,
-            lifecycle=world.lifecycle,
-            authinfo=world.authinfo,
-            sessions=world.sessions,
-            flows=world.flows,
-            payments=world.payments,
-        )
-        server = RpcServer(TerminalService(domain), socket, reflection_on=False)
-        await server.start()
-        await server.set_serving(True)
-        try:
-            async with TerminalClient(socket, timeout=10, face_timeout=10) as client:
-                yield client
-        finally:
-            await server.stop(0)
+    """A typed client of the real gRPC server over the world's domain objects."""
+    async with (
+        world_server(world) as socket,
+        TerminalClient(socket, timeout=10, face_timeout=10) as client,
+    ):
+        yield client
 
 
 async def test_fifty_concurrent_start_face_pay_make_one_session_and_journal_one_order(

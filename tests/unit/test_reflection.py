@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,10 +11,8 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from facepayd.ops.config import Config
-from facepayd.rpc.server import REFLECTION_V1, SERVICE_NAME, RpcServer
-from facepayd.rpc.service import Domain, TerminalService
-from tests.unit.face_world import face_world
+from facepayd.rpc.server import REFLECTION_V1, SERVICE_NAME
+from tests.unit.face_world import face_world, world_server
 
 V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
 HEALTH = "grpc.health.v1.Health"
@@ -24,24 +21,12 @@ HEALTH = "grpc.health.v1.Health"
 @contextlib.asynccontextmanager
 async def channel(tmp_path: Path, *, reflection_on: bool) -> AsyncIterator[grpc.aio.Channel]:
     """A raw channel to the real server over the face world."""
-    async with face_world(tmp_path) as world:
-        with tempfile.TemporaryDirectory(dir="/tmp") as short:  # socket paths are short
-            socket = Path(short) / "r.sock"
-            domain = Domain(
-                config=Config(device=world.device),
-                lifecycle=world.lifecycle,
-                authinfo=world.authinfo,
-                sessions=world.sessions,
-                flows=world.flows,
-                payments=world.payments,
-            )
-            server = RpcServer(TerminalService(domain), socket, reflection_on=reflection_on)
-            await server.start()
-            try:
-                async with grpc.aio.insecure_channel(f"unix:{socket}") as ch:
-                    yield ch
-            finally:
-                await server.stop(0)
+    async with (
+        face_world(tmp_path) as world,
+        world_server(world, reflection_on=reflection_on) as socket,
+        grpc.aio.insecure_channel(f"unix:{socket}") as ch,
+    ):
+        yield ch
 
 
 def _messages(package: str) -> tuple[Any, Any]:

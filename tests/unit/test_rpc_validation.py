@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,11 +13,9 @@ from google.rpc import error_details_pb2, status_pb2
 
 from facepay.terminal.v1 import terminal_pb2 as pb
 from facepayd.errors import InvalidArgument
-from facepayd.ops.config import Config
-from facepayd.rpc.server import SERVICE_NAME, RpcServer
-from facepayd.rpc.service import Domain, TerminalService
+from facepayd.rpc.server import SERVICE_NAME
 from facepayd.rpc.validation import MAX_VIOLATIONS, Rules
-from tests.unit.face_world import face_world
+from tests.unit.face_world import face_world, world_server
 
 Violations = list[tuple[str, str]]
 
@@ -26,24 +23,12 @@ Violations = list[tuple[str, str]]
 @contextlib.asynccontextmanager
 async def channel(tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
     """A raw channel to the real server over the face world (a typed client would re-encode)."""
-    async with face_world(tmp_path) as world:
-        with tempfile.TemporaryDirectory(dir="/tmp") as short:  # socket paths are short
-            socket = Path(short) / "t.sock"
-            domain = Domain(
-                config=Config(device=world.device),
-                lifecycle=world.lifecycle,
-                authinfo=world.authinfo,
-                sessions=world.sessions,
-                flows=world.flows,
-                payments=world.payments,
-            )
-            server = RpcServer(TerminalService(domain), socket, reflection_on=False)
-            await server.start()
-            try:
-                async with grpc.aio.insecure_channel(f"unix:{socket}") as ch:
-                    yield ch
-            finally:
-                await server.stop(0)
+    async with (
+        face_world(tmp_path) as world,
+        world_server(world) as socket,
+        grpc.aio.insecure_channel(f"unix:{socket}") as ch,
+    ):
+        yield ch
 
 
 async def _refusal(ch: grpc.aio.Channel, rpc: str, data: bytes) -> tuple[str, str, Violations]:
