@@ -310,15 +310,17 @@ async def session_reinit_failed(r: Rig) -> None:
     await r.reach(S.READY, "recovered by the retry")
 
 
+async def _sdk_restarted_slowly(r: Rig) -> None:
+    """Inside a session the SDK forgets its init (271378620) and the re-init takes a second."""
+    r.sim.forget_init()
+    r.slow(init=1.0)
+    await r.lifecycle.run(lambda sdk: sdk.rawdata())
+
+
 async def session_reinit_lost(r: Rig) -> None:
     await started(r)
 
-    async def restarted_slowly() -> None:
-        r.sim.forget_init()
-        r.slow(init=1.0)
-        await r.lifecycle.run(lambda sdk: sdk.rawdata())
-
-    task = asyncio.ensure_future(session_call(r, restarted_slowly))
+    task = asyncio.ensure_future(session_call(r, lambda: _sdk_restarted_slowly(r)))
     await r.reach(S.REINITIALIZING)
     await r.sim.drop_connections()
     with pytest.raises(DeviceLost):
@@ -328,12 +330,7 @@ async def session_reinit_lost(r: Rig) -> None:
 async def session_reinit_stopped(r: Rig) -> None:
     await started(r)
 
-    async def restarted_slowly() -> None:
-        r.sim.forget_init()
-        r.slow(init=1.0)
-        await r.lifecycle.run(lambda sdk: sdk.rawdata())
-
-    task = asyncio.ensure_future(session_call(r, restarted_slowly))
+    task = asyncio.ensure_future(session_call(r, lambda: _sdk_restarted_slowly(r)))
     await r.reach(S.REINITIALIZING)
     await r.lifecycle.stop()
     with pytest.raises(DeviceLost):
