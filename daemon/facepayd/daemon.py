@@ -323,6 +323,9 @@ class Daemon:
                 max_attempts=config.payscore.max_attempts,
                 backoff_initial=config.payscore.backoff_initial,
                 backoff_max=config.payscore.backoff_max,
+                public_key_id=config.payscore.public_key_id if config.payscore.public_key else "",
+                sub_mchid=merchant.sub_mch_id,
+                sub_appid=merchant.sub_appid,
             )
         )
         self._journal: Journal | None = None

@@ -246,6 +246,7 @@ class PayScoreStatus:
     openid: str = ""
     sub_openid: str = ""
     face_sid: str = ""
+    err_code: str = ""  # the secondary code that may come with ERROR
 
 
 def sdk_error(method: str, info: Mapping[str, str]) -> SdkError:
@@ -436,6 +437,7 @@ class Sdk:
             openid=info.get("openid", ""),
             sub_openid=info.get("sub_openid", ""),
             face_sid=info.get("face_sid", ""),
+            err_code=info.get("err_code", ""),
         )
 
     async def update_pay_result(

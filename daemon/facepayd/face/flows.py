@@ -536,6 +536,7 @@ class FaceFlows:
                     sub_openid=status.sub_openid,
                     face_sid=status.face_sid,
                     return_msg=status.return_msg,
+                    err_code=status.err_code,
                 )
         log.info("payscore_status", out_trade_no=out_trade_no, outcome=result.outcome.value)
         return result

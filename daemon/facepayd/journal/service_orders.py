@@ -107,6 +107,13 @@ class ServiceOrderStore:
         records: ServiceOrderList = await self._database.run(self._pending_service_orders)
         return records
 
+    async def settled_service_orders_in(self, journal_state: str) -> ServiceOrderList:
+        """Orders in journal_state with nothing pending, oldest first."""
+        records: ServiceOrderList = await self._database.run(
+            self._settled_service_orders_in, journal_state
+        )
+        return records
+
     async def service_order_events(self, out_order_no: str) -> ServiceOrderEventList:
         """The order's events in order."""
         events: ServiceOrderEventList = await self._database.run(
@@ -252,6 +259,14 @@ class ServiceOrderStore:
         rows = self._db.execute(
             f"SELECT {_SERVICE_ORDER_COLUMNS} FROM service_orders"  # noqa: S608
             " WHERE pending != '' ORDER BY created_at, out_order_no"
+        ).fetchall()
+        return [_service_order(row) for row in rows]
+
+    def _settled_service_orders_in(self, journal_state: str) -> ServiceOrderList:
+        rows = self._db.execute(
+            f"SELECT {_SERVICE_ORDER_COLUMNS} FROM service_orders"  # noqa: S608
+            " WHERE journal_state = ? AND pending = '' ORDER BY created_at, out_order_no",
+            (journal_state,),
         ).fetchall()
         return [_service_order(row) for row in rows]
 

@@ -91,6 +91,9 @@ class JournalState(enum.StrEnum):
     SYNCING = "SYNCING"  # sync may have been sent, no answer recorded
     CANCELLING = "CANCELLING"  # cancel may have been sent, no answer recorded
     RECORDED = "RECORDED"  # WeChat Pay's latest answer is recorded; nothing in flight
+    # Completed and answered DOING/MCH_COMPLETE: WeChat Pay is collecting the charge; the
+    # order is queried in the background (capped backoff) until it settles (DONE, or synced).
+    CHARGING = "CHARGING"
     NOT_CREATED = "NOT_CREATED"  # WeChat Pay refused the create or never received it
 
 
@@ -122,6 +125,7 @@ class PayScoreService:
         clock: Clock,
         service_id: str,
         notify_url: str = "",
+        service_risk_cap: int | None = None,
         resolve_backoff: float = 1.0,
         resolve_backoff_max: float = 60.0,
     ) -> None:
@@ -130,12 +134,14 @@ class PayScoreService:
         self._clock = clock
         self._service_id = service_id
         self._notify_url = notify_url
+        self._service_risk_cap = service_risk_cap
         self._resolve_backoff = resolve_backoff
         self._resolve_backoff_max = resolve_backoff_max
         self._locks: dict[str, _OrderLock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._resolver: asyncio.Task[None] | None = None
         self._first_pass = asyncio.Event()
+        self._rescan = False
         self._closed = False
 
     @property
@@ -150,7 +156,7 @@ class PayScoreService:
         """The configured PayScore service_id ("" when PayScore is not configured)."""
         return self._service_id
 
-    async def unionid(self, face_sid: str) -> str:
+    async def unionid(self, face_sid: str) -> m.UnionIdResult:
         """The UnionID of the user a PayScore check or user-info session recognised."""
         return await self._own(self._require_client().get_user_unionid(face_sid))
 
@@ -181,11 +187,11 @@ class PayScoreService:
         v3.validate_completion(completion)
 
         def check(record: ServiceOrderRecord) -> None:
-            v3.validate_completion(completion, _risk_fund_amount(record))
+            v3.validate_completion(completion, self._limits(record))
 
         async def send(record: ServiceOrderRecord) -> m.ServiceOrderResult:
             return await client.complete_service_order(
-                out_order_no, completion, risk_fund_amount=_risk_fund_amount(record)
+                out_order_no, completion, limits=self._limits(record)
             )
 
         data = {"total_amount": completion.total_amount}
@@ -229,10 +235,15 @@ class PayScoreService:
     async def recover(self, wait: float) -> int:
         """Resolve every order with a pending call; wait up to `wait` s for the first pass."""
         pending = await self._journal.pending_service_orders()
-        if not pending or self._client is None:
+        if self._client is None:
             if pending:
                 log.warning("payscore_pending_unconfigured", count=len(pending))
             return len(pending)
+        if not pending:
+            # Nothing unresolved; orders awaiting their charge are watched in the background.
+            if await self._journal.settled_service_orders_in(JournalState.CHARGING):
+                self._start_resolver(first_delay=0.0)
+            return 0
         log.info("payscore_resolving", count=len(pending))
         self._first_pass.clear()
         self._start_resolver(first_delay=0.0)
@@ -380,9 +391,10 @@ class PayScoreService:
             # Unexpected: whether it was sent is unknown, so it stays pending.
             self._start_resolver(first_delay=self._resolve_backoff)
             raise
+        state = _answered_state(result)
         record = await self._journal.mark_service_order(
             no,
-            JournalState.RECORDED,
+            state,
             "answered",
             {"op": op, "state": result.state.value, "state_description": result.state_description},
             answer=result_to_json(result),
@@ -394,6 +406,8 @@ class PayScoreService:
             state=result.state.value,
             state_description=result.state_description,
         )
+        if state is JournalState.CHARGING:
+            self._start_resolver(first_delay=self._resolve_backoff)
         return _view(record)
 
     async def _refresh(self, no: str) -> ServiceOrderView:
@@ -417,16 +431,19 @@ class PayScoreService:
                 )
             raise
         answer = result_to_json(result)
+        state = _answered_state(result)
+        if state is JournalState.CHARGING:
+            self._start_resolver(first_delay=self._resolve_backoff)
         if record is None:
             risk = result.risk_fund.amount if result.risk_fund is not None else None
-            record = await self._journal.adopt_service_order(
-                no, answer, risk, journal_state=JournalState.RECORDED
-            )
+            record = await self._journal.adopt_service_order(no, answer, risk, journal_state=state)
             return _view(record)
         kind = f"resolved_{record.pending}" if record.pending else "refreshed"
+        if record.journal_state == JournalState.CHARGING and state is JournalState.RECORDED:
+            kind = "charge_settled"
         record = await self._journal.mark_service_order(
             no,
-            JournalState.RECORDED,
+            state,
             kind,
             {"state": result.state.value, "state_description": result.state_description},
             answer=answer,
@@ -435,7 +452,11 @@ class PayScoreService:
         return _view(record)
 
     def _start_resolver(self, *, first_delay: float) -> None:
-        if self._closed or (self._resolver is not None and not self._resolver.done()):
+        if self._closed:
+            return
+        if self._resolver is not None and not self._resolver.done():
+            # The running pass may have listed the orders before this one: go round again.
+            self._rescan = True
             return
         self._resolver = asyncio.get_running_loop().create_task(self._resolve_loop(first_delay))
 
@@ -445,6 +466,7 @@ class PayScoreService:
             await self._clock.sleep(first_delay)
         while True:
             left = 0
+            self._rescan = False
             for record in await self._journal.pending_service_orders():
                 try:
                     await self._locked(record.out_order_no, self._resolve(record.out_order_no))
@@ -455,11 +477,45 @@ class PayScoreService:
                         out_order_no=record.out_order_no,
                         reason=exc.reason,
                     )
+            left += await self._watch_charges()
             self._first_pass.set()
-            if not left:
+            if not left and not self._rescan:
                 return
             await self._clock.sleep(delay)
             delay = min(delay * 2, self._resolve_backoff_max)
+
+    async def _watch_charges(self) -> int:
+        """Query each order awaiting its charge once; how many still await it."""
+        waiting = 0
+        for record in await self._journal.settled_service_orders_in(JournalState.CHARGING):
+            no = record.out_order_no
+            try:
+                view = await self._locked(no, self._refresh_charging(no))
+            except FacepayError as exc:
+                waiting += 1
+                log.warning("service_order_charge_unknown", out_order_no=no, reason=exc.reason)
+                continue
+            if view.journal_state is JournalState.CHARGING:
+                waiting += 1
+            else:
+                log.info("service_order_charge_settled", out_order_no=no)
+        return waiting
+
+    async def _refresh_charging(self, no: str) -> ServiceOrderView:
+        """Query an order still awaiting its charge (another call may have settled it)."""
+        record = await self._journal.find_service_order(no)
+        if record is None or record.journal_state != JournalState.CHARGING or record.pending:
+            return await self.journaled(no)
+        return await self._refresh(no)
+
+    def _limits(self, record: ServiceOrderRecord) -> v3.CompletionLimits:
+        """What the created order fixes for its completion, from the journal."""
+        risk_fund = _risk_fund(record)
+        return v3.CompletionLimits(
+            risk_fund=risk_fund,
+            end_time_at_create=_end_time_at_create(record),
+            service_risk_cap=self._service_risk_cap,
+        )
 
     async def _resolve(self, no: str) -> None:
         record = await self._journal.find_service_order(no)
@@ -475,12 +531,29 @@ class _OrderLock:
     users: int = 0
 
 
-def _risk_fund_amount(record: ServiceOrderRecord) -> int | None:
-    if record.risk_fund_amount is not None:
-        return record.risk_fund_amount
-    risk = (record.answer or {}).get("risk_fund")
-    amount = risk.get("amount") if isinstance(risk, dict) else None
-    return amount if isinstance(amount, int) else None
+def _answered_state(result: m.ServiceOrderResult) -> JournalState:
+    """RECORDED, or CHARGING while WeChat Pay is still collecting a completed order."""
+    if result.state is m.ServiceOrderState.DOING and result.state_description == m.MCH_COMPLETE:
+        return JournalState.CHARGING
+    return JournalState.RECORDED
+
+
+def _risk_fund(record: ServiceOrderRecord) -> m.RiskFund | None:
+    """The order's risk fund from its create parameters, else from WeChat Pay's answer."""
+    for source in (record.params, record.answer or {}):
+        risk = source.get("risk_fund")
+        if isinstance(risk, dict) and isinstance(risk.get("amount"), int):
+            return m.RiskFund(str(risk.get("name", "")).strip(), risk["amount"])
+    return None
+
+
+def _end_time_at_create(record: ServiceOrderRecord) -> str | None:
+    """The end_time the order was created with ("" none), None when the journal cannot tell."""
+    time_range = record.params.get("time_range")
+    if isinstance(time_range, dict):
+        return str(time_range.get("end_time") or "")
+    # Adopted (created elsewhere): only a not-yet-completed answer still shows create's range.
+    return None
 
 
 def _view(record: ServiceOrderRecord) -> ServiceOrderView:

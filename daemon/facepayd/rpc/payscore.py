@@ -54,6 +54,7 @@ class PayScoreArea(Area):
             sub_openid=status.sub_openid,
             face_sid=status.face_sid,
             return_msg=status.return_msg,
+            err_code=status.err_code,
         )
 
     @unary
@@ -83,6 +84,9 @@ class PayScoreArea(Area):
         _time_range(rules, "time_range", request.time_range, start_required=True)
         _location(rules, "location", request.location)
         rules.max_chars("attach", request.attach, psm.MAX_ATTACH)
+        if len(psm.attach_on_wire(request.attach)) > psm.MAX_ATTACH:
+            # The reference's 256 counts the url-encoded form the daemon sends.
+            rules.fail("attach", f"must be at most {psm.MAX_ATTACH} characters once url-encoded")
         rules.max_chars("notify_url", request.notify_url, psm.MAX_NOTIFY_URL)
         rules.pattern(
             "notify_url",
@@ -196,7 +200,8 @@ class PayScoreArea(Area):
             required=True,
         )
         rules.check()
-        return pb.GetUnionIdResponse(unionid=await self._payscore().unionid(request.face_sid))
+        result = await self._payscore().unionid(request.face_sid)
+        return pb.GetUnionIdResponse(unionid=result.unionid, openid=result.openid)
 
     # ------------------------------------------------------------------ helpers
 
@@ -208,8 +213,6 @@ class PayScoreArea(Area):
 
 # ---------------------------------------------------------------------- PayScore converters
 
-# out_order_no is a URL path segment: "|" and "*" from the reference would be percent-encoded.
-_OUT_ORDER_NO = re.compile(r"[0-9A-Za-z_\-]{1,32}")
 _OUT_REQUEST_NO = re.compile(r"[0-9A-Za-z_\-|*]{1,64}")
 _FACE_SID = re.compile(r"[A-Za-z0-9_.~\-]{1,256}")
 _NOTIFY_URL = re.compile(r"https://[\x21-\x7e]+")
@@ -228,8 +231,8 @@ def _out_order_no(rules: v.Rules, field: str, value: str) -> None:
     rules.pattern(
         field,
         value,
-        _OUT_ORDER_NO,
-        "must match [0-9A-Za-z_-]{1,32} (| and * do not survive the URL path)",
+        psm.OUT_ORDER_NO,
+        "must match [0-9A-Za-z_-|*]{1,32}",
         required=True,
     )
 
@@ -345,4 +348,27 @@ def _service_order(view: ServiceOrderView) -> pb.ServiceOrder:
     message.attach = order.attach
     message.openid = order.openid
     message.need_collection = order.need_collection
+    message.package = order.package
+    message.notify_url = order.notify_url
+    message.appid = order.appid
+    message.mchid = order.mchid
+    if order.collection is not None:
+        c = order.collection
+        message.collection.CopyFrom(
+            pb.ServiceOrderCollection(
+                state=c.state,
+                total_amount=c.total_amount,
+                paying_amount=c.paying_amount,
+                paid_amount=c.paid_amount,
+                details=[
+                    pb.ServiceOrderPayment(
+                        amount=d.amount,
+                        paid_type=d.paid_type,
+                        paid_time=d.paid_time,
+                        transaction_id=d.transaction_id,
+                    )
+                    for d in c.details
+                ],
+            )
+        )
     return message

@@ -7,9 +7,16 @@ faults (429, 500, INVALID_ORDER_STATE, slow or forged answers) and user behaviou
 
 Service-order states follow the reference: a need_user_confirm order is CREATED until the
 user confirms (→ DOING/USER_CONFIRM); any other order is DOING/USER_CONFIRM at once.
-complete → DOING/MCH_COMPLETE, then DONE when the charge succeeds (at once unless
-auto_charge is off); sync Order_Paid settles a MCH_COMPLETE order as DONE; cancel →
-REVOKED; a CREATED order untouched for 30 days is EXPIRED.
+complete → DOING/MCH_COMPLETE, as WeChat answers it; the charge settles it as DONE
+`charge_delay` seconds later on the simulator's clock (seen by the next call; never while
+auto_charge is off; at once only in the instant_charge scenario, or when nothing is owed);
+`/pay` retries the charge of a MCH_COMPLETE order; sync Order_Paid settles it as DONE;
+cancel → REVOKED; a CREATED order untouched for 30 days is EXPIRED.
+
+Keys: answers are signed with the platform certificate's key, or, when the request's
+Wechatpay-Serial names the WeChat Pay public key (public-key mode, as WeChat's SDKs send
+it), with that key. `/v3/certificates` lists the platform certificate sealed with the
+merchant's APIv3 key. Every answer carries the headers WeChat Pay sends.
 
 Wiring: `install(wxpay_simulator)` serves every path under the v3 prefixes on the HTTPS
 simulator, so an unknown order or face_sid gets a signed answer (ORDER_NOT_EXIST,
@@ -19,6 +26,7 @@ NOT_FOUND) as from WeChat Pay, not a bare 404.
 from __future__ import annotations
 
 import collections
+import datetime
 import itertools
 import json
 import re
@@ -27,8 +35,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 from facepayd.clock import Clock
@@ -49,7 +59,7 @@ __all__ = [
 Answer = tuple[int, dict[str, str], bytes]
 _Handler = Callable[[str, dict[str, str], dict[str, Any]], dict[str, Any]]
 
-ENDPOINTS = ("create", "query", "complete", "sync", "cancel", "unionid")
+ENDPOINTS = ("create", "query", "complete", "pay", "sync", "cancel", "unionid", "certificates")
 EXPIRY_SECONDS = 30 * 24 * 3600
 _OUT_ORDER_NO = re.compile(r"[0-9A-Za-z_\-|*]{1,32}")
 SERVICE_ORDER_PATH = "/v3/payscore/serviceorder"
@@ -57,10 +67,15 @@ _ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("POST", re.compile(r"/v3/payscore/serviceorder"), "create"),
     ("GET", re.compile(r"/v3/payscore/serviceorder"), "query"),
     ("POST", re.compile(r"/v3/payscore/serviceorder/(?P<no>[^/]+)/complete"), "complete"),
+    ("POST", re.compile(r"/v3/payscore/serviceorder/(?P<no>[^/]+)/pay"), "pay"),
     ("POST", re.compile(r"/v3/payscore/serviceorder/(?P<no>[^/]+)/sync"), "sync"),
     ("POST", re.compile(r"/v3/payscore/serviceorder/(?P<no>[^/]+)/cancel"), "cancel"),
     ("GET", re.compile(r"/v3/facemch/users/(?P<no>[^/]+)"), "unionid"),
+    ("GET", re.compile(r"/v3/certificates"), "certificates"),
 )
+# What WeChat Pay sends with every v3 answer besides the signature headers.
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+DEFAULT_CHARGE_DELAY = 2.0
 
 
 @dataclass(slots=True)
@@ -105,6 +120,9 @@ class SimServiceOrder:
     collection: dict[str, Any] | None = None
     cancel_reason: str = ""
     completions: int = 0
+    # When the deferred charge of a MCH_COMPLETE order succeeds (None: not on its own).
+    charge_at: float | None = None
+    pay_calls: int = 0
 
     @property
     def appid(self) -> str:
@@ -151,7 +169,13 @@ class PayScoreSimulator:
         *,
         nonce: Callable[[], str] | None = None,
         auto_charge: bool = True,
+        charge_delay: float = DEFAULT_CHARGE_DELAY,
+        instant_charge: bool = False,
         max_skew: float = v3.MAX_CLOCK_SKEW,
+        platform_certificate: x509.Certificate | None = None,
+        api_v3_key: bytes = b"",
+        public_key: tuple[str, RSAPrivateKey] | None = None,
+        service_risk_cap: int = 100_000,
     ) -> None:
         self._clock = clock
         self._merchant_keys = {
@@ -159,15 +183,31 @@ class PayScoreSimulator:
         }
         self._platform_key = platform_private_key
         self._platform_serial = platform_serial
+        # Answer keys by the serial a request may name in Wechatpay-Serial.
+        self._signers = {
+            v3.normalize_serial(platform_serial): (platform_serial, platform_private_key)
+        }
+        if public_key is not None:
+            self._signers[v3.normalize_serial(public_key[0])] = public_key
+        self._certificate = platform_certificate
+        self._api_v3_key = api_v3_key
         self._nonce = nonce or (lambda: secrets.token_hex(16).upper())
         self._max_skew = max_skew
         self._order_ids = itertools.count(1)
         self._mchid = ""  # of the request being handled
+        # Scenarios: whether (and how soon) a completed order's charge succeeds on its own.
         self.auto_charge = auto_charge
+        self.charge_delay = charge_delay
+        self.instant_charge = instant_charge
+        # The per-service-ID cap of an ESTIMATE_ORDER_COST order (set by WeChat Pay per service).
+        self.service_risk_cap = service_risk_cap
         # The ledger tests read.
         self.orders: dict[str, SimServiceOrder] = {}
         self.users: dict[str, SimUser] = {}
         self.face_sids: dict[str, str] = {}
+        self.face_sid_openids: dict[str, str] = {}
+        # Each unionid lookup's query as received, for tests of service-provider mode.
+        self.unionid_queries: list[dict[str, str]] = []
         self.faults: list[Fault] = []
         self.calls: collections.Counter[str] = collections.Counter()
         self.answers: list[tuple[str, int, str]] = []  # (endpoint, status, code)
@@ -179,9 +219,11 @@ class PayScoreSimulator:
         """Register a user who has (or lacks) PayScore and has (or has not) authorized us."""
         self.users[openid] = SimUser(openid, has_payscore, authorized)
 
-    def register_face_sid(self, face_sid: str, unionid: str) -> None:
-        """Make a face_sid resolvable to a UnionID."""
+    def register_face_sid(self, face_sid: str, unionid: str, openid: str = "") -> None:
+        """Make a face_sid resolvable to a UnionID (and, when given, the user's openid)."""
         self.face_sids[face_sid] = unionid
+        if openid:
+            self.face_sid_openids[face_sid] = openid
 
     def fail_next(
         self,
@@ -217,7 +259,7 @@ class PayScoreSimulator:
     def charge(self, out_order_no: str) -> None:
         """The deferred charge of a MCH_COMPLETE order succeeds."""
         order = self._order(out_order_no)
-        if order.state_description != m.MCH_COMPLETE:
+        if order.state != "DOING" or order.state_description != m.MCH_COMPLETE:
             raise ValueError("order is not awaiting its charge")
         self._settle(order, "NEWTON", _stamp(self._clock.time()))
 
@@ -259,7 +301,7 @@ class PayScoreSimulator:
         self.answers.append(
             (endpoint, status, str(answer.get("code", "")) if status >= 300 else "")
         )
-        return self._signed(status, answer, fault)
+        return self._signed(status, answer, fault, lowered.get("wechatpay-serial", ""))
 
     def install(self, server: https.WxPaySimulator | https.SimHttpsServer) -> None:
         """Serve these endpoints, and a signed error for any other v3 path, on the simulator."""
@@ -284,11 +326,14 @@ class PayScoreSimulator:
             "sync": self._sync,
             "cancel": self._cancel,
             "unionid": self._unionid,
+            "pay": self._pay,
+            "certificates": self._certificates,
         }
         for route_method, pattern, name in _ROUTES:
             match = pattern.fullmatch(path)
             if route_method == method and match:
-                return name, match.groupdict().get("no", ""), handlers[name]
+                # The path parameter as sent is percent-encoded ("|" arrives as %7C).
+                return name, unquote(match.groupdict().get("no", "")), handlers[name]
         return None
 
     def _dispatch(
@@ -330,24 +375,29 @@ class PayScoreSimulator:
                 return self.faults.pop(i)
         return None
 
-    def _signed(self, status: int, answer: Mapping[str, Any], fault: Fault | None) -> Answer:
+    def _signed(
+        self, status: int, answer: Mapping[str, Any], fault: Fault | None, wanted_serial: str
+    ) -> Answer:
         body = v3.dump_json(answer)
-        headers = {"Content-Type": "application/json", "Request-ID": secrets.token_hex(8)}
+        headers = {"Content-Type": JSON_CONTENT_TYPE, "Request-ID": secrets.token_hex(8)}
         if fault is not None and fault.unsigned:
             return status, headers, body
+        # The key the request asked for (public-key mode), else the platform certificate's.
+        serial, key = self._signers.get(
+            v3.normalize_serial(wanted_serial), (self._platform_serial, self._platform_key)
+        )
         timestamp = str(int(self._clock.time()))
         nonce = self._nonce()
-        signature = v3.rsa_sign(self._platform_key, v3.response_message(timestamp, nonce, body))
+        signature = v3.rsa_sign(key, v3.response_message(timestamp, nonce, body))
         if fault is not None and fault.forge_signature:
-            signature = v3.rsa_sign(
-                self._platform_key, v3.response_message(timestamp, nonce, body + b" ")
-            )
+            signature = v3.rsa_sign(key, v3.response_message(timestamp, nonce, body + b" "))
         headers.update(
             {
                 "Wechatpay-Timestamp": timestamp,
                 "Wechatpay-Nonce": nonce,
                 "Wechatpay-Signature": signature,
-                "Wechatpay-Serial": self._platform_serial,
+                "Wechatpay-Signature-Type": v3.SCHEME,
+                "Wechatpay-Serial": serial,
             }
         )
         return status, headers, body
@@ -356,8 +406,11 @@ class PayScoreSimulator:
         order = self.orders.get(out_order_no)
         if order is None:
             raise _Error(404, "ORDER_NOT_EXIST", "order does not exist")
-        if order.state == "CREATED" and self._clock.time() - order.created_at >= EXPIRY_SECONDS:
+        now = self._clock.time()
+        if order.state == "CREATED" and now - order.created_at >= EXPIRY_SECONDS:
             order.state = "EXPIRED"
+        if order.charge_at is not None and now >= order.charge_at:
+            self._settle(order, "NEWTON", _stamp(order.charge_at))
         return order
 
     def _owned(self, out_order_no: str, payload: Mapping[str, Any]) -> SimServiceOrder:
@@ -426,11 +479,21 @@ class PayScoreSimulator:
         expected = _sum_amounts(payments) - _sum_amounts(discounts)
         if total != expected:
             raise _Error(400, "PARAM_ERROR", "total_amount does not match the items")
-        if total > int(order.request["risk_fund"]["amount"]):
+        risk = order.request["risk_fund"]
+        # The cap of the order's risk-fund mode: the order's own risk fund when a user who
+        # fails the assessment pays a deposit, the service ID's cap when they are refused.
+        if risk.get("name") in m.DEPOSIT_RISK_FUND_NAMES and total > int(risk["amount"]):
             raise _Error(400, "PARAM_ERROR", "total_amount exceeds the risk fund")
+        if risk.get("name") not in m.DEPOSIT_RISK_FUND_NAMES and total > self.service_risk_cap:
+            raise _Error(400, "PARAM_ERROR", "total_amount exceeds the service's risk cap")
+        time_range = p.get("time_range", {})
+        if not isinstance(time_range, dict):
+            raise _Error(400, "PARAM_ERROR", "time_range must be an object")
+        if not order.time_range.get("end_time") and not time_range.get("end_time"):
+            raise _Error(400, "PARAM_ERROR", "time_range.end_time is required: none at create")
         order.post_payments = payments
         order.post_discounts = discounts
-        order.time_range.update(p.get("time_range", {}))
+        order.time_range.update(time_range)
         order.location.update(p.get("location", {}))
         order.total_amount = total
         order.completions += 1
@@ -441,9 +504,28 @@ class PayScoreSimulator:
             "paying_amount": total,
             "paid_amount": 0,
         }
-        if total == 0 or self.auto_charge:
+        answer = self._render(order)
+        now = self._clock.time()
+        if total == 0 or self.instant_charge:
+            self._settle(order, "NEWTON", _stamp(now))
+            answer = self._render(order)
+        elif self.auto_charge:
+            order.charge_at = now + self.charge_delay
+        return answer
+
+    def _pay(self, no: str, _: dict[str, str], p: dict[str, Any]) -> dict[str, Any]:
+        order = self._owned(no, p)
+        _require_doing(order, m.MCH_COMPLETE)
+        order.pay_calls += 1
+        if self.auto_charge:
             self._settle(order, "NEWTON", _stamp(self._clock.time()))
-        return self._render(order)
+        return {
+            "appid": order.appid,
+            "mchid": order.mchid,
+            "out_order_no": order.out_order_no,
+            "service_id": order.service_id,
+            "order_id": order.order_id,
+        }
 
     def _sync(self, no: str, _: dict[str, str], p: dict[str, Any]) -> dict[str, Any]:
         order = self._owned(no, p)
@@ -474,15 +556,41 @@ class PayScoreSimulator:
         }
 
     def _unionid(self, face_sid: str, q: dict[str, str], _: dict[str, Any]) -> dict[str, Any]:
+        self.unionid_queries.append(dict(q))
         if q.get("info_type") != "ASK_UNIONID" or not q.get("appid"):
             raise _Error(400, "PARAM_ERROR", "info_type=ASK_UNIONID and appid are required")
+        if q.get("sub_appid") and not q.get("sub_mchid"):
+            raise _Error(400, "PARAM_ERROR", "sub_appid goes with sub_mchid")
         unionid = self.face_sids.get(face_sid)
         if unionid is None:
             raise _Error(404, "NOT_FOUND", "face_sid is unknown or expired")
-        return {"union_id": unionid}
+        answer = {"union_id": unionid}
+        # Not in the reference's sample answer; sent only when the scenario registered one.
+        if face_sid in self.face_sid_openids:
+            answer["openid"] = self.face_sid_openids[face_sid]
+        return answer
+
+    def _certificates(self, _: str, __: dict[str, str], ___: dict[str, Any]) -> dict[str, Any]:
+        if self._certificate is None or len(self._api_v3_key) != 32:
+            raise _Error(404, "NOT_FOUND", "no platform certificate (public-key mode)")
+        pem = self._certificate.public_bytes(serialization.Encoding.PEM)
+        nonce = secrets.token_hex(6)
+        return {
+            "data": [
+                {
+                    "serial_no": v3.certificate_serial(self._certificate),
+                    "effective_time": _rfc3339(self._certificate.not_valid_before_utc),
+                    "expire_time": _rfc3339(self._certificate.not_valid_after_utc),
+                    "encrypt_certificate": v3.encrypt_resource(
+                        self._api_v3_key, nonce, "certificate", pem
+                    ),
+                }
+            ]
+        }
 
     def _settle(self, order: SimServiceOrder, paid_type: str, paid_time: str) -> None:
         total = order.total_amount or 0
+        order.charge_at = None
         order.state, order.state_description = "DONE", ""
         order.collection = {
             "state": "USER_PAID",
@@ -581,6 +689,14 @@ def _load_body(body: bytes) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise _Error(400, "PARAM_ERROR", "body is not a JSON object")
     return payload
+
+
+def _rfc3339(moment: datetime.datetime) -> str:
+    # WeChat Pay writes Beijing time with its offset, e.g. 2018-06-08T10:34:56+08:00.
+    return moment.astimezone(_BEIJING).isoformat(timespec="seconds")
+
+
+_BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 
 
 def _stamp(now: float) -> str:

@@ -140,7 +140,8 @@ class SimStack:
                 serialization.NoEncryption(),
             ),
         )
-        _write_secret(self.directory / "payscore_api_v3_key", secrets.token_hex(16).encode())
+        api_v3_key = secrets.token_hex(16).encode()
+        _write_secret(self.directory / "payscore_api_v3_key", api_v3_key)
         (pki_dir / "payscore_platform_cert.pem").write_bytes(
             platform_cert.public_bytes(serialization.Encoding.PEM)
         )
@@ -149,6 +150,8 @@ class SimStack:
             {self.payscore_serial_no: merchant_key.public_key()},
             platform_key,
             certificate_serial(platform_cert),
+            platform_certificate=platform_cert,
+            api_v3_key=api_v3_key,
         )
         self.payscore.install(self.wxpay)
         self.payscore.add_user(DEFAULT_USER.openid)

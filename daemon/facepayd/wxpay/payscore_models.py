@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
 # Limits from the v3 service-order reference.
 MAX_POST_PAYMENTS = 100
@@ -14,7 +16,23 @@ MAX_ATTACH = 256
 MAX_NOTIFY_URL = 255
 MAX_CANCEL_REASON = 50
 RISK_FUND_NAMES = frozenset({"DEPOSIT", "ADVANCE", "CASH_DEPOSIT", "ESTIMATE_ORDER_COST"})
+# The risk-fund mode follows from its name (WeChat Pay's PayScore documentation): a user who
+# fails the assessment pays a deposit (these names; complete may charge at most the order's
+# risk fund), or is refused (ESTIMATE_ORDER_COST; at most the service ID's own risk cap).
+DEPOSIT_RISK_FUND_NAMES = frozenset({"DEPOSIT", "ADVANCE", "CASH_DEPOSIT"})
 SYNC_ORDER_PAID = "Order_Paid"
+# out_order_no: "只能由数字、大小写字母_-|*组成"; in a URL path "|" and "*" are percent-encoded.
+OUT_ORDER_NO = re.compile(r"[0-9A-Za-z_\-|*]{1,32}")
+
+
+def attach_on_wire(attach: str) -> str:
+    """attach as sent: the reference has it url-encoded first (UTF-8, every reserved byte)."""
+    return quote(attach, safe="")
+
+
+def attach_from_wire(attach: str) -> str:
+    """attach as the merchant gave it, from the url-encoded form WeChat Pay echoes."""
+    return unquote(attach)
 
 
 class ServiceOrderState(enum.StrEnum):
@@ -132,6 +150,14 @@ class Collection:
 
 
 @dataclass(frozen=True, slots=True)
+class UnionIdResult:
+    """A face_sid's UnionID lookup; openid only when WeChat Pay's answer carries one."""
+
+    unionid: str
+    openid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceOrderResult:
     """A verified service-order answer (create, complete, sync, query, cancel)."""
 
@@ -149,7 +175,7 @@ class ServiceOrderResult:
     time_range: TimeRange | None = None
     location: Location | None = None
     total_amount: int | None = None
-    attach: str = ""
+    attach: str = ""  # as the merchant gave it (decoded from the wire's url-encoding)
     notify_url: str = ""
     openid: str = ""
     need_collection: bool = False

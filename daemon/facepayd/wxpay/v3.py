@@ -40,6 +40,7 @@ from facepayd.ops.logs import get_logger
 from facepayd.wxpay import payscore_models as m
 
 SCHEME: Final = "WECHATPAY2-SHA256-RSA2048"
+SERVICE_ORDER_PATH: Final = "/v3/payscore/serviceorder"
 SIGNTEST_PREFIX: Final = "WECHATPAY/SIGNTEST/"
 PUBLIC_KEY_ID_PREFIX: Final = "PUB_KEY_ID_"
 AEAD_ALGORITHM: Final = "AEAD_AES_256_GCM"
@@ -54,8 +55,8 @@ RETRYABLE_STATUSES: Final = frozenset({429})
 ORDER_STATE_CODES: Final = frozenset({"INVALID_ORDER_STATE", "ORDER_DONE", "ORDER_CANCELED"})
 NOT_FOUND_CODES: Final = frozenset({"ORDER_NOT_EXIST", "NOT_FOUND", "RESOURCE_NOT_EXISTS"})
 
-# Path parameters must survive URL encoding unchanged, or the signed path would differ
-# from the one WeChat Pay checks; out_order_no's "|" and "*" are therefore refused here.
+# Path parameters other than out_order_no must survive URL encoding unchanged; out_order_no
+# is percent-encoded into the path (its "|" and "*"), and the signature covers the encoded path.
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+")
 _DIGITS = re.compile(r"[0-9]+")
 _PAID_TIME = re.compile(r"[0-9]{14}")
@@ -251,6 +252,18 @@ def check_path_param(field: str, value: str, *, max_len: int = 64) -> None:
         raise InvalidArgument(field, "only letters, digits and _ - . ~ are allowed")
 
 
+def check_out_order_no(value: str) -> None:
+    """out_order_no as the reference allows it: [0-9A-Za-z_-|*]{1,32}."""
+    if not m.OUT_ORDER_NO.fullmatch(value):
+        raise InvalidArgument("out_order_no", "must match [0-9A-Za-z_-|*]{1,32}")
+
+
+def order_path(out_order_no: str, action: str) -> str:
+    """The path of an action on one order, out_order_no percent-encoded as a path segment."""
+    check_out_order_no(out_order_no)
+    return f"{SERVICE_ORDER_PATH}/{quote(out_order_no, safe='')}/{action}"
+
+
 def _check_len(field: str, value: str, low: int, high: int) -> None:
     if not low <= len(value) <= high:
         raise InvalidArgument(field, f"must be {low} to {high} characters")
@@ -278,7 +291,7 @@ def _check_items(payments: Sequence[m.PostPayment], discounts: Sequence[m.PostDi
 
 def validate_new_order(order: m.NewServiceOrder) -> None:
     """Check a create call against the reference's rules before anything is sent."""
-    check_path_param("out_order_no", order.out_order_no, max_len=m.MAX_OUT_ORDER_NO)
+    check_out_order_no(order.out_order_no)
     _check_len("service_introduction", order.service_introduction, 1, m.MAX_SERVICE_INTRODUCTION)
     _check_items(order.post_payments, order.post_discounts)
     if order.risk_fund.name not in m.RISK_FUND_NAMES:
@@ -286,8 +299,8 @@ def validate_new_order(order: m.NewServiceOrder) -> None:
     _check_amount("risk_fund.amount", order.risk_fund.amount)
     if not order.time_range.start_time:
         raise InvalidArgument("time_range.start_time", "required")
-    if len(order.attach) > m.MAX_ATTACH:
-        raise InvalidArgument("attach", f"at most {m.MAX_ATTACH} characters")
+    if len(m.attach_on_wire(order.attach)) > m.MAX_ATTACH:
+        raise InvalidArgument("attach", f"at most {m.MAX_ATTACH} characters once url-encoded")
     if len(order.notify_url) > m.MAX_NOTIFY_URL:
         raise InvalidArgument("notify_url", f"at most {m.MAX_NOTIFY_URL} characters")
     if order.need_user_confirm and order.openid:
@@ -302,10 +315,33 @@ def completion_total(completion: m.ServiceOrderCompletion) -> int:
     return paid - sum(d.amount or 0 for d in completion.post_discounts)
 
 
+@dataclass(frozen=True, slots=True)
+class CompletionLimits:
+    """What the created order fixes for its completion (None: not known here)."""
+
+    risk_fund: m.RiskFund | None = None
+    # The end_time given at create: "" means none, so complete must give one.
+    end_time_at_create: str | None = None
+    # The service ID's risk cap (WeChat Pay's, per service), for ESTIMATE_ORDER_COST orders.
+    service_risk_cap: int | None = None
+
+
+def completion_cap(limits: CompletionLimits) -> int | None:
+    """The most a completion may charge in the order's risk-fund mode, if known."""
+    risk = limits.risk_fund
+    if risk is None:
+        return None
+    if risk.name in m.DEPOSIT_RISK_FUND_NAMES:
+        # 评估不通过:交押金 — at most the order's risk fund.
+        return risk.amount
+    # 评估不通过:拒绝 — at most the service ID's risk cap.
+    return limits.service_risk_cap
+
+
 def validate_completion(
-    completion: m.ServiceOrderCompletion, risk_fund_amount: int | None = None
+    completion: m.ServiceOrderCompletion, limits: CompletionLimits | None = None
 ) -> None:
-    """Check a complete call's items and amounts before anything is sent."""
+    """Check a complete call's items, amounts and time range before anything is sent."""
     if not completion.post_payments:
         raise InvalidArgument("post_payments", "at least one item is required to complete")
     _check_items(completion.post_payments, completion.post_discounts)
@@ -317,9 +353,22 @@ def validate_completion(
             "total_amount",
             f"must equal sum(post_payments.amount) - sum(post_discounts.amount) = {expected}",
         )
-    if risk_fund_amount is not None and completion.total_amount > risk_fund_amount:
+    limits = limits or CompletionLimits()
+    cap = completion_cap(limits)
+    if cap is not None and limits.risk_fund is not None and completion.total_amount > cap:
+        source = (
+            "the risk fund"
+            if limits.risk_fund.name in m.DEPOSIT_RISK_FUND_NAMES
+            else "the service's risk cap"
+        )
         raise InvalidArgument(
-            "total_amount", f"must not exceed the risk fund amount {risk_fund_amount}"
+            "total_amount",
+            f"must not exceed {source}: {cap} fen for a {limits.risk_fund.name} order",
+        )
+    end_time = completion.time_range.end_time if completion.time_range is not None else ""
+    if limits.end_time_at_create == "" and not end_time:
+        raise InvalidArgument(
+            "time_range.end_time", "is required: the order was created without an end time"
         )
     if len(completion.goods_tag) > 32:
         raise InvalidArgument("goods_tag", "at most 32 characters")
@@ -382,7 +431,9 @@ def new_order_json(appid: str, service_id: str, order: m.NewServiceOrder) -> dic
             "description": order.risk_fund.description,
         }
     )
-    body.update(_drop_empty({"attach": order.attach, "notify_url": order.notify_url}))
+    body.update(
+        _drop_empty({"attach": m.attach_on_wire(order.attach), "notify_url": order.notify_url})
+    )
     if order.openid:
         body["openid"] = order.openid
     body["need_user_confirm"] = order.need_user_confirm
@@ -515,7 +566,7 @@ def parse_service_order(obj: Any) -> m.ServiceOrderResult:
             end_location=location.text("end_location"),
         ),
         total_amount=r.number("total_amount"),
-        attach=r.text("attach"),
+        attach=m.attach_from_wire(r.text("attach")),
         notify_url=r.text("notify_url"),
         openid=r.text("openid"),
         need_collection=r.flag("need_collection"),
@@ -574,9 +625,14 @@ class PayScoreClient:
         backoff_initial: float = 0.5,
         backoff_max: float = 5.0,
         user_agent: str = "facepay-terminal",
+        public_key_id: str = "",
+        sub_mchid: str = "",
+        sub_appid: str = "",
     ) -> None:
         if not platform_keys:
             raise ConfigError("at least one WeChat Pay platform key is required")
+        if public_key_id and public_key_id not in platform_keys:
+            raise ConfigError("public_key_id must name one of the platform keys")
         if max_attempts < 1:
             raise ConfigError("max_attempts must be >= 1")
         self._mchid = mchid
@@ -593,6 +649,11 @@ class PayScoreClient:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._user_agent = user_agent
+        # Public-key mode: every request names the key, so answers are signed with it.
+        self._public_key_id = public_key_id
+        # Service-provider mode (the UnionID lookup takes the sub-merchant's ids).
+        self._sub_mchid = sub_mchid
+        self._sub_appid = sub_appid
 
     async def create_service_order(self, order: m.NewServiceOrder) -> m.ServiceOrderResult:
         """Create (or, with identical fields, re-fetch) a service order."""
@@ -606,13 +667,12 @@ class PayScoreClient:
         out_order_no: str,
         completion: m.ServiceOrderCompletion,
         *,
-        risk_fund_amount: int | None = None,
+        limits: CompletionLimits | None = None,
     ) -> m.ServiceOrderResult:
-        """Complete an order: WeChat Pay then charges total_amount."""
-        check_path_param("out_order_no", out_order_no, max_len=m.MAX_OUT_ORDER_NO)
-        validate_completion(completion, risk_fund_amount)
+        """Complete an order: WeChat Pay then charges total_amount (MCH_COMPLETE till then)."""
+        path = order_path(out_order_no, "complete")
+        validate_completion(completion, limits)
         body = completion_json(self._appid, self._service_id, completion)
-        path = f"/v3/payscore/serviceorder/{out_order_no}/complete"
         answer = await self._call("complete", "POST", path, body=body)
         return self._order(answer, out_order_no)
 
@@ -620,7 +680,7 @@ class PayScoreClient:
         self, out_order_no: str, type: str, paid_time: str
     ) -> m.ServiceOrderResult:
         """Tell WeChat Pay the order was paid through another channel (type Order_Paid)."""
-        check_path_param("out_order_no", out_order_no, max_len=m.MAX_OUT_ORDER_NO)
+        path = order_path(out_order_no, "sync")
         if type != m.SYNC_ORDER_PAID:
             raise InvalidArgument("type", f"must be {m.SYNC_ORDER_PAID}")
         if not _PAID_TIME.fullmatch(paid_time):
@@ -631,27 +691,25 @@ class PayScoreClient:
             "type": type,
             "detail": {"paid_time": paid_time},
         }
-        path = f"/v3/payscore/serviceorder/{out_order_no}/sync"
         answer = await self._call("sync", "POST", path, body=body)
         return self._order(answer, out_order_no)
 
     async def get_service_order(self, out_order_no: str) -> m.ServiceOrderResult:
         """Query an order by out_order_no."""
-        check_path_param("out_order_no", out_order_no, max_len=m.MAX_OUT_ORDER_NO)
+        check_out_order_no(out_order_no)
         query = [
             ("out_order_no", out_order_no),
             ("service_id", self._service_id),
             ("appid", self._appid),
         ]
-        answer = await self._call("query", "GET", "/v3/payscore/serviceorder", query=query)
+        answer = await self._call("query", "GET", SERVICE_ORDER_PATH, query=query)
         return self._order(answer, out_order_no)
 
     async def cancel_service_order(self, out_order_no: str, reason: str) -> m.ServiceOrderResult:
         """Cancel (revoke) an order that has not been completed."""
-        check_path_param("out_order_no", out_order_no, max_len=m.MAX_OUT_ORDER_NO)
+        path = order_path(out_order_no, "cancel")
         _check_len("reason", reason, 1, m.MAX_CANCEL_REASON)
         body = {"appid": self._appid, "service_id": self._service_id, "reason": reason}
-        path = f"/v3/payscore/serviceorder/{out_order_no}/cancel"
         answer = await self._call("cancel", "POST", path, body=body)
         # The cancel answer carries only identifiers; the order is REVOKED by definition.
         r = _Reader(answer, "cancel answer")
@@ -668,15 +726,21 @@ class PayScoreClient:
             order_id=r.text("order_id"),
         )
 
-    async def get_user_unionid(self, face_sid: str) -> str:
+    async def get_user_unionid(self, face_sid: str) -> m.UnionIdResult:
         """The UnionID of the user a face session identified (face_sid from the SDK)."""
         check_path_param("face_sid", face_sid, max_len=256)
         query = [("info_type", "ASK_UNIONID"), ("appid", self._appid)]
+        if self._sub_mchid:
+            # Service-provider mode: required there, per the reference.
+            query.append(("sub_mchid", self._sub_mchid))
+            if self._sub_appid:
+                query.append(("sub_appid", self._sub_appid))
         answer = await self._call("unionid", "GET", f"/v3/facemch/users/{face_sid}", query=query)
-        unionid = _Reader(answer, "unionid answer").text("union_id")
+        r = _Reader(answer, "unionid answer")
+        unionid = r.text("union_id")
         if not unionid:
             raise ResponseNotTrusted("unionid answer lacks union_id")
-        return unionid
+        return m.UnionIdResult(unionid=unionid, openid=r.text("openid"))
 
     # --- private ---------------------------------------------------------------------
 
@@ -742,6 +806,8 @@ class PayScoreClient:
         headers = {"Accept": "application/json", "User-Agent": self._user_agent}
         if method != "GET":
             headers["Content-Type"] = "application/json"
+        if self._public_key_id:
+            headers["Wechatpay-Serial"] = self._public_key_id
         request = self._http.build_request(
             method, url, content=content if method != "GET" else None, headers=headers
         )

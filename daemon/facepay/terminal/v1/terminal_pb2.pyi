@@ -676,18 +676,20 @@ class CheckPayScoreStatusRequest(_message.Message):
     def __init__(self, out_trade_no: _Optional[str] = ..., payscore_out_request_no: _Optional[str] = ..., payscore_service_id: _Optional[str] = ..., face: _Optional[_Union[FaceOptions, _Mapping]] = ...) -> None: ...
 
 class CheckPayScoreStatusResponse(_message.Message):
-    __slots__ = ("outcome", "openid", "sub_openid", "face_sid", "return_msg")
+    __slots__ = ("outcome", "openid", "sub_openid", "face_sid", "return_msg", "err_code")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     OPENID_FIELD_NUMBER: _ClassVar[int]
     SUB_OPENID_FIELD_NUMBER: _ClassVar[int]
     FACE_SID_FIELD_NUMBER: _ClassVar[int]
     RETURN_MSG_FIELD_NUMBER: _ClassVar[int]
+    ERR_CODE_FIELD_NUMBER: _ClassVar[int]
     outcome: PayScoreOutcome
     openid: str
     sub_openid: str
     face_sid: str
     return_msg: str
-    def __init__(self, outcome: _Optional[_Union[PayScoreOutcome, str]] = ..., openid: _Optional[str] = ..., sub_openid: _Optional[str] = ..., face_sid: _Optional[str] = ..., return_msg: _Optional[str] = ...) -> None: ...
+    err_code: str
+    def __init__(self, outcome: _Optional[_Union[PayScoreOutcome, str]] = ..., openid: _Optional[str] = ..., sub_openid: _Optional[str] = ..., face_sid: _Optional[str] = ..., return_msg: _Optional[str] = ..., err_code: _Optional[str] = ...) -> None: ...
 
 class PostPayment(_message.Message):
     __slots__ = ("name", "amount", "description", "count")
@@ -744,7 +746,7 @@ class RiskFund(_message.Message):
     def __init__(self, name: _Optional[str] = ..., amount: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
 
 class ServiceOrder(_message.Message):
-    __slots__ = ("out_order_no", "service_id", "order_id", "state", "state_description", "service_introduction", "post_payments", "post_discounts", "risk_fund", "time_range", "location", "total_amount", "attach", "openid", "need_collection", "journal_state")
+    __slots__ = ("out_order_no", "service_id", "order_id", "state", "state_description", "service_introduction", "post_payments", "post_discounts", "risk_fund", "time_range", "location", "total_amount", "attach", "openid", "need_collection", "journal_state", "package", "notify_url", "appid", "mchid", "collection")
     OUT_ORDER_NO_FIELD_NUMBER: _ClassVar[int]
     SERVICE_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -761,6 +763,11 @@ class ServiceOrder(_message.Message):
     OPENID_FIELD_NUMBER: _ClassVar[int]
     NEED_COLLECTION_FIELD_NUMBER: _ClassVar[int]
     JOURNAL_STATE_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    NOTIFY_URL_FIELD_NUMBER: _ClassVar[int]
+    APPID_FIELD_NUMBER: _ClassVar[int]
+    MCHID_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
     out_order_no: str
     service_id: str
     order_id: str
@@ -777,7 +784,38 @@ class ServiceOrder(_message.Message):
     openid: str
     need_collection: bool
     journal_state: str
-    def __init__(self, out_order_no: _Optional[str] = ..., service_id: _Optional[str] = ..., order_id: _Optional[str] = ..., state: _Optional[_Union[ServiceOrderState, str]] = ..., state_description: _Optional[str] = ..., service_introduction: _Optional[str] = ..., post_payments: _Optional[_Iterable[_Union[PostPayment, _Mapping]]] = ..., post_discounts: _Optional[_Iterable[_Union[PostDiscount, _Mapping]]] = ..., risk_fund: _Optional[_Union[RiskFund, _Mapping]] = ..., time_range: _Optional[_Union[TimeRange, _Mapping]] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., total_amount: _Optional[int] = ..., attach: _Optional[str] = ..., openid: _Optional[str] = ..., need_collection: _Optional[bool] = ..., journal_state: _Optional[str] = ...) -> None: ...
+    package: str
+    notify_url: str
+    appid: str
+    mchid: str
+    collection: ServiceOrderCollection
+    def __init__(self, out_order_no: _Optional[str] = ..., service_id: _Optional[str] = ..., order_id: _Optional[str] = ..., state: _Optional[_Union[ServiceOrderState, str]] = ..., state_description: _Optional[str] = ..., service_introduction: _Optional[str] = ..., post_payments: _Optional[_Iterable[_Union[PostPayment, _Mapping]]] = ..., post_discounts: _Optional[_Iterable[_Union[PostDiscount, _Mapping]]] = ..., risk_fund: _Optional[_Union[RiskFund, _Mapping]] = ..., time_range: _Optional[_Union[TimeRange, _Mapping]] = ..., location: _Optional[_Union[Location, _Mapping]] = ..., total_amount: _Optional[int] = ..., attach: _Optional[str] = ..., openid: _Optional[str] = ..., need_collection: _Optional[bool] = ..., journal_state: _Optional[str] = ..., package: _Optional[str] = ..., notify_url: _Optional[str] = ..., appid: _Optional[str] = ..., mchid: _Optional[str] = ..., collection: _Optional[_Union[ServiceOrderCollection, _Mapping]] = ...) -> None: ...
+
+class ServiceOrderCollection(_message.Message):
+    __slots__ = ("state", "total_amount", "paying_amount", "paid_amount", "details")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    PAYING_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    PAID_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    total_amount: int
+    paying_amount: int
+    paid_amount: int
+    details: _containers.RepeatedCompositeFieldContainer[ServiceOrderPayment]
+    def __init__(self, state: _Optional[str] = ..., total_amount: _Optional[int] = ..., paying_amount: _Optional[int] = ..., paid_amount: _Optional[int] = ..., details: _Optional[_Iterable[_Union[ServiceOrderPayment, _Mapping]]] = ...) -> None: ...
+
+class ServiceOrderPayment(_message.Message):
+    __slots__ = ("amount", "paid_type", "paid_time", "transaction_id")
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    PAID_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PAID_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    amount: int
+    paid_type: str
+    paid_time: str
+    transaction_id: str
+    def __init__(self, amount: _Optional[int] = ..., paid_type: _Optional[str] = ..., paid_time: _Optional[str] = ..., transaction_id: _Optional[str] = ...) -> None: ...
 
 class CreateServiceOrderRequest(_message.Message):
     __slots__ = ("out_order_no", "service_id", "service_introduction", "post_payments", "post_discounts", "time_range", "location", "risk_fund", "attach", "notify_url", "openid", "need_user_confirm")
