@@ -24,7 +24,7 @@ from facepay_client import (
 )
 from facepayd.sim.daemon_process import DaemonProcess
 from facepayd.sim.payscore import SERVICE_ORDER_PATH, PayScoreSimulator
-from facepayd.sim.stack import PAYSCORE_SERVICE_ID, SimStack
+from facepayd.sim.stack import MERCHANT, PAYSCORE_SERVICE_ID, SimStack
 from facepayd.sim.terminal import DEFAULT_USER, FaceOutcome, SimUser
 from facepayd.sim.wxpay import SimRequest, SimResponse
 from tests.helpers import until
@@ -56,6 +56,7 @@ def complete_request(
     payments: list[int],
     discounts: tuple[int, ...] = (),
     total: int | None = None,
+    end_time: str = "20300101120000",
 ) -> pb.CompleteServiceOrderRequest:
     expected = sum(payments) - sum(discounts)
     return pb.CompleteServiceOrderRequest(
@@ -63,6 +64,8 @@ def complete_request(
         post_payments=[pb.PostPayment(name=f"item{i}", amount=a) for i, a in enumerate(payments)],
         post_discounts=[pb.PostDiscount(name=f"off{i}", amount=a) for i, a in enumerate(discounts)],
         total_amount=expected if total is None else total,
+        # create_request gives no end time, so complete must (the reference's condition).
+        time_range=pb.TimeRange(end_time=end_time) if end_time else None,
     )
 
 
@@ -135,7 +138,15 @@ async def test_userinfo_and_unionid_by_face_sid(stack: SimStack, client: Termina
 # ------------------------------------------------------------------ service orders
 
 
-async def test_create_complete_get(stack: SimStack, client: TerminalClient) -> None:
+async def test_create_complete_get(stack: SimStack, make_daemon: DaemonFactory) -> None:
+    daemon = await make_daemon(stack)
+    async with daemon.client() as client:
+        await _create_complete_get(stack, daemon, client)
+
+
+async def _create_complete_get(
+    stack: SimStack, daemon: DaemonProcess, client: TerminalClient
+) -> None:
     created = await client.create_service_order(create_request("PSORDER1"))
     assert created.state == pb.SERVICE_ORDER_STATE_DOING
     assert created.state_description == "USER_CONFIRM"
@@ -143,11 +154,30 @@ async def test_create_complete_get(stack: SimStack, client: TerminalClient) -> N
     assert created.order_id
     assert created.openid == OPENID
     assert created.risk_fund.amount == 9900
+    assert created.package  # for the WeChat order page, until complete
+    assert (created.appid, created.mchid) == (MERCHANT.appid, MERCHANT.mch_id)
+    assert created.notify_url.endswith("/notify/payscore")
 
-    done = await client.complete_service_order(complete_request("PSORDER1", [1500, 500], [200]))
-    assert done.state == pb.SERVICE_ORDER_STATE_DONE
-    assert done.total_amount == 1800
+    sim = sims(stack)
+    sim.auto_charge = False  # the charge happens when this test says so
+    completed = await client.complete_service_order(
+        complete_request("PSORDER1", [1500, 500], [200])
+    )
+    # WeChat Pay collects after complete; the journal says so until the charge settles.
+    assert completed.state == pb.SERVICE_ORDER_STATE_DOING
+    assert completed.state_description == "MCH_COMPLETE"
+    assert completed.journal_state == "CHARGING"
+    assert completed.total_amount == 1800
+    assert completed.collection.state == "USER_PAYING"
+    assert completed.collection.paying_amount == 1800
 
+    # The daemon watches the charge itself: its background query finds it settled.
+    assert journal_row(daemon, "PSORDER1") == ("CHARGING", "")
+    polls = sim.calls["query"]
+    await until(lambda: sim.calls["query"] > polls, timeout=30.0, what="a background query")
+    assert journal_row(daemon, "PSORDER1") == ("CHARGING", "")
+    sim.charge("PSORDER1")
+    await until(lambda: journal_row(daemon, "PSORDER1") == ("RECORDED", ""), timeout=30.0)
     got = await client.get_service_order("PSORDER1")
     assert got.state == pb.SERVICE_ORDER_STATE_DONE
     assert got.total_amount == 1800
@@ -204,6 +234,8 @@ async def test_cancel_then_order_state_errors_are_distinct(
     assert revoked.value.reason == "ORDER_STATE"
     assert revoked.value.metadata["code"] == "ORDER_CANCELED"
 
+    # The scenario where the charge settles within complete's answer.
+    sims(stack).instant_charge = True
     await client.create_service_order(create_request("PSDONE1"))
     await client.complete_service_order(complete_request("PSDONE1", [100]))
     with pytest.raises(OrderStateError) as done:
@@ -273,8 +305,11 @@ async def test_complete_that_does_not_add_up_is_refused_before_anything_is_sent(
     with pytest.raises(InvalidArgumentError) as over_risk:
         await client.complete_service_order(complete_request("PSSUM1", [9000, 1000]))
     assert "risk fund" in over_risk.value.field_violations[0][1]
+    with pytest.raises(InvalidArgumentError) as no_end:
+        await client.complete_service_order(complete_request("PSSUM1", [100], end_time=""))
+    assert no_end.value.field_violations[0][0] == "time_range.end_time"
     with pytest.raises(InvalidArgumentError) as bad_no:
-        await client.complete_service_order(complete_request("PS|SUM1", [100]))
+        await client.complete_service_order(complete_request("PS@SUM1", [100]))
     assert bad_no.value.field_violations[0][0] == "out_order_no"
 
     assert sum(sim.calls.values()) == before
@@ -286,7 +321,7 @@ async def test_request_fields_are_validated(client: TerminalClient) -> None:
     with pytest.raises(InvalidArgumentError) as bad:
         await client.create_service_order(
             create_request(
-                "PS*1",
+                "PS@1",
                 service_introduction="x" * 21,
                 risk_fund=pb.RiskFund(name="FREE", amount=1),
                 time_range=pb.TimeRange(),
@@ -415,6 +450,8 @@ async def test_cli_payscore_create_complete_get(
         "OnAccept",
         "--openid",
         OPENID,
+        "--end-time",
+        "20300101120000",
         "--post-payment",
         "umbrella:0",
     )
@@ -424,5 +461,6 @@ async def test_cli_payscore_create_complete_get(
     )
     assert completed["total_amount"] == 250  # int64 as a JSON number
     got = await cli("get", "PSCLI1")
-    assert got["state"] == "DONE"
+    assert got["state"] == "DOING"  # WeChat Pay is collecting the charge
+    assert got["state_description"] == "MCH_COMPLETE"
     assert got["service_id"] == PAYSCORE_SERVICE_ID

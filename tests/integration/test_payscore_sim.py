@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,10 +20,11 @@ from facepayd.errors import (
     NotFound,
     ResponseNotTrusted,
 )
-from facepayd.sim.payscore import PayScoreSimulator
+from facepayd.sim.payscore import DEFAULT_CHARGE_DELAY, PayScoreSimulator
 from facepayd.sim.tls import generate_test_pki
 from facepayd.sim.wxpay import WxPaySimulator
 from facepayd.wxpay import payscore_models as m
+from facepayd.wxpay import v3
 from facepayd.wxpay.models import Merchant
 from facepayd.wxpay.v3 import OrderStateError, PayScoreClient
 
@@ -64,6 +66,7 @@ class World:
     http: httpx.AsyncClient
     client: PayScoreClient
     platform_public: rsa.RSAPublicKey
+    merchant_key: rsa.RSAPrivateKey | None = None
 
     def with_key(self, key: rsa.RSAPrivateKey, **kwargs: object) -> PayScoreClient:
         return PayScoreClient(
@@ -109,10 +112,31 @@ async def world(
         clock=clock,
     )
     try:
-        yield World(clock, sim, server, http, client, platform_key.public_key())
+        yield World(clock, sim, server, http, client, platform_key.public_key(), merchant_key)
     finally:
         await http.aclose()
         await server.stop()
+
+
+PAY_BODY = json.dumps({"appid": APPID, "service_id": SERVICE_ID}).encode()
+
+
+def sign_by_hand(
+    world: World,
+    method: str,
+    target: str,
+    body: bytes = PAY_BODY,
+    *,
+    merchant: rsa.RSAPrivateKey | None = None,
+) -> str:
+    """An Authorization header for a request built without PayScoreClient."""
+    key = merchant or world.merchant_key
+    timestamp = str(int(world.clock.time()))
+    nonce = "N" * 32
+    message = v3.request_message(method, target, timestamp, nonce, body if method != "GET" else b"")
+    return v3.authorization_header(
+        MCHID, MERCHANT_SERIAL, timestamp, nonce, v3.rsa_sign(key, message)
+    )
 
 
 def new_order(no: str = "PS-0001", **overrides: object) -> m.NewServiceOrder:
@@ -143,19 +167,28 @@ async def test_create_complete_get(world: World) -> None:
     assert created.risk_fund == m.RiskFund("ESTIMATE_ORDER_COST", 10000, "就餐的预估费用")
     assert (created.mchid, created.appid, created.openid) == (MCHID, APPID, OPENID)
 
-    done = await world.client.complete_service_order(
-        "PS-0001", COMPLETION, risk_fund_amount=created.risk_fund.amount
+    completed = await world.client.complete_service_order(
+        "PS-0001", COMPLETION, limits=v3.CompletionLimits(risk_fund=created.risk_fund)
     )
-    assert done.state is m.ServiceOrderState.DONE
-    assert done.total_amount == 3900
+    # As WeChat answers complete: collecting until the charge succeeds.
+    assert (completed.state, completed.state_description) == (
+        m.ServiceOrderState.DOING,
+        m.MCH_COMPLETE,
+    )
+    assert completed.total_amount == 3900
+    assert completed.collection is not None
+    assert (completed.collection.state, completed.collection.paying_amount) == ("USER_PAYING", 3900)
+    before = await world.client.get_service_order("PS-0001")
+    assert before.state_description == m.MCH_COMPLETE
 
+    await world.clock.advance(DEFAULT_CHARGE_DELAY)
     got = await world.client.get_service_order("PS-0001")
     assert got.order_id == created.order_id
     assert got.state is m.ServiceOrderState.DONE
     assert got.collection is not None
     assert (got.collection.state, got.collection.paid_amount) == ("USER_PAID", 3900)
     assert world.sim.orders["PS-0001"].total_amount == 3900
-    assert dict(world.sim.calls) == {"create": 1, "complete": 1, "query": 1}
+    assert dict(world.sim.calls) == {"create": 1, "complete": 1, "query": 2}
     # One keep-alive connection carried the whole conversation.
     assert world.server.connections_accepted == 1
 
@@ -188,7 +221,7 @@ async def test_need_user_confirm_waits_for_the_user(world: World) -> None:
         OPENID,
     )
     done = await world.client.complete_service_order("PS-CONFIRM", COMPLETION)
-    assert done.state is m.ServiceOrderState.DONE
+    assert done.state_description == m.MCH_COMPLETE
 
 
 async def test_an_unconfirmed_order_expires(world: World) -> None:
@@ -250,7 +283,7 @@ async def test_500_is_retried_then_the_call_succeeds(world: World) -> None:
     await world.client.create_service_order(new_order())
     world.sim.fail_next("complete", status=500, code="SYSTEM_ERROR")
     done = await world.client.complete_service_order("PS-0001", COMPLETION)
-    assert done.state is m.ServiceOrderState.DONE
+    assert done.state_description == m.MCH_COMPLETE
     assert world.sim.calls["complete"] == 2
     assert world.sim.orders["PS-0001"].completions == 1
 
@@ -267,8 +300,11 @@ async def test_persistent_5xx_gives_up_with_capped_backoff(
 
 
 async def test_completing_twice_reports_order_done_distinctly(world: World) -> None:
+    # The scenario where the charge is settled at once, in complete's own answer.
+    world.sim.instant_charge = True
     await world.client.create_service_order(new_order())
-    await world.client.complete_service_order("PS-0001", COMPLETION)
+    done = await world.client.complete_service_order("PS-0001", COMPLETION)
+    assert done.state is m.ServiceOrderState.DONE
     with pytest.raises(OrderStateError) as caught:
         await world.client.complete_service_order("PS-0001", COMPLETION)
     assert caught.value.code == "ORDER_DONE"
@@ -314,24 +350,128 @@ async def test_amounts_that_do_not_add_up_are_refused_before_sending(world: Worl
     assert caught.value.field == "total_amount"
     over = m.ServiceOrderCompletion((m.PostPayment("服务费", 20000),), 20000)
     with pytest.raises(InvalidArgument, match="risk fund"):
-        await world.client.complete_service_order("PS-0001", over, risk_fund_amount=10000)
+        await world.client.complete_service_order(
+            "PS-0001",
+            over,
+            limits=v3.CompletionLimits(risk_fund=m.RiskFund("DEPOSIT", 10000)),
+        )
     assert world.sim.calls["complete"] == 0
 
 
-async def test_the_simulator_refuses_amounts_over_the_risk_fund_when_the_client_cannot_know(
+async def test_the_simulator_refuses_amounts_over_the_cap_of_the_orders_risk_fund_mode(
     world: World,
 ) -> None:
-    await world.client.create_service_order(new_order())
-    over = m.ServiceOrderCompletion((m.PostPayment("服务费", 20000),), 20000)
+    ended = m.TimeRange(end_time="20091225121010")
+    over = m.ServiceOrderCompletion((m.PostPayment("服务费", 20000),), 20000, time_range=ended)
+    # 评估不通过:交押金 — at most the order's risk fund.
+    deposit = m.RiskFund("DEPOSIT", 10000)
+    await world.client.create_service_order(new_order("PS-DEP", risk_fund=deposit))
     with pytest.raises(BackendRejected) as caught:
-        await world.client.complete_service_order("PS-0001", over)
-    assert caught.value.code == "PARAM_ERROR"
+        await world.client.complete_service_order("PS-DEP", over)
+    assert (caught.value.code, caught.value.message) == (
+        "PARAM_ERROR",
+        "total_amount exceeds the risk fund",
+    )
+    # 评估不通过:拒绝 — past its own risk fund, up to the service ID's cap.
+    await world.client.create_service_order(new_order("PS-EST"))
+    world.sim.service_risk_cap = 19999
+    with pytest.raises(BackendRejected, match="service's risk cap"):
+        await world.client.complete_service_order("PS-EST", over)
+    world.sim.service_risk_cap = 20000
+    done = await world.client.complete_service_order("PS-EST", over)
+    assert done.total_amount == 20000
+
+
+async def test_an_order_created_without_an_end_time_needs_one_at_complete(world: World) -> None:
+    await world.client.create_service_order(new_order())
+    no_end = m.ServiceOrderCompletion(COMPLETION.post_payments, 4000)
+    with pytest.raises(BackendRejected, match="end_time is required"):
+        await world.client.complete_service_order("PS-0001", no_end)
+    with pytest.raises(InvalidArgument) as caught:
+        await world.client.complete_service_order(
+            "PS-0001", no_end, limits=v3.CompletionLimits(end_time_at_create="")
+        )
+    assert caught.value.field == "time_range.end_time"
+    await world.client.create_service_order(
+        new_order("PS-END", time_range=m.TimeRange("20091225091010", end_time="20091225121010"))
+    )
+    done = await world.client.complete_service_order("PS-END", no_end)
+    assert done.state_description == m.MCH_COMPLETE
+
+
+async def test_out_order_no_with_bar_and_star_reaches_the_simulator_decoded(world: World) -> None:
+    created = await world.client.create_service_order(new_order("PS|7*A"))
+    assert created.out_order_no == "PS|7*A"
+    await world.client.complete_service_order("PS|7*A", COMPLETION)
+    got = await world.client.get_service_order("PS|7*A")
+    assert got.state_description == m.MCH_COMPLETE
+    targets = [r.target for r in world.sim.received]
+    assert "/v3/payscore/serviceorder/PS%7C7%2AA/complete" in targets
+
+
+async def test_pay_retries_the_charge_of_a_completed_order(world: World) -> None:
+    world.sim.auto_charge = False
+    await world.client.create_service_order(new_order())
+    await world.client.complete_service_order("PS-0001", COMPLETION)
+    await world.clock.advance(3600)
+    assert world.sim.orders["PS-0001"].state_description == m.MCH_COMPLETE
+    world.sim.auto_charge = True
+    status, _, body = await world.sim.handle(
+        "POST",
+        "/v3/payscore/serviceorder/PS-0001/pay",
+        {"Authorization": sign_by_hand(world, "POST", "/v3/payscore/serviceorder/PS-0001/pay")},
+        PAY_BODY,
+    )
+    assert status == 200, body
+    assert json.loads(body)["out_order_no"] == "PS-0001"
+    assert world.sim.orders["PS-0001"].state == "DONE"
+    assert world.sim.orders["PS-0001"].pay_calls == 1
+
+
+async def test_every_answer_carries_the_headers_wechat_pay_sends(world: World) -> None:
+    status, headers, _ = await world.sim.handle(
+        "POST",
+        "/v3/payscore/serviceorder",
+        {"Authorization": sign_by_hand(world, "POST", "/v3/payscore/serviceorder", b"{}")},
+        b"{}",
+    )
+    assert status == 400
+    assert headers["Content-Type"] == "application/json; charset=utf-8"
+    assert headers["Wechatpay-Signature-Type"] == "WECHATPAY2-SHA256-RSA2048"
+    for name in ("Wechatpay-Serial", "Wechatpay-Nonce", "Wechatpay-Timestamp"):
+        assert headers[name]
+
+
+async def test_wechatpay_serial_chooses_the_public_key_that_signs_the_answer(
+    tmp_path: Path, merchant_key: rsa.RSAPrivateKey, platform_key: rsa.RSAPrivateKey
+) -> None:
+    clock = InstantClock()
+    public_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    sim = PayScoreSimulator(
+        clock,
+        {MERCHANT_SERIAL: merchant_key.public_key()},
+        platform_key,
+        "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
+        public_key=(PLATFORM_SERIAL, public_key),
+    )
+    target = "/v3/payscore/serviceorder?out_order_no=X&service_id=500001&appid=" + APPID
+    for asked, key in ((PLATFORM_SERIAL, public_key), ("", platform_key)):
+        world = World(clock, sim, None, None, None, platform_key.public_key())  # type: ignore[arg-type]
+        headers = {"Authorization": sign_by_hand(world, "GET", target, merchant=merchant_key)}
+        if asked:
+            headers["Wechatpay-Serial"] = asked
+        _, answer_headers, body = await sim.handle("GET", target, headers, b"")
+        verifier = v3.ResponseVerifier(
+            {answer_headers["Wechatpay-Serial"]: key.public_key()}, clock
+        )
+        verifier.verify({k.lower(): v for k, v in answer_headers.items()}, body)
+        assert (answer_headers["Wechatpay-Serial"] == PLATFORM_SERIAL) is bool(asked)
 
 
 async def test_unionid_by_face_sid(world: World) -> None:
     world.sim.register_face_sid("aabbccdd12345", "o6_bmasdasdsad6_2sgVt7hMZOPfL")
     unionid = await world.client.get_user_unionid("aabbccdd12345")
-    assert unionid == "o6_bmasdasdsad6_2sgVt7hMZOPfL"
+    assert unionid == m.UnionIdResult("o6_bmasdasdsad6_2sgVt7hMZOPfL")
     (received,) = [r for r in world.sim.received if r.endpoint == "unionid"]
     assert received.target == f"/v3/facemch/users/aabbccdd12345?info_type=ASK_UNIONID&appid={APPID}"
 

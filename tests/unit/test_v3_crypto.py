@@ -6,6 +6,7 @@ import base64
 import datetime
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from facepayd.clock import ManualClock
 from facepayd.errors import (
     BackendRejected,
     BackendUnavailable,
+    ConfigError,
     InvalidArgument,
     ResponseNotTrusted,
 )
@@ -437,7 +439,7 @@ async def test_answer_for_another_order_is_not_trusted(
 @pytest.mark.parametrize(
     ("order", "field"),
     [
-        (new_order(out_order_no="A|B"), "out_order_no"),
+        (new_order(out_order_no="A@B"), "out_order_no"),
         (new_order(out_order_no="x" * 33), "out_order_no"),
         (new_order(service_introduction=""), "service_introduction"),
         (new_order(service_introduction="酒" * 21), "service_introduction"),
@@ -448,6 +450,8 @@ async def test_answer_for_another_order_is_not_trusted(
         (new_order(openid=""), "openid"),
         (new_order(need_user_confirm=True), "openid"),
         (new_order(attach="a" * 257), "attach"),
+        # 256 counts the url-encoded form: 86 characters that each become %XX are too many.
+        (new_order(attach="&" * 86), "attach"),
     ],
 )
 async def test_create_refuses_bad_fields_before_sending(
@@ -483,11 +487,25 @@ COMPLETION = m.ServiceOrderCompletion(
 )
 
 
+def deposit(amount: int) -> v3.CompletionLimits:
+    return v3.CompletionLimits(risk_fund=m.RiskFund("DEPOSIT", amount))
+
+
+def estimate(amount: int, cap: int | None) -> v3.CompletionLimits:
+    return v3.CompletionLimits(
+        risk_fund=m.RiskFund("ESTIMATE_ORDER_COST", amount), service_risk_cap=cap
+    )
+
+
 @pytest.mark.parametrize(
-    ("completion", "risk", "rule"),
+    ("completion", "limits", "rule"),
     [
         (m.ServiceOrderCompletion(COMPLETION.post_payments, 4000), None, "sum"),
-        (COMPLETION, 3999, "risk fund"),
+        (COMPLETION, deposit(3999), "the risk fund: 3999 fen for a DEPOSIT order"),
+        # 评估不通过:拒绝 — the service ID's cap, not the order's own risk fund, bounds it.
+        (COMPLETION, estimate(100, 3999), "the service's risk cap: 3999 fen"),
+        # Created without an end time: complete must give one.
+        (COMPLETION, v3.CompletionLimits(end_time_at_create=""), "time_range.end_time"),
         (m.ServiceOrderCompletion((), 0), None, "at least one"),
         (m.ServiceOrderCompletion((m.PostPayment("p", -1),), -1), None, ">= 0"),
     ],
@@ -496,21 +514,102 @@ async def test_complete_refuses_amounts_that_do_not_add_up_before_sending(
     merchant_key: rsa.RSAPrivateKey,
     platform_key: rsa.RSAPrivateKey,
     completion: m.ServiceOrderCompletion,
-    risk: int | None,
+    limits: v3.CompletionLimits | None,
     rule: str,
 ) -> None:
     recorder = Recorder(platform_key, order_answer())
     client, http = make_client(merchant_key, platform_key, recorder)
     async with http:
-        with pytest.raises(InvalidArgument, match=rule):
-            await client.complete_service_order("ORDER-0001", completion, risk_fund_amount=risk)
+        with pytest.raises(InvalidArgument, match=re.escape(rule)):
+            await client.complete_service_order("ORDER-0001", completion, limits=limits)
     assert recorder.requests == []
 
 
 def test_completion_total_is_item_totals_minus_discounts() -> None:
     # amount is each item's total, so count does not multiply it.
     assert v3.completion_total(COMPLETION) == 4000
-    v3.validate_completion(COMPLETION, risk_fund_amount=4000)
+    v3.validate_completion(COMPLETION, deposit(4000))
+    # An ESTIMATE_ORDER_COST order may charge past its own risk fund, up to the service's cap,
+    # and a cap the daemon was not told is left to WeChat Pay.
+    v3.validate_completion(COMPLETION, estimate(100, 4000))
+    v3.validate_completion(COMPLETION, estimate(100, None))
+    ended = m.ServiceOrderCompletion(
+        COMPLETION.post_payments,
+        4000,
+        COMPLETION.post_discounts,
+        time_range=m.TimeRange(end_time="20091225121010"),
+    )
+    v3.validate_completion(ended, v3.CompletionLimits(end_time_at_create=""))
+    v3.validate_completion(COMPLETION, v3.CompletionLimits(end_time_at_create="20091225121010"))
+
+
+async def test_out_order_no_with_bar_and_star_is_percent_encoded_in_the_signed_path(
+    merchant_key: rsa.RSAPrivateKey, platform_key: rsa.RSAPrivateKey
+) -> None:
+    recorder = Recorder(platform_key, order_answer("A|B*C"))
+    client, http = make_client(merchant_key, platform_key, recorder)
+    async with http:
+        await client.cancel_service_order("A|B*C", "用户投诉")
+        await client.get_service_order("A|B*C")
+    cancel, query = recorder.requests
+    assert cancel.url.raw_path == b"/v3/payscore/serviceorder/A%7CB%2AC/cancel"
+    assert b"out_order_no=A%7CB%2AC" in query.url.raw_path
+    for request in (cancel, query):
+        auth = v3.parse_authorization(request.headers["authorization"])
+        assert auth is not None
+        message = v3.request_message(
+            request.method,
+            request.url.raw_path.decode(),
+            auth.timestamp,
+            auth.nonce_str,
+            request.content,
+        )
+        assert v3.rsa_verify(merchant_key.public_key(), message, auth.signature)
+
+
+async def test_attach_is_url_encoded_on_the_wire_and_decoded_in_the_answer(
+    merchant_key: rsa.RSAPrivateKey, platform_key: rsa.RSAPrivateKey
+) -> None:
+    attach = "table=7&guests=2 人"
+    wire = "table%3D7%26guests%3D2%20%E4%BA%BA"
+    recorder = Recorder(platform_key, {**order_answer(), "attach": wire})
+    client, http = make_client(merchant_key, platform_key, recorder)
+    async with http:
+        result = await client.create_service_order(new_order(attach=attach))
+    assert json.loads(recorder.requests[0].content)["attach"] == wire
+    assert result.attach == attach
+
+
+async def test_public_key_mode_names_the_key_in_wechatpay_serial(
+    merchant_key: rsa.RSAPrivateKey, platform_key: rsa.RSAPrivateKey
+) -> None:
+    recorder = Recorder(platform_key, order_answer())
+    client, http = make_client(merchant_key, platform_key, recorder, public_key_id=PUB_KEY_ID)
+    plain, plain_http = make_client(merchant_key, platform_key, recorder)
+    async with http, plain_http:
+        await client.get_service_order("ORDER-0001")
+        await plain.get_service_order("ORDER-0001")
+    named, unnamed = recorder.requests
+    assert named.headers["wechatpay-serial"] == PUB_KEY_ID
+    assert "wechatpay-serial" not in unnamed.headers
+    with pytest.raises(ConfigError):
+        make_client(merchant_key, platform_key, recorder, public_key_id="PUB_KEY_ID_UNKNOWN")
+
+
+async def test_unionid_in_service_provider_mode_sends_the_sub_merchant(
+    merchant_key: rsa.RSAPrivateKey, platform_key: rsa.RSAPrivateKey
+) -> None:
+    recorder = Recorder(platform_key, {"union_id": "oUnion1", "openid": "oOpen1"})
+    client, http = make_client(
+        merchant_key, platform_key, recorder, sub_mchid="1900000110", sub_appid="wxsub000001"
+    )
+    async with http:
+        result = await client.get_user_unionid("aabbccdd12345")
+    assert result == m.UnionIdResult(unionid="oUnion1", openid="oOpen1")
+    assert recorder.requests[0].url.raw_path == (
+        b"/v3/facemch/users/aabbccdd12345?info_type=ASK_UNIONID&appid=wxd678efh567hg6787"
+        b"&sub_mchid=1900000110&sub_appid=wxsub000001"
+    )
 
 
 @pytest.mark.parametrize("face_sid", ["", "a/b", "a b", "a?b", "a%2Fb", "面"])
