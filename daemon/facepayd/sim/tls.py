@@ -33,11 +33,17 @@ class TestPki:
 
 
 def generate_test_pki(
-    directory: Path, *, p12_password: bytes = b"sim-p12-password", client_expired: bool = False
+    directory: Path,
+    *,
+    p12_password: bytes = b"sim-p12-password",
+    client_expired: bool = False,
+    server_names: tuple[str, ...] = (),
 ) -> TestPki:
     """Create a test CA and the certificates signed by it in directory (which must exist).
 
     client_expired: the merchant client certificate's validity ended a day ago.
+    server_names: more DNS names for the server certificate (a client that cannot be given a
+    base URL reaches the simulator through a proxy under WeChat Pay's own host name).
     """
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -80,7 +86,11 @@ def generate_test_pki(
         "127.0.0.1",
         ExtendedKeyUsageOID.SERVER_AUTH,
         x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            [
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                x509.DNSName("localhost"),
+                *(x509.DNSName(name) for name in server_names),
+            ]
         ),
     )
     # Issued so long ago that its validity (_VALIDITY) ended a day before now.
