@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import wechatpy.pay
 import wechatpayv3
+import wechatpy.pay
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
