@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from facepayd.clock import ManualClock
-from facepayd.errors import AlreadyExists, NotFound
+from facepayd.errors import AlreadyExists, NotFound, WrongState
 from facepayd.journal import Journal
+from facepayd.payscore.models import JOURNAL_INITIAL, JOURNAL_TRANSITIONS, JournalState
 
 PARAMS = {"out_order_no": "PS1", "risk_fund": {"name": "DEPOSIT", "amount": 100}}
 
@@ -98,3 +99,54 @@ async def test_unknown_orders(journal: Journal) -> None:
         "PS9", {"state": "DONE"}, 500, journal_state="RECORDED"
     )
     assert (adopted.params, adopted.pending, adopted.risk_fund_amount) == ({}, "", 500)
+
+
+async def _order_in(journal: Journal, no: str, state: JournalState) -> None:
+    """A service order journaled in state, reached through allowed changes only."""
+    store = journal.service_orders
+    if state is JournalState.CREATING:
+        await store.begin_service_order(no, PARAMS, 100, journal_state=state)
+        return
+    if state in JOURNAL_INITIAL:
+        await store.adopt_service_order(no, {"state": "CREATED"}, 100, journal_state=state)
+        return
+    if state is JournalState.NOT_CREATED:
+        await store.begin_service_order(no, PARAMS, 100, journal_state=JournalState.CREATING)
+        await store.mark_service_order(no, state, "not_found")
+        return
+    await store.adopt_service_order(
+        no, {"state": "CREATED"}, 100, journal_state=JournalState.RECORDED
+    )
+    await store.mark_service_order(no, state, "requested", pending="complete")
+
+
+async def test_the_service_order_table_is_walked_every_allowed_change_taken_every_other_refused(
+    journal: Journal,
+) -> None:
+    store = journal.service_orders
+    for n, (current, wanted) in enumerate((a, b) for a in JournalState for b in JournalState):
+        no = f"PS{n}"
+        await _order_in(journal, no, current)
+        before = await store.find_service_order(no)
+        assert before is not None
+        assert before.journal_state == current
+        if wanted in JOURNAL_TRANSITIONS[current]:
+            after = await store.mark_service_order(no, wanted, "walk")
+            assert after.journal_state == wanted
+        else:
+            with pytest.raises(WrongState):
+                await store.mark_service_order(no, wanted, "walk")
+            unchanged = await store.find_service_order(no)
+            assert unchanged == before
+
+
+async def test_a_service_order_starts_only_created_or_adopted(journal: Journal) -> None:
+    store = journal.service_orders
+    with pytest.raises(WrongState):
+        await store.begin_service_order("PSX", PARAMS, 100, journal_state=JournalState.COMPLETING)
+    with pytest.raises(WrongState):
+        await store.adopt_service_order(
+            "PSY", {"state": "CREATED"}, 100, journal_state=JournalState.NOT_CREATED
+        )
+    assert await store.find_service_order("PSX") is None
+    assert await store.find_service_order("PSY") is None

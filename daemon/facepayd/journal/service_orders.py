@@ -7,10 +7,20 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import structlog
+
 from facepayd.clock import Clock
-from facepayd.errors import AlreadyExists, NotFound
+from facepayd.errors import AlreadyExists, NotFound, WrongState
 from facepayd.journal.db import Database, canonical, transaction
-from facepayd.payscore.models import ServiceOrderEvent, ServiceOrderRecord
+from facepayd.payscore.models import (
+    JOURNAL_INITIAL,
+    JOURNAL_TRANSITIONS,
+    JournalState,
+    ServiceOrderEvent,
+    ServiceOrderRecord,
+)
+
+log = structlog.get_logger(__name__)
 
 __all__ = ["ServiceOrderStore"]
 
@@ -134,6 +144,8 @@ class ServiceOrderStore:
         params_hash = hashlib.sha256(params_json.encode()).hexdigest()
         with transaction(self._db):
             existing = self._find_service_order(out_order_no)
+            if existing is None or (existing.answer is None and not existing.pending):
+                _check_transition(out_order_no, existing, journal_state)
             if existing is None:
                 self._db.execute(
                     "INSERT INTO service_orders (out_order_no, params, params_hash, journal_state,"
@@ -176,6 +188,7 @@ class ServiceOrderStore:
     ) -> ServiceOrderRecord:
         with transaction(self._db):
             if self._find_service_order(out_order_no) is None:
+                _check_transition(out_order_no, None, journal_state)
                 self._db.execute(
                     "INSERT INTO service_orders (out_order_no, params, params_hash, journal_state,"
                     " pending, risk_fund_amount, answer, created_at, updated_at)"
@@ -205,6 +218,7 @@ class ServiceOrderStore:
     ) -> ServiceOrderRecord:
         with transaction(self._db):
             current = self._require_service_order(out_order_no)
+            _check_transition(out_order_no, current, journal_state)
             answer_json = None if answer is None else canonical(answer)
             unchanged = (
                 current.journal_state == journal_state
@@ -301,3 +315,22 @@ def _service_order(row: tuple[Any, ...]) -> ServiceOrderRecord:
         updated_at=float(updated_at),
         last_seq=int(last_seq),
     )
+
+
+def _check_transition(out_order_no: str, current: ServiceOrderRecord | None, wanted: str) -> None:
+    """The one check of the service orders' transition table: an illegal change is refused."""
+    state = JournalState(wanted)
+    if current is None:
+        allowed = state in JOURNAL_INITIAL
+    else:
+        allowed = state in JOURNAL_TRANSITIONS[JournalState(current.journal_state)]
+    if not allowed:
+        # A caller that asks for this has a bug: say so loudly, change nothing.
+        log.error(
+            "service_order_transition_refused",
+            out_order_no=out_order_no,
+            current=current.journal_state if current is not None else "",
+            wanted=wanted,
+        )
+        origin = current.journal_state if current is not None else "nothing"
+        raise WrongState(f"service order {out_order_no} cannot go from {origin} to {wanted}")

@@ -3,7 +3,43 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Any
+
+
+class JournalState(enum.StrEnum):
+    """Where the journal has a service order."""
+
+    CREATING = "CREATING"  # create journaled; it may have been sent, no answer recorded
+    COMPLETING = "COMPLETING"  # complete may have been sent, no answer recorded
+    SYNCING = "SYNCING"  # sync may have been sent, no answer recorded
+    CANCELLING = "CANCELLING"  # cancel may have been sent, no answer recorded
+    RECORDED = "RECORDED"  # WeChat Pay's latest answer is recorded; nothing in flight
+    # Completed and answered DOING/MCH_COMPLETE: WeChat Pay is collecting the charge; the
+    # order is queried in the background (capped backoff) until it settles (DONE, or synced).
+    CHARGING = "CHARGING"
+    NOT_CREATED = "NOT_CREATED"  # WeChat Pay refused the create or never received it
+
+
+_J = JournalState
+_ANSWERED = frozenset({_J.RECORDED, _J.CHARGING})
+_CALLS = frozenset({_J.COMPLETING, _J.SYNCING, _J.CANCELLING})
+# The allowed changes, checked in the store's one setter. A state may repeat (a new answer, an
+# outcome still unknown). A call in flight ends answered, refused (the state before it: a
+# refused create is NOT_CREATED) or, for a create, not found; a known order takes a new call.
+JOURNAL_TRANSITIONS: dict[JournalState, frozenset[JournalState]] = {
+    _J.CREATING: frozenset({_J.CREATING, _J.NOT_CREATED}) | _ANSWERED,
+    _J.COMPLETING: frozenset({_J.COMPLETING}) | _ANSWERED,
+    _J.SYNCING: frozenset({_J.SYNCING}) | _ANSWERED,
+    _J.CANCELLING: frozenset({_J.CANCELLING}) | _ANSWERED,
+    _J.RECORDED: _ANSWERED | _CALLS,
+    _J.CHARGING: _ANSWERED | _CALLS,
+    # Created again, or found at WeChat Pay after all (a create that arrived late).
+    _J.NOT_CREATED: frozenset({_J.NOT_CREATED, _J.CREATING}) | _ANSWERED,
+}
+# Where a service order's journal life starts: a create about to be sent, or adopted from an
+# answer of WeChat Pay's.
+JOURNAL_INITIAL: frozenset[JournalState] = frozenset({_J.CREATING}) | _ANSWERED
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

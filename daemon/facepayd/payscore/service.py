@@ -33,7 +33,7 @@ from facepayd.errors import (
     ResponseNotTrusted,
     Unavailable,
 )
-from facepayd.payscore.models import ServiceOrderRecord
+from facepayd.payscore.models import JournalState, ServiceOrderRecord
 from facepayd.payscore.ports import ServiceOrderJournal
 from facepayd.wxpay import payscore_models as m
 from facepayd.wxpay import v3
@@ -81,20 +81,6 @@ class PayScoreStatus:
             f"PayScoreStatus(outcome={self.outcome.value!r}, openid={self.openid!r},"
             " face_sid=<redacted>)"
         )
-
-
-class JournalState(enum.StrEnum):
-    """Where the journal has a service order."""
-
-    CREATING = "CREATING"  # create journaled; it may have been sent, no answer recorded
-    COMPLETING = "COMPLETING"  # complete may have been sent, no answer recorded
-    SYNCING = "SYNCING"  # sync may have been sent, no answer recorded
-    CANCELLING = "CANCELLING"  # cancel may have been sent, no answer recorded
-    RECORDED = "RECORDED"  # WeChat Pay's latest answer is recorded; nothing in flight
-    # Completed and answered DOING/MCH_COMPLETE: WeChat Pay is collecting the charge; the
-    # order is queried in the background (capped backoff) until it settles (DONE, or synced).
-    CHARGING = "CHARGING"
-    NOT_CREATED = "NOT_CREATED"  # WeChat Pay refused the create or never received it
 
 
 _PENDING_STATE = {
