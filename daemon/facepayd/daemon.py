@@ -372,6 +372,8 @@ class Daemon:
                 poll_max=p.attention_retry_max,
                 retry_backoff=p.reverse_backoff,
                 retry_backoff_max=p.reverse_backoff_max,
+                # The slow cadence is a minute by default, what FREQUENCY_LIMITED asks for.
+                throttled_wait=p.attention_retry,
                 in_flight_after=p.in_flight_after,
                 attention_after=p.attention_after,
                 attention_retry=p.attention_retry,
