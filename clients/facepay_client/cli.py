@@ -1193,8 +1193,8 @@ def _build_parser() -> argparse.ArgumentParser:
         " --out-refund-no and parameters re-attach to it",
     )
     refund.add_argument("out_trade_no", metavar="ID", help="the payment's out_trade_no")
-    refund.add_argument(
-        "--fee", type=_fen, required=True, metavar="FEN", help="how much to refund, in fen"
+    _required_group(refund).add_argument(
+        "--fee", type=_fen, required=True, metavar="FEN", help=f"how much to refund, {_AMOUNT_HELP}"
     )
     refund.add_argument(
         "--out-refund-no", metavar="NO", help="the refund's number (default: a new RF... one)"
