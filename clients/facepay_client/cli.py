@@ -13,8 +13,9 @@ stdout closed by its reader (`facepay status | head -1`) is not an error: `watch
 
 Exit codes (ExitCode below is the one table):
 
-    0    ok; a payment ended SUCCEEDED; a PayScore check ended SUCCESS
-    1    a payment ended FAILED, REVERSED, CANCELLED or CLOSED, or needs an operator
+    0    ok; a payment or a refund ended SUCCEEDED; a PayScore check ended SUCCESS
+    1    a payment ended FAILED, REVERSED, CANCELLED or CLOSED, a refund FAILED, CLOSED or
+         CHANGE, or either needs an operator
          (NEEDS_ATTENTION: its reason and action are printed); a face session ended without a code;
          a PayScore check ended otherwise; any other error
     2    usage error
@@ -106,6 +107,23 @@ _EXIT_BY_FINAL_STATE: dict[int, ExitCode] = {
     terminal_pb2.PAYMENT_STATE_CLOSED: ExitCode.FAILED,
     # Not final, but the stream ends there: an operator has to act.
     terminal_pb2.PAYMENT_STATE_NEEDS_ATTENTION: ExitCode.FAILED,
+}
+
+_EXIT_BY_REFUND_STATE: dict[int, ExitCode] = {
+    terminal_pb2.REFUND_STATE_SUCCEEDED: ExitCode.OK,
+    terminal_pb2.REFUND_STATE_CLOSED: ExitCode.FAILED,
+    terminal_pb2.REFUND_STATE_CHANGE: ExitCode.FAILED,
+    terminal_pb2.REFUND_STATE_FAILED: ExitCode.FAILED,
+    terminal_pb2.REFUND_STATE_NEEDS_ATTENTION: ExitCode.FAILED,
+}
+# What the daemon is doing in each refund state that waits, as the progress line says it.
+_REFUND_DOING: dict[int, str] = {
+    terminal_pb2.REFUND_STATE_UNSPECIFIED: "waiting for facepayd",
+    terminal_pb2.REFUND_STATE_RECORDED: "the refund is recorded; sending it to WeChat Pay",
+    terminal_pb2.REFUND_STATE_SENDING: "waiting for WeChat Pay to take the refund (queried, never"
+    " sent twice)",
+    terminal_pb2.REFUND_STATE_PROCESSING: "WeChat Pay is refunding; facepayd queries it until it"
+    " ends",
 }
 
 _Handler = Callable[[TerminalClient, argparse.Namespace, "_Output"], Awaitable[int]]
@@ -722,6 +740,83 @@ async def _cmd_payment_reverse(
     return ExitCode.OK
 
 
+async def _cmd_payment_refund(
+    client: TerminalClient, args: argparse.Namespace, out: _Output
+) -> int:
+    out_refund_no = args.out_refund_no or _new_out_refund_no()
+    # Printed before anything can fail, so the refund can always be looked up afterwards.
+    if out.json_mode:
+        out.record({"out_refund_no": out_refund_no})
+    else:
+        out.pairs([("out_refund_no", out_refund_no)])
+    events = client.refund_payment(
+        args.out_trade_no,
+        args.fee,
+        out_refund_no,
+        refund_desc=args.reason or "",
+        refund_account=args.account or "",
+        retry_failed=args.retry_failed,
+    )
+    progress = _Progress(out, args.progress)
+    progress.doing = _REFUND_DOING[terminal_pb2.REFUND_STATE_UNSPECIFIED]
+    async with aclosing(events), progress.running():
+        async for event in events:
+            progress.doing = _REFUND_DOING.get(event.state, progress.doing)
+            _print_refund_event(out, event)
+            if event.state in _EXIT_BY_REFUND_STATE:
+                if event.state == terminal_pb2.REFUND_STATE_NEEDS_ATTENTION:
+                    out.note(f"needs an operator: {event.needs_attention.action}")
+                elif event.state == terminal_pb2.REFUND_STATE_CHANGE:
+                    out.note(f"needs an operator: {event.change.action}")
+                return _EXIT_BY_REFUND_STATE[event.state]
+    out.note(
+        f"stream ended before the refund's end; look it up with facepay payment refunds"
+        f" {shlex.quote(args.out_trade_no)}"
+    )
+    return ExitCode.FAILED
+
+
+def _print_refund_event(out: _Output, event: terminal_pb2.RefundEvent) -> None:
+    if out.json_mode:
+        out.record(_to_json(event))
+        return
+    state = _enum_text(terminal_pb2.RefundState.DESCRIPTOR, event.state)
+    kind = event.WhichOneof("kind") or "-"
+    when = _time_text(event.time) if event.HasField("time") else "-"
+    detail = _flatten(getattr(event, kind)) if kind != "-" else []
+    out.line(f"#{event.seq:<3} {when}  {state:<15} {kind:<16} {_inline(detail)}".rstrip())
+
+
+async def _cmd_payment_refunds(
+    client: TerminalClient, args: argparse.Namespace, out: _Output
+) -> int:
+    page = await client.list_refunds(
+        args.out_trade_no, page_size=args.limit, page_token=args.page_token
+    )
+    if out.json_mode:
+        out.record(_to_json(page))
+        return ExitCode.OK
+    for refund in page.refunds:
+        state = _enum_text(terminal_pb2.RefundState.DESCRIPTOR, refund.state)
+        created = _time_text(refund.created_at) if refund.HasField("created_at") else "-"
+        out.line(
+            f"{refund.out_refund_no:<32} {state:<15} {refund.refund_fee:>9} "
+            f"{created}  {refund.refund_id or '-'}"
+        )
+        if refund.err_code:
+            out.line(f"    err_code: {refund.err_code}  {refund.err_code_des}")
+        if refund.attention_reason:
+            out.line(f"    reason: {refund.attention_reason}  action: {refund.attention_action}")
+    if page.next_page_token:
+        out.pairs([("next_page_token", page.next_page_token)])
+    return ExitCode.OK
+
+
+def _new_out_refund_no() -> str:
+    """RF + local time + 10 random hex digits: unique without coordination."""
+    return f"RF{datetime.now().astimezone():%Y%m%d%H%M%S}{secrets.token_hex(5)}"
+
+
 async def _cmd_payscore_check(
     client: TerminalClient, args: argparse.Namespace, out: _Output
 ) -> int:
@@ -1091,6 +1186,42 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     reverse.add_argument("out_trade_no", metavar="ID", help="the payment's out_trade_no")
     reverse.set_defaults(handler=_cmd_payment_reverse)
+    refund = payment_commands.add_parser(
+        "refund",
+        help="refund (part of) a paid payment; follows the refund to its end",
+        description="refund (part of) a paid payment and follow the refund to its end; the same"
+        " --out-refund-no and parameters re-attach to it",
+    )
+    refund.add_argument("out_trade_no", metavar="ID", help="the payment's out_trade_no")
+    _required_group(refund).add_argument(
+        "--fee", type=_fen, required=True, metavar="FEN", help=f"how much to refund, {_AMOUNT_HELP}"
+    )
+    refund.add_argument(
+        "--out-refund-no", metavar="NO", help="the refund's number (default: a new RF... one)"
+    )
+    refund.add_argument("--reason", metavar="TEXT", help="refund_desc, shown to the payer")
+    refund.add_argument(
+        "--account",
+        choices=("REFUND_SOURCE_UNSETTLED_FUNDS", "REFUND_SOURCE_RECHARGE_FUNDS"),
+        help="which funds pay the refund (default: WeChat Pay's, unsettled funds)",
+    )
+    refund.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="send a FAILED refund with the same --out-refund-no again",
+    )
+    refund.set_defaults(handler=_cmd_payment_refund)
+    refunds = payment_commands.add_parser(
+        "refunds", help="a payment's refunds", description="a payment's refunds, oldest first"
+    )
+    refunds.add_argument("out_trade_no", metavar="ID", help="the payment's out_trade_no")
+    refunds.add_argument(
+        "--limit", type=int, default=0, metavar="N", help="page size (default and at most 50)"
+    )
+    refunds.add_argument(
+        "--page-token", default="", metavar="T", help="next_page_token of the page before"
+    )
+    refunds.set_defaults(handler=_cmd_payment_refunds)
 
     _add_payscore(command("payscore", None, "PayScore service orders"), face)
 

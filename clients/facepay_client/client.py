@@ -44,7 +44,9 @@ _CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 # │                                  BACKEND_REJECTED
 # ├── NotFoundError                  NOT_FOUND
 # ├── AlreadyExistsError             ALREADY_EXISTS
-# └── OrderStateError                ORDER_STATE
+# ├── OrderStateError                ORDER_STATE
+# └── WrongStateError                WRONG_STATE
+#     └── RefundExceedsPaidError     REFUND_EXCEEDS_PAID
 
 
 class FacepayClientError(Exception):
@@ -117,6 +119,10 @@ class WrongStateError(FacepayClientError):
     """The payment, session or SDK is not in a state that allows this call."""
 
 
+class RefundExceedsPaidError(WrongStateError):
+    """The refund would take back more than is left of the payment; nothing was sent."""
+
+
 _ERROR_BY_REASON: dict[str, type[FacepayClientError]] = {
     "INVALID_FIELD": InvalidArgumentError,
     "TERMINAL_BUSY": TerminalBusyError,
@@ -137,6 +143,7 @@ _ERROR_BY_REASON: dict[str, type[FacepayClientError]] = {
     "UNAVAILABLE": DaemonUnavailableError,
     "ORDER_STATE": OrderStateError,
     "WRONG_STATE": WrongStateError,
+    "REFUND_EXCEEDS_PAID": RefundExceedsPaidError,
     # Nothing was done; the same request can be sent again once the disk can be written.
     "JOURNAL_UNAVAILABLE": DaemonUnavailableError,
 }
@@ -408,6 +415,57 @@ class TerminalClient:
         request = terminal_pb2.ReversePaymentRequest(out_trade_no=out_trade_no)
         response: terminal_pb2.ReversePaymentResponse = await self._unary("ReversePayment", request)
         return response.payment
+
+    # -------------------------------------------------------------- refunds
+
+    async def refund_payment(
+        self,
+        out_trade_no: str,
+        refund_fee: int,
+        out_refund_no: str,
+        *,
+        refund_desc: str = "",
+        refund_account: str = "",
+        retry_failed: bool = False,
+    ) -> AsyncGenerator[terminal_pb2.RefundEvent, None]:
+        """Refund (part of) a paid payment; its events from seq 1 to its end.
+
+        The same out_refund_no with the same parameters re-attaches to the refund.
+        """
+        request = terminal_pb2.RefundPaymentRequest(
+            out_trade_no=out_trade_no,
+            out_refund_no=out_refund_no,
+            refund_fee=refund_fee,
+            refund_desc=refund_desc,
+            refund_account=refund_account,
+            retry_failed=retry_failed,
+        )
+        async for response in self._stream("RefundPayment", request):
+            yield response.event
+
+    async def watch_refund(
+        self, out_refund_no: str, after_seq: int = 0
+    ) -> AsyncGenerator[terminal_pb2.RefundEvent, None]:
+        """Replay a refund's events after after_seq, then follow it to its end."""
+        request = terminal_pb2.WatchRefundRequest(out_refund_no=out_refund_no, after_seq=after_seq)
+        async for response in self._stream("WatchRefund", request):
+            yield response.event
+
+    async def get_refund(self, out_refund_no: str) -> terminal_pb2.Refund:
+        """One refund from the journal."""
+        request = terminal_pb2.GetRefundRequest(out_refund_no=out_refund_no)
+        response: terminal_pb2.GetRefundResponse = await self._unary("GetRefund", request)
+        return response.refund
+
+    async def list_refunds(
+        self, out_trade_no: str, *, page_size: int = 0, page_token: str = ""
+    ) -> terminal_pb2.ListRefundsResponse:
+        """One page of a payment's refunds, oldest first; next_page_token continues."""
+        request = terminal_pb2.ListRefundsRequest(
+            out_trade_no=out_trade_no, page_size=page_size, page_token=page_token
+        )
+        response: terminal_pb2.ListRefundsResponse = await self._unary("ListRefunds", request)
+        return response
 
     # -------------------------------------------------------------- PayScore
 

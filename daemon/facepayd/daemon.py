@@ -30,6 +30,7 @@ from facepayd.ops.diagnose import Diagnostics
 from facepayd.ops.metrics import Metrics, TextfileWriter
 from facepayd.ops.systemd import Notifier, watchdog_loop
 from facepayd.payments.machine import PaymentTimings
+from facepayd.payments.refunds import RefundService, RefundTimings
 from facepayd.payments.service import PaymentService
 from facepayd.payscore.service import PayScoreService
 from facepayd.rpc.server import RpcServer
@@ -330,6 +331,7 @@ class Daemon:
         )
         self._journal: Journal | None = None
         self.payments: PaymentService | None = None
+        self.refunds: RefundService | None = None
         self.payscore: PayScoreService | None = None
         self.flows: FaceFlows | None = None
         self._server: RpcServer | None = None
@@ -362,6 +364,25 @@ class Daemon:
             ),
             merchant_spbill_ip=config.merchant.spbill_create_ip,
             device_info=config.merchant.device_id,
+        )
+        # Refunds keep the payments' timers: the same backend, the same in-flight bound.
+        self.refunds = RefundService(
+            self._journal.refunds,
+            self.wxpay,
+            clock,
+            RefundTimings(
+                poll_interval=p.poll_interval,
+                poll_max=p.attention_retry_max,
+                retry_backoff=p.reverse_backoff,
+                retry_backoff_max=p.reverse_backoff_max,
+                # The slow cadence is a minute by default, what FREQUENCY_LIMITED asks for.
+                throttled_wait=p.attention_retry,
+                in_flight_after=p.in_flight_after,
+                attention_after=p.attention_after,
+                attention_retry=p.attention_retry,
+                attention_retry_max=p.attention_retry_max,
+            ),
+            available=self._outside.http.secapi is not None,
         )
         self.metrics.sample(
             needs_attention=self.payments.needs_attention_count,
@@ -399,6 +420,7 @@ class Daemon:
             payments=self.payments,
             payscore=self.payscore,
             diagnostics=diagnostics,
+            refunds=self.refunds,
         )
         self._server = RpcServer(
             TerminalService(domain),
@@ -410,6 +432,8 @@ class Daemon:
         )
         resumed = await self.payments.resume_unfinished()
         log.info("payments_resumed", count=resumed)
+        resumed = await self.refunds.resume_unfinished()
+        log.info("refunds_resumed", count=resumed)
         unresolved = await self.payscore.recover(config.payscore.resolve_wait)
         log.info("service_orders_recovered", count=unresolved)
         self._recovered = True
@@ -423,7 +447,10 @@ class Daemon:
             watchdog_loop(self._notifier, clock, lambda: self._recovered), name="watchdog"
         )
         retention = Retention(
-            self._journal.payments, clock, retention_days=config.state.retention_days
+            self._journal.payments,
+            clock,
+            retention_days=config.state.retention_days,
+            refunds=self._journal.refunds,
         )
         self._tasks.spawn(retention.run(), name="retention")
         self._health.update()
@@ -448,6 +475,8 @@ class Daemon:
             await self.flows.close()
         if self.payments is not None:
             await self.payments.close(grace)
+        if self.refunds is not None:
+            await self.refunds.close(grace)
         if self.payscore is not None:
             await self.payscore.close(grace)
         await self.authinfo.stop()

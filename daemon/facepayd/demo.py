@@ -8,9 +8,10 @@ import tempfile
 from pathlib import Path
 
 from facepay.terminal.v1 import terminal_pb2 as pb
-from facepay_client import TerminalClient
+from facepay_client import RefundExceedsPaidError, TerminalClient
 from facepayd.ops import logs
 from facepayd.sim.daemon_process import DaemonProcess
+from facepayd.sim.refunds import RefundScenario
 from facepayd.sim.stack import SimOptions, SimStack
 from facepayd.sim.terminal import FaceOutcome, SimUser
 
@@ -64,6 +65,43 @@ async def pay(client: TerminalClient, out_trade_no: str, amount: int, body: str)
     if last is None:
         raise DemoFailed(f"{out_trade_no}: no events")
     return last
+
+
+def refund_line(event: pb.RefundEvent) -> str:
+    """A refund event as one readable line."""
+    kind = event.WhichOneof("kind") or "?"
+    state = pb.RefundState.Name(event.state).removeprefix("REFUND_STATE_")
+    detail = getattr(event, kind)
+    fields = ", ".join(f"{f.name}={v}" for f, v in detail.ListFields())
+    return f"    #{event.seq:<2} {state:<10} {kind}" + (f"  ({fields})" if fields else "")
+
+
+async def refund_demo(client: TerminalClient, stack: SimStack) -> None:
+    """A partial refund of a paid sale; more than is left is refused before it is sent."""
+    wxpay = stack.wxpay
+    assert wxpay is not None
+    say("\n● refund: 30 of the 100 fen of a paid sale (WeChat Pay processes it for a moment)")
+    last = await pay(client, "DEMOPAY4", 100, "demo lunch")
+    check(last.state == pb.PAYMENT_STATE_SUCCEEDED, "the sale is paid")
+    wxpay.refund_desk.script("DEMOREF1", RefundScenario.PROCESSING_THEN_SUCCESS)
+    final = None
+    async for event in client.refund_payment("DEMOPAY4", 30, "DEMOREF1", refund_desc="no salt"):
+        say(refund_line(event))
+        final = event
+    check(final is not None and final.state == pb.REFUND_STATE_SUCCEEDED, "30 fen refunded")
+    payment = await client.get_payment("DEMOPAY4")
+    check(payment.refunded_fee == 30, "the payment shows refunded_fee=30")
+    record = wxpay.refunds.get("DEMOREF1")
+    check(
+        record is not None and record.arrivals == 1,
+        "WeChat's ledger has the refund, sent once",
+    )
+    try:
+        async for _ in client.refund_payment("DEMOPAY4", 71, "DEMOREF2"):
+            pass
+    except RefundExceedsPaidError as exc:
+        say(f"    a refund of 71 more fen: {exc.reason}")
+    check("DEMOREF2" not in wxpay.refunds, "more than is left is refused before it is sent")
 
 
 async def payscore_demo(client: TerminalClient, stack: SimStack) -> None:
@@ -178,6 +216,8 @@ async def demo(workdir: Path) -> None:
             check(last.state == pb.PAYMENT_STATE_REVERSED, "reversed, not left open")
             order = wxpay.order("DEMOPAY3")
             check(order is not None and not order.charged, "WeChat's ledger shows nothing charged")
+
+            await refund_demo(client, stack)
 
             await payscore_demo(client, stack)
         code = await daemon.stop()

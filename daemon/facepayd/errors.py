@@ -8,6 +8,7 @@ FacepayError
 ├── NotFound                     no such payment, session or order
 ├── AlreadyExists                same key, different parameters
 ├── WrongState                   the payment, session or SDK is not in a state for the call
+│   └── RefundExceedsPaid        a refund would take back more than was paid (or than is left)
 ├── NotSupported                 the peripheral's SDK version lacks the call
 ├── DeviceError                  the peripheral side
 │   ├── DeviceLost               the bridge stream closed or could not be opened
@@ -94,6 +95,12 @@ class WrongState(FacepayError):
     """The payment, session or SDK is not in a state that allows the call."""
 
     reason = "WRONG_STATE"
+
+
+class RefundExceedsPaid(WrongState):
+    """The refunds of a payment would exceed what was paid; nothing was recorded or sent."""
+
+    reason = "REFUND_EXCEEDS_PAID"
 
 
 class NotSupported(FacepayError):

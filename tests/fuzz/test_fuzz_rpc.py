@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 from facepay.terminal.v1 import terminal_pb2 as pb
 from facepayd.face.lifecycle import State
 from facepayd.ops.config import Config
+from facepayd.payments.refunds import RefundService, RefundTimings
 from facepayd.payscore.service import PayScoreService
 from facepayd.rpc.server import MAX_REQUEST_BYTES, SERVICE_NAME, RpcServer
 from facepayd.rpc.service import Domain, TerminalService
@@ -43,7 +44,14 @@ from facepayd.rpc.status import DOMAIN
 from facepayd.sim.payscore import PayScoreSimulator
 from facepayd.sim.tls import generate_test_pki
 from facepayd.sim.wxpay import WxPaySimulator
-from facepayd.wxpay.models import Merchant
+from facepayd.wxpay.models import (
+    Merchant,
+    RefundOrder,
+    RefundOutcome,
+    RefundQueryResult,
+    RefundResult,
+    RefundStatus,
+)
 from facepayd.wxpay.v3 import PayScoreClient
 from tests.unit.face_world import CAPTURE, MERCHANT, World, face_world
 
@@ -395,6 +403,8 @@ async def _served(world: World, directory: Path) -> AsyncIterator[dict[bool, grp
             journal=world.journal.service_orders, client=None, clock=world.clock, service_id=""
         ),
     }
+    # Every refund fails at once, so a refund's stream ends without the manual clock moving.
+    refunds = RefundService(world.journal.refunds, _RefusingRefunds(), world.clock, RefundTimings())
     servers: list[RpcServer] = []
     channels: dict[bool, grpc.aio.Channel] = {}
     try:
@@ -408,6 +418,7 @@ async def _served(world: World, directory: Path) -> AsyncIterator[dict[bool, grp
                 flows=world.flows,
                 payments=world.payments,
                 payscore=payscore,
+                refunds=refunds,
             )
             server = RpcServer(TerminalService(domain), socket, reflection_on=False)
             await server.start()
@@ -422,8 +433,19 @@ async def _served(world: World, directory: Path) -> AsyncIterator[dict[bool, grp
             await server.stop(0)
         for service in services.values():
             await service.close(0)
+        await refunds.close(0)
         await http.aclose()
         await wechat.stop()
+
+
+class _RefusingRefunds:
+    """A RefundBackend whose every refund is a definite NOTENOUGH."""
+
+    async def refund(self, order: RefundOrder) -> RefundResult:
+        return RefundResult(RefundOutcome.FAILED, err_code="NOTENOUGH", err_code_des="fuzz")
+
+    async def refundquery(self, *, out_refund_no: str) -> RefundQueryResult:
+        return RefundQueryResult(RefundStatus.NOT_EXIST)
 
 
 @pytest.fixture(scope="module")
@@ -566,4 +588,4 @@ def test_raw_bytes_get_an_actionable_status(harness: Harness) -> None:
 def test_enough_examples_run_in_make_test() -> None:
     assert PER_CASE * (len(CASES) + RAW_SHARE) >= min(TOTAL, 2000)
     assert {rpc for rpc, _ in CASES} == set(METHODS)
-    assert len(METHODS) == 23
+    assert len(METHODS) == 27

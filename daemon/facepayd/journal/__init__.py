@@ -9,10 +9,19 @@ from facepayd.clock import Clock, SystemClock
 from facepayd.journal.db import Database
 from facepayd.journal.health import JournalHealth
 from facepayd.journal.payments import PaymentStore
+from facepayd.journal.refunds import RefundStore
 from facepayd.journal.retention import Retention
 from facepayd.journal.service_orders import ServiceOrderStore
 
-__all__ = ["Database", "Journal", "JournalHealth", "PaymentStore", "Retention", "ServiceOrderStore"]
+__all__ = [
+    "Database",
+    "Journal",
+    "JournalHealth",
+    "PaymentStore",
+    "RefundStore",
+    "Retention",
+    "ServiceOrderStore",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +32,7 @@ class Journal:
     health: JournalHealth
     payments: PaymentStore
     service_orders: ServiceOrderStore
+    refunds: RefundStore
 
     @classmethod
     async def open(
@@ -41,6 +51,7 @@ class Journal:
             health,
             PaymentStore(database, clock, health),
             ServiceOrderStore(database, clock),
+            RefundStore(database, clock),
         )
 
     async def close(self) -> None:

@@ -129,5 +129,76 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "INSERT INTO journal_probe (id, writes) VALUES (1, 0)",
     ),
+    # 5: refunds, one row per out_refund_no (the idempotency key) and append-only events. A
+    # refund's sum against its payment is checked in the transaction that inserts it; a refund
+    # is deleted (with its events, marked `pruning` first) only once final, like payments.
+    (
+        """
+        CREATE TABLE refunds (
+            out_refund_no         TEXT PRIMARY KEY,
+            out_trade_no          TEXT NOT NULL REFERENCES payments (out_trade_no),
+            params                TEXT NOT NULL,
+            params_hash           TEXT NOT NULL,
+            state                 TEXT NOT NULL,
+            refund_fee            INTEGER NOT NULL,
+            total_fee             INTEGER NOT NULL,
+            transaction_id        TEXT NOT NULL DEFAULT '',
+            refund_id             TEXT NOT NULL DEFAULT '',
+            settlement_refund_fee INTEGER NOT NULL DEFAULT 0,
+            cash_refund_fee       INTEGER NOT NULL DEFAULT 0,
+            coupon_refund_fee     INTEGER NOT NULL DEFAULT 0,
+            refund_channel        TEXT NOT NULL DEFAULT '',
+            success_time          TEXT NOT NULL DEFAULT '',
+            recv_account          TEXT NOT NULL DEFAULT '',
+            err_code              TEXT NOT NULL DEFAULT '',
+            err_code_des          TEXT NOT NULL DEFAULT '',
+            attention_reason      TEXT NOT NULL DEFAULT '',
+            attention_action      TEXT NOT NULL DEFAULT '',
+            first_sent_at         REAL,
+            sent_at               REAL,
+            attempts              INTEGER NOT NULL DEFAULT 0,
+            created_at            REAL NOT NULL,
+            updated_at            REAL NOT NULL,
+            final                 INTEGER NOT NULL DEFAULT 0,
+            pruning               INTEGER NOT NULL DEFAULT 0,
+            last_seq              INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        "CREATE INDEX refunds_by_payment ON refunds (out_trade_no, created_at, out_refund_no)",
+        "CREATE INDEX refunds_unfinished ON refunds (created_at) WHERE final = 0",
+        """
+        CREATE TABLE refund_events (
+            out_refund_no TEXT NOT NULL REFERENCES refunds (out_refund_no),
+            seq           INTEGER NOT NULL,
+            time          REAL NOT NULL,
+            state         TEXT NOT NULL,
+            kind          TEXT NOT NULL,
+            data          TEXT NOT NULL,
+            PRIMARY KEY (out_refund_no, seq)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TRIGGER refund_events_no_update BEFORE UPDATE ON refund_events
+        BEGIN SELECT RAISE(ABORT, 'refund_events is append-only'); END
+        """,
+        """
+        CREATE TRIGGER refund_events_no_delete BEFORE DELETE ON refund_events
+        WHEN NOT EXISTS (
+            SELECT 1 FROM refunds
+            WHERE out_refund_no = OLD.out_refund_no AND final = 1 AND pruning = 1
+        )
+        BEGIN SELECT RAISE(ABORT, 'refund_events is append-only'); END
+        """,
+        """
+        CREATE TRIGGER refunds_prune_only_final BEFORE UPDATE OF pruning ON refunds
+        WHEN NEW.pruning != 0 AND NEW.final = 0
+        BEGIN SELECT RAISE(ABORT, 'only a finished refund can be pruned'); END
+        """,
+        """
+        CREATE TRIGGER refunds_no_delete BEFORE DELETE ON refunds
+        WHEN OLD.final = 0 OR OLD.pruning = 0
+        BEGIN SELECT RAISE(ABORT, 'only a finished refund marked pruning can be deleted'); END
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,4 +1,4 @@
-"""What the payments domain needs from outside: its journal and WeChat Pay's three v2 calls."""
+"""What the payments domain needs from outside: its journals and WeChat Pay's v2 calls."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from facepayd.payments.models import EventKind, Payment, PaymentEvent, PaymentOrder, PaymentState
-from facepayd.wxpay.models import MicropayOrder, ReverseResult, TradeResult
+from facepayd.payments.refund_models import Refund, RefundEvent, RefundRequest, RefundState
+from facepayd.wxpay.models import (
+    MicropayOrder,
+    RefundOrder,
+    RefundQueryResult,
+    RefundResult,
+    ReverseResult,
+    TradeResult,
+)
 
 # Aliases: inside the Protocol, the name "list" is the method.
 PaymentList = list[Payment]
@@ -67,3 +75,49 @@ class PaymentBackend(Protocol):
     ) -> TradeResult: ...
 
     async def reverse(self, *, out_trade_no: str, transaction_id: str = "") -> ReverseResult: ...
+
+
+RefundList = list[Refund]
+RefundEventList = list[RefundEvent]
+
+
+class RefundJournal(Protocol):
+    """Refunds and their events; the sum against the paid amount is checked atomically here."""
+
+    def add_listener(self, listener: Callable[[RefundEvent], None]) -> None: ...
+
+    async def create_refund(self, request: RefundRequest) -> tuple[Refund, bool]: ...
+
+    async def retry_failed(self, out_refund_no: str) -> RefundEvent: ...
+
+    async def append(
+        self,
+        out_refund_no: str,
+        state: RefundState,
+        data: Mapping[str, str | int] | None = None,
+        **row_updates: str | int,
+    ) -> RefundEvent: ...
+
+    async def mark_sending(self, out_refund_no: str, reason: str) -> Refund: ...
+
+    async def get(self, out_refund_no: str) -> Refund: ...
+
+    async def find(self, out_refund_no: str) -> Refund | None: ...
+
+    async def events(self, out_refund_no: str, after_seq: int = 0) -> RefundEventList: ...
+
+    async def for_payment(
+        self, out_trade_no: str, page_size: int = 50, page_token: str = ""
+    ) -> tuple[RefundList, str]: ...
+
+    async def refunded_fee(self, out_trade_no: str) -> int: ...
+
+    async def unfinished(self) -> RefundList: ...
+
+
+class RefundBackend(Protocol):
+    """WeChat Pay v2's refund and refundquery (WxPayV2Client implements them)."""
+
+    async def refund(self, order: RefundOrder) -> RefundResult: ...
+
+    async def refundquery(self, *, out_refund_no: str) -> RefundQueryResult: ...

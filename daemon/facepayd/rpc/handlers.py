@@ -19,6 +19,7 @@ from facepayd.face.lifecycle import Lifecycle
 from facepayd.face.sessions import FaceSessions
 from facepayd.ops.config import Config
 from facepayd.ops.diagnose import Diagnostics
+from facepayd.payments.refunds import RefundService
 from facepayd.payments.service import PaymentService
 from facepayd.payscore.service import PayScoreService
 from facepayd.rpc.status import to_status
@@ -40,10 +41,11 @@ class Domain:
     payments: PaymentService
     payscore: PayScoreService | None = None
     diagnostics: Diagnostics | None = None
+    refunds: RefundService | None = None
 
 
 class Area:
-    """One area of the API (status, face, payments, PayScore): handlers over the domain."""
+    """One area of the API (status, face, payments, refunds, PayScore): handlers over the domain."""
 
     _d: Domain
 

@@ -39,9 +39,9 @@ class PaymentsArea(Area):
     ) -> pb.GetPaymentResponse:
         """One payment from the journal."""
         v.require_out_trade_no(request.out_trade_no)
-        return pb.GetPaymentResponse(
-            payment=payment_message(await self._d.payments.get(request.out_trade_no))
-        )
+        payment = payment_message(await self._d.payments.get(request.out_trade_no))
+        await self._refunded(payment)
+        return pb.GetPaymentResponse(payment=payment)
 
     @unary
     async def ListPayments(
@@ -78,9 +78,10 @@ class PaymentsArea(Area):
             page_size=request.page_size or 50,
             page_token=request.page_token,
         )
-        return pb.ListPaymentsResponse(
-            payments=[payment_message(p) for p in payments], next_page_token=token
-        )
+        messages = [payment_message(p) for p in payments]
+        for message in messages:
+            await self._refunded(message)
+        return pb.ListPaymentsResponse(payments=messages, next_page_token=token)
 
     @unary
     async def ReversePayment(
@@ -91,6 +92,11 @@ class PaymentsArea(Area):
         return pb.ReversePaymentResponse(
             payment=payment_message(await self._d.payments.reverse(request.out_trade_no))
         )
+
+    async def _refunded(self, payment: pb.Payment) -> None:
+        """Fill refunded_fee from the payment's refunds."""
+        if self._d.refunds is not None:
+            payment.refunded_fee = await self._d.refunds.refunded_fee(payment.out_trade_no)
 
 
 def payment_order(request: pb.StartFacePayRequest, max_amount: int, rules: v.Rules) -> PaymentOrder:

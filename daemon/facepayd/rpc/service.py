@@ -8,6 +8,7 @@ from facepayd.rpc.face import FaceArea
 from facepayd.rpc.handlers import Domain
 from facepayd.rpc.payments import PaymentsArea
 from facepayd.rpc.payscore import PayScoreArea
+from facepayd.rpc.refunds import RefundsArea
 from facepayd.rpc.terminal import TerminalArea
 
 __all__ = ["Domain", "TerminalService"]
@@ -17,6 +18,7 @@ class TerminalService(
     TerminalArea,
     FaceArea,
     PaymentsArea,
+    RefundsArea,
     PayScoreArea,
     DiagnoseArea,
     pb_grpc.TerminalServiceServicer,  # type: ignore[misc]

@@ -73,6 +73,9 @@ Rules that hold whatever the scenario:
 - `seed_paid_order()` puts an earlier, unrelated paid order (another payer) under a number.
 - `reverses()` records every reverse with its age: seconds from the order's first micropay
   arriving to the reverse arriving, on the simulator's clock.
+- Refunds (`/secapi/pay/refund`, `/pay/refundquery`) are the RefundDesk's (sim/refunds.py: its
+  rules and its scenarios, picked by refund_fee); `refunds` is their ledger. A reverse of an
+  order with a refund is refused (TRADE_ERROR, recall=N): its money is already going back.
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ import h11
 from facepayd.clock import Clock
 from facepayd.errors import ResponseNotTrusted
 from facepayd.ops.logs import get_logger
+from facepayd.sim.refunds import PaidOrder, RefundDesk, RefundRecord
 from facepayd.sim.tls import TestPki
 from facepayd.wxpay.models import Merchant
 from facepayd.wxpay.sign import MD5, SIGN_TYPES, sign, verify
@@ -104,6 +108,8 @@ __all__ = [
     "AUTHINFO_PATH",
     "MICROPAY_PATH",
     "ORDERQUERY_PATH",
+    "REFUNDQUERY_PATH",
+    "REFUND_PATH",
     "REVERSE_PATH",
     "REVERSE_WINDOW",
     "OrderRecord",
@@ -122,6 +128,8 @@ AUTHINFO_PATH = "/face/get_wxpayface_authinfo"
 MICROPAY_PATH = "/pay/micropay"
 ORDERQUERY_PATH = "/pay/orderquery"
 REVERSE_PATH = "/secapi/pay/reverse"
+REFUND_PATH = "/secapi/pay/refund"
+REFUNDQUERY_PATH = "/pay/refundquery"
 
 
 class Scenario(enum.StrEnum):
@@ -621,6 +629,7 @@ class WxPaySimulator:
         oversized_bytes: int = 256 * 1024,
         unknown_reverse: UnknownReverse = UnknownReverse.REFUSE,
         reverse_log_size: int = 10_000,
+        refund_processing_seconds: float = 2.0,
     ) -> None:
         self._merchant = merchant
         self._api_key = api_key
@@ -649,12 +658,15 @@ class WxPaySimulator:
         self.observers: list[Callable[[str, Mapping[str, str]], None]] = []
         # Who a face_code belongs to, when a simulated terminal issued it: paid as that user.
         self.openid_of_face_code: Callable[[str], str | None] = lambda _face_code: None
+        self.refund_desk = RefundDesk(clock, processing_seconds=refund_processing_seconds)
         self._server = SimHttpsServer(_server_context(pki), clock, host=host, port=port)
         for path, endpoint in (
             (AUTHINFO_PATH, self._authinfo),
             (MICROPAY_PATH, self._micropay),
             (ORDERQUERY_PATH, self._orderquery),
             (REVERSE_PATH, self._reverse),
+            (REFUND_PATH, self._refund),
+            (REFUNDQUERY_PATH, self._refundquery),
         ):
             self._server.add_route("POST", path, self._v2(path, endpoint))
 
@@ -781,6 +793,11 @@ class WxPaySimulator:
         self._charge(order, paid_at)
         self._orders[out_trade_no] = order
         return order.snapshot()
+
+    @property
+    def refunds(self) -> dict[str, RefundRecord]:
+        """Every refund by out_refund_no (see sim/refunds.py)."""
+        return self.refund_desk.ledger
 
     def reverses(self, out_trade_no: str | None = None) -> tuple[ReverseRecord, ...]:
         """Every reverse recorded (oldest first, at most reverse_log_size), or one order's."""
@@ -1008,6 +1025,8 @@ class WxPaySimulator:
         refusal = REVERSE_REFUSALS.get(planned) if planned is not None else None
         if refusal is not None:
             return _reverse_answer(*refusal)
+        if self.refund_desk.has_refunds(order.out_trade_no):
+            return _reverse_answer("TRADE_ERROR", "订单已退款")
         # The reference: "用户正在支付中的订单不允许撤销". Only in this scenario: WeChat does let
         # an order waiting for a password be reversed, which is how a stalled USERPAYING ends.
         if planned is Scenario.REVERSE_USERPAYING and order.state is OrderState.USERPAYING:
@@ -1025,6 +1044,25 @@ class WxPaySimulator:
             order.state = OrderState.REVOKED
         order.settle_at = None
         return _Answer({"result_code": "SUCCESS", "recall": "N"})
+
+    def _refund(self, fields: dict[str, str], _scripted: Scenario | None) -> _Answer:
+        answer, dropped = self.refund_desk.refund(fields, self._paid_order)
+        return _Answer(answer, fault=Scenario.DROP_CONNECTION if dropped else None)
+
+    def _refundquery(self, fields: dict[str, str], _scripted: Scenario | None) -> _Answer:
+        answer, _ = self.refund_desk.refundquery(fields, self._paid_order)
+        return _Answer(answer)
+
+    def _paid_order(self, out_trade_no: str, transaction_id: str) -> PaidOrder | None:
+        """The refund desk's view of a ledger order (transaction_id takes priority)."""
+        order = self._find(out_trade_no, transaction_id)
+        if order is None or order.state is OrderState.NOT_EXIST:
+            return None
+        self._settle(order)
+        paid = order.state is OrderState.SUCCESS and not order.refunded
+        return PaidOrder(
+            order.out_trade_no, order.transaction_id, order.total_fee, paid, order.paid_at
+        )
 
     def _reverse_unknown(self, out_trade_no: str, order: _Order | None) -> _Answer:
         """Answer a reverse of an order WeChat Pay has no record of, as unknown_reverse says."""

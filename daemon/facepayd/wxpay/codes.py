@@ -1,9 +1,10 @@
 """What each v2 err_code means for the order: the one table the payment logic decides by.
 
-Codes come from the reference's error tables for micropay, orderquery and reverse. A code
-that is not in the table is never taken as a definite failure: for micropay and orderquery
-it means "outcome unknown, query again", for reverse "call again" (while the answer's
-recall=N still ends the reversing: the order's own state then decides).
+Codes come from the reference's error tables for micropay, orderquery and reverse, and from
+WeChat Pay's public v2 documentation of refund and refundquery (the reference has no refund
+section). A code that is not in the table is never taken as a definite failure: for micropay,
+orderquery, refund and refundquery it means "outcome unknown, query again", for reverse "call
+again" (while the answer's recall=N still ends the reversing: the order's own state then decides).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ class Api(enum.StrEnum):
     MICROPAY = "micropay"
     ORDERQUERY = "orderquery"
     REVERSE = "reverse"
+    REFUND = "refund"
+    REFUNDQUERY = "refundquery"
 
 
 class Disposition(enum.StrEnum):
@@ -33,6 +36,8 @@ class Disposition(enum.StrEnum):
     NOT_EXIST = "not_exist"  # orderquery: WeChat Pay never saw the order
     RETRY = "retry"  # reverse: call reverse again
     EXPIRED = "expired"  # reverse: older than the 7-day window; only a refund undoes it
+    # refund: too many requests; the same request again, no sooner than a minute later.
+    THROTTLED = "throttled"
 
 
 _F = Disposition.FAILED
@@ -90,11 +95,58 @@ ERROR_CODES: Mapping[Api, Mapping[str, Disposition]] = MappingProxyType(
                 "TRADE_ERROR": _F,
             }
         ),
+        # A definite code means this request refunded nothing. RETRY codes ask for the same
+        # request again ("请用相同参数再次调用"): the refund machine queries first and sends
+        # again, with the same out_refund_no, only when WeChat Pay has no such refund.
+        Api.REFUND: MappingProxyType(
+            {
+                "SYSTEMERROR": Disposition.RETRY,
+                "BIZERR_NEED_RETRY": Disposition.RETRY,
+                "FREQUENCY_LIMITED": Disposition.THROTTLED,
+                "INVALID_REQ_TOO_MUCH": Disposition.THROTTLED,
+                "TRADE_OVERDUE": _F,
+                "ERROR": _F,
+                "USER_ACCOUNT_ABNORMAL": _F,
+                "NOTENOUGH": _F,
+                "INVALID_TRANSACTIONID": _F,
+                "PARAM_ERROR": _F,
+                "APPID_NOT_EXIST": _F,
+                "MCHID_NOT_EXIST": _F,
+                "ORDERNOTEXIST": _F,
+                "REQUIRE_POST_METHOD": _F,
+                "SIGNERROR": _F,
+                "XML_FORMAT_ERROR": _F,
+                # Not in the refund error table, but answered by WeChat Pay: the number was used
+                # with another amount (never ours: a number keeps its parameters here).
+                "REFUND_FEE_MISMATCH": _F,
+                # Named by issue 11, not by the documentation: the order is not paid.
+                "ORDER_NOT_PAID": _F,
+            }
+        ),
+        Api.REFUNDQUERY: MappingProxyType(
+            {
+                "SYSTEMERROR": _Q,
+                "REFUNDNOTEXIST": Disposition.NOT_EXIST,
+                "INVALID_TRANSACTIONID": _F,
+                "PARAM_ERROR": _F,
+                "APPID_NOT_EXIST": _F,
+                "MCHID_NOT_EXIST": _F,
+                "REQUIRE_POST_METHOD": _F,
+                "SIGNERROR": _F,
+                "XML_FORMAT_ERROR": _F,
+            }
+        ),
     }
 )
 
 _UNLISTED: Mapping[Api, Disposition] = MappingProxyType(
-    {Api.MICROPAY: _Q, Api.ORDERQUERY: _Q, Api.REVERSE: Disposition.RETRY}
+    {
+        Api.MICROPAY: _Q,
+        Api.ORDERQUERY: _Q,
+        Api.REVERSE: Disposition.RETRY,
+        Api.REFUND: _Q,
+        Api.REFUNDQUERY: _Q,
+    }
 )
 
 

@@ -90,3 +90,74 @@ class ReverseResult:
     recall: bool
     err_code: str = ""
     err_code_des: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RefundOrder:
+    """The fields of one secapi/pay/refund call (transaction_id wins over out_trade_no)."""
+
+    out_refund_no: str
+    total_fee: int
+    refund_fee: int
+    out_trade_no: str = ""
+    transaction_id: str = ""
+    refund_fee_type: str = ""
+    refund_desc: str = ""
+    refund_account: str = ""
+
+
+class RefundOutcome(enum.StrEnum):
+    """What a verified refund answer says about the request."""
+
+    ACCEPTED = "ACCEPTED"  # result_code SUCCESS: WeChat Pay took it; refundquery tells the end
+    FAILED = "FAILED"  # a definite error: nothing refunded by this request
+    RETRY = "RETRY"  # SYSTEMERROR, BIZERR_NEED_RETRY...: send the same request again later
+    UNKNOWN = "UNKNOWN"  # an unlisted code: query before anything else
+    # return_code FAIL (SIGNERROR, XML_FORMAT_ERROR...): refused whole, unsigned, not proof.
+    REJECTED = "REJECTED"
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    """A verified refund answer."""
+
+    outcome: RefundOutcome
+    out_refund_no: str = ""
+    err_code: str = ""
+    err_code_des: str = ""
+    refund_id: str = ""
+    transaction_id: str = ""
+    refund_fee: int = 0
+    settlement_refund_fee: int = 0
+    cash_refund_fee: int = 0
+    coupon_refund_fee: int = 0
+
+
+class RefundStatus(enum.StrEnum):
+    """Where one refund stands in a refundquery answer (refund_status_$n), or why none."""
+
+    SUCCESS = "SUCCESS"
+    REFUNDCLOSE = "REFUNDCLOSE"
+    PROCESSING = "PROCESSING"
+    CHANGE = "CHANGE"  # refunded to an abnormal account: the merchant platform settles it
+    NOT_EXIST = "NOT_EXIST"  # REFUNDNOTEXIST: WeChat Pay has no such refund
+    UNKNOWN = "UNKNOWN"  # SYSTEMERROR, an unheard-of status, a row that is not ours: ask again
+
+
+@dataclass(frozen=True, slots=True)
+class RefundQueryResult:
+    """One refund's row of a verified refundquery answer."""
+
+    status: RefundStatus
+    out_refund_no: str = ""
+    refund_id: str = ""
+    transaction_id: str = ""
+    refund_fee: int = 0
+    settlement_refund_fee: int = 0
+    cash_refund_fee: int = 0
+    coupon_refund_fee: int = 0
+    refund_channel: str = ""
+    success_time: str = ""
+    recv_account: str = ""
+    err_code: str = ""
+    err_code_des: str = ""

@@ -1,4 +1,4 @@
-"""The WeChat Pay v2 XML client: get_wxpayface_authinfo, micropay, orderquery and reverse."""
+"""The WeChat Pay v2 XML client: authinfo, micropay, orderquery, reverse, refund, refundquery."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ from facepayd.wxpay.models import (
     AuthinfoGrant,
     Merchant,
     MicropayOrder,
+    RefundOrder,
+    RefundOutcome,
+    RefundQueryResult,
+    RefundResult,
+    RefundStatus,
     ReverseResult,
     TradeResult,
     TradeState,
@@ -46,6 +51,19 @@ _QUERY_TRADE_STATES: Mapping[str, TradeState] = {
     "USERPAYING": TradeState.USERPAYING,
     "PAYERROR": TradeState.PAYERROR,
 }
+_REFUND_OUTCOMES: Mapping[Disposition, RefundOutcome] = {
+    Disposition.FAILED: RefundOutcome.FAILED,
+    Disposition.RETRY: RefundOutcome.RETRY,
+    Disposition.THROTTLED: RefundOutcome.RETRY,
+}
+_REFUND_STATUSES: Mapping[str, RefundStatus] = {
+    "SUCCESS": RefundStatus.SUCCESS,
+    "REFUNDCLOSE": RefundStatus.REFUNDCLOSE,
+    "PROCESSING": RefundStatus.PROCESSING,
+    "CHANGE": RefundStatus.CHANGE,
+}
+# refundquery lists at most this many refunds per answer (WeChat Pay pages past 10 with offset).
+_MAX_REFUND_ROWS = 50
 _MICROPAY_STATES: Mapping[Disposition, TradeState] = {
     Disposition.FAILED: TradeState.FAILED,
     Disposition.USERPAYING: TradeState.USERPAYING,
@@ -243,6 +261,116 @@ class WxPayV2Client:
             err_code=err_code,
             err_code_des=_message(fields.get("err_code_des", ""), ()),
         )
+
+    async def refund(self, order: RefundOrder) -> RefundResult:
+        """Ask for a refund over the merchant-certificate connection; refundquery tells its end.
+
+        BackendUnavailable/ResponseNotTrusted leave it unknown (the request may have arrived);
+        a return_code=FAIL answer is the typed outcome REJECTED, not proof of anything.
+        """
+        if not order.out_refund_no:
+            raise InvalidArgument("out_refund_no", "must not be empty")
+        if not order.out_trade_no and not order.transaction_id:
+            raise InvalidArgument("out_trade_no", "out_trade_no or transaction_id is required")
+        if not 0 < order.refund_fee <= order.total_fee:
+            raise InvalidArgument("refund_fee", "must be between 1 and total_fee")
+        if self._secapi_http is None:
+            raise ConfigError("refund needs the merchant API certificate, which is not configured")
+        params = {
+            **self._merchant_params(),
+            # WeChat Pay takes transaction_id first when both are given.
+            "transaction_id": order.transaction_id,
+            "out_trade_no": order.out_trade_no,
+            "out_refund_no": order.out_refund_no,
+            "total_fee": str(order.total_fee),
+            "refund_fee": str(order.refund_fee),
+            "refund_fee_type": order.refund_fee_type,
+            "refund_desc": order.refund_desc,
+            "refund_account": order.refund_account,
+        }
+        try:
+            fields = await self._call(
+                "refund", self._secapi_http, f"{self._api_base_url}/secapi/pay/refund", params
+            )
+        except BackendRejected as exc:  # only _call's return_code=FAIL raises it
+            return RefundResult(
+                RefundOutcome.REJECTED,
+                out_refund_no=order.out_refund_no,
+                err_code=exc.code,
+                err_code_des=exc.message,
+            )
+        self._check_echo(fields, "out_refund_no", order.out_refund_no, "refund")
+        if order.out_trade_no:
+            self._check_echo(fields, "out_trade_no", order.out_trade_no, "refund")
+        if order.transaction_id:
+            self._check_echo(fields, "transaction_id", order.transaction_id, "refund")
+        if _result_code(fields, "refund") != "SUCCESS":
+            err_code = fields.get("err_code", "")
+            return RefundResult(
+                _REFUND_OUTCOMES.get(classify(Api.REFUND, err_code), RefundOutcome.UNKNOWN),
+                out_refund_no=order.out_refund_no,
+                err_code=err_code,
+                err_code_des=_message(fields.get("err_code_des", ""), ()),
+            )
+        refund_fee = _int_field(fields, "refund_fee", "refund")
+        if "refund_fee" in fields and refund_fee != order.refund_fee:
+            raise ResponseNotTrusted("refund: answer refund_fee does not match ours")
+        coupon = _int_field(fields, "coupon_refund_fee", "refund")
+        return RefundResult(
+            RefundOutcome.ACCEPTED,
+            out_refund_no=order.out_refund_no,
+            refund_id=fields.get("refund_id", ""),
+            transaction_id=fields.get("transaction_id", ""),
+            refund_fee=order.refund_fee,
+            settlement_refund_fee=_int_field(fields, "settlement_refund_fee", "refund"),
+            cash_refund_fee=_int_field(fields, "cash_refund_fee", "refund"),
+            coupon_refund_fee=coupon,
+        )
+
+    async def refundquery(self, *, out_refund_no: str) -> RefundQueryResult:
+        """Where one refund stands now, by its out_refund_no; NOT_EXIST when WeChat Pay has none."""
+        if not out_refund_no:
+            raise InvalidArgument("out_refund_no", "must not be empty")
+        params = {**self._merchant_params(), "out_refund_no": out_refund_no}
+        fields = await self._call(
+            "refundquery", self._http, f"{self._api_base_url}/pay/refundquery", params
+        )
+        if _result_code(fields, "refundquery") != "SUCCESS":
+            err_code = fields.get("err_code", "")
+            not_exist = classify(Api.REFUNDQUERY, err_code) is Disposition.NOT_EXIST
+            return RefundQueryResult(
+                RefundStatus.NOT_EXIST if not_exist else RefundStatus.UNKNOWN,
+                out_refund_no=out_refund_no,
+                err_code=err_code,
+                err_code_des=_message(fields.get("err_code_des", ""), ()),
+            )
+        count = min(_int_field(fields, "refund_count", "refundquery"), _MAX_REFUND_ROWS)
+        for n in range(count):
+            if fields.get(f"out_refund_no_{n}") != out_refund_no:
+                continue
+            refund_fee = _int_field(fields, f"refund_fee_{n}", "refundquery")
+            coupon = _int_field(fields, f"coupon_refund_fee_{n}", "refundquery")
+            status = fields.get(f"refund_status_{n}", "")
+            return RefundQueryResult(
+                # An unheard-of status is not proof of anything: the caller asks again.
+                _REFUND_STATUSES.get(status, RefundStatus.UNKNOWN),
+                out_refund_no=out_refund_no,
+                refund_id=fields.get(f"refund_id_{n}", ""),
+                transaction_id=fields.get("transaction_id", ""),
+                refund_fee=refund_fee,
+                settlement_refund_fee=_int_field(
+                    fields, f"settlement_refund_fee_{n}", "refundquery"
+                ),
+                # refundquery names no cash part per refund: what the coupons did not cover.
+                cash_refund_fee=max(refund_fee - coupon, 0),
+                coupon_refund_fee=coupon,
+                refund_channel=fields.get(f"refund_channel_{n}", ""),
+                success_time=fields.get(f"refund_success_time_{n}", ""),
+                # Spelled "accout" by WeChat Pay.
+                recv_account=_message(fields.get(f"refund_recv_accout_{n}", ""), ()),
+            )
+        # An answer without our row says nothing about our refund.
+        return RefundQueryResult(RefundStatus.UNKNOWN, out_refund_no=out_refund_no)
 
     def _merchant_params(self) -> dict[str, str]:
         m = self._merchant

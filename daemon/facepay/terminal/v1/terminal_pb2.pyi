@@ -35,6 +35,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_BACKEND_ERROR: _ClassVar[ErrorReason]
     ERROR_REASON_JOURNAL_UNAVAILABLE: _ClassVar[ErrorReason]
     ERROR_REASON_WRONG_STATE: _ClassVar[ErrorReason]
+    ERROR_REASON_REFUND_EXCEEDS_PAID: _ClassVar[ErrorReason]
 
 class LifecycleState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -75,6 +76,18 @@ class PayResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAY_RESULT_SUCCESS: _ClassVar[PayResult]
     PAY_RESULT_ERROR: _ClassVar[PayResult]
 
+class RefundState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REFUND_STATE_UNSPECIFIED: _ClassVar[RefundState]
+    REFUND_STATE_RECORDED: _ClassVar[RefundState]
+    REFUND_STATE_SENDING: _ClassVar[RefundState]
+    REFUND_STATE_PROCESSING: _ClassVar[RefundState]
+    REFUND_STATE_SUCCEEDED: _ClassVar[RefundState]
+    REFUND_STATE_CLOSED: _ClassVar[RefundState]
+    REFUND_STATE_CHANGE: _ClassVar[RefundState]
+    REFUND_STATE_FAILED: _ClassVar[RefundState]
+    REFUND_STATE_NEEDS_ATTENTION: _ClassVar[RefundState]
+
 class PayScoreOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PAY_SCORE_OUTCOME_UNSPECIFIED: _ClassVar[PayScoreOutcome]
@@ -114,6 +127,7 @@ ERROR_REASON_DEVICE_APP_MISSING: ErrorReason
 ERROR_REASON_BACKEND_ERROR: ErrorReason
 ERROR_REASON_JOURNAL_UNAVAILABLE: ErrorReason
 ERROR_REASON_WRONG_STATE: ErrorReason
+ERROR_REASON_REFUND_EXCEEDS_PAID: ErrorReason
 LIFECYCLE_STATE_UNSPECIFIED: LifecycleState
 LIFECYCLE_STATE_DISCONNECTED: LifecycleState
 LIFECYCLE_STATE_UNINITIALIZED: LifecycleState
@@ -141,6 +155,15 @@ PAYMENT_STATE_NEEDS_ATTENTION: PaymentState
 PAY_RESULT_UNSPECIFIED: PayResult
 PAY_RESULT_SUCCESS: PayResult
 PAY_RESULT_ERROR: PayResult
+REFUND_STATE_UNSPECIFIED: RefundState
+REFUND_STATE_RECORDED: RefundState
+REFUND_STATE_SENDING: RefundState
+REFUND_STATE_PROCESSING: RefundState
+REFUND_STATE_SUCCEEDED: RefundState
+REFUND_STATE_CLOSED: RefundState
+REFUND_STATE_CHANGE: RefundState
+REFUND_STATE_FAILED: RefundState
+REFUND_STATE_NEEDS_ATTENTION: RefundState
 PAY_SCORE_OUTCOME_UNSPECIFIED: PayScoreOutcome
 PAY_SCORE_OUTCOME_SUCCESS: PayScoreOutcome
 PAY_SCORE_OUTCOME_ERROR: PayScoreOutcome
@@ -562,7 +585,7 @@ class GetUserInfoResponse(_message.Message):
     def __init__(self, openid: _Optional[str] = ..., sub_openid: _Optional[str] = ..., nickname: _Optional[str] = ..., token: _Optional[str] = ..., unionid_code: _Optional[str] = ..., unionid_msg: _Optional[str] = ...) -> None: ...
 
 class Payment(_message.Message):
-    __slots__ = ("out_trade_no", "state", "total_fee", "body", "attach", "transaction_id", "openid", "bank_type", "cash_fee", "fee_type", "time_end", "err_code", "err_code_des", "created_at", "updated_at", "last_seq", "final", "attention_reason", "attention_action")
+    __slots__ = ("out_trade_no", "state", "total_fee", "body", "attach", "transaction_id", "openid", "bank_type", "cash_fee", "fee_type", "time_end", "err_code", "err_code_des", "created_at", "updated_at", "last_seq", "final", "attention_reason", "attention_action", "refunded_fee")
     OUT_TRADE_NO_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FEE_FIELD_NUMBER: _ClassVar[int]
@@ -582,6 +605,7 @@ class Payment(_message.Message):
     FINAL_FIELD_NUMBER: _ClassVar[int]
     ATTENTION_REASON_FIELD_NUMBER: _ClassVar[int]
     ATTENTION_ACTION_FIELD_NUMBER: _ClassVar[int]
+    REFUNDED_FEE_FIELD_NUMBER: _ClassVar[int]
     out_trade_no: str
     state: PaymentState
     total_fee: int
@@ -601,7 +625,8 @@ class Payment(_message.Message):
     final: bool
     attention_reason: str
     attention_action: str
-    def __init__(self, out_trade_no: _Optional[str] = ..., state: _Optional[_Union[PaymentState, str]] = ..., total_fee: _Optional[int] = ..., body: _Optional[str] = ..., attach: _Optional[str] = ..., transaction_id: _Optional[str] = ..., openid: _Optional[str] = ..., bank_type: _Optional[str] = ..., cash_fee: _Optional[int] = ..., fee_type: _Optional[str] = ..., time_end: _Optional[str] = ..., err_code: _Optional[str] = ..., err_code_des: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seq: _Optional[int] = ..., final: _Optional[bool] = ..., attention_reason: _Optional[str] = ..., attention_action: _Optional[str] = ...) -> None: ...
+    refunded_fee: int
+    def __init__(self, out_trade_no: _Optional[str] = ..., state: _Optional[_Union[PaymentState, str]] = ..., total_fee: _Optional[int] = ..., body: _Optional[str] = ..., attach: _Optional[str] = ..., transaction_id: _Optional[str] = ..., openid: _Optional[str] = ..., bank_type: _Optional[str] = ..., cash_fee: _Optional[int] = ..., fee_type: _Optional[str] = ..., time_end: _Optional[str] = ..., err_code: _Optional[str] = ..., err_code_des: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seq: _Optional[int] = ..., final: _Optional[bool] = ..., attention_reason: _Optional[str] = ..., attention_action: _Optional[str] = ..., refunded_fee: _Optional[int] = ...) -> None: ...
 
 class WatchPaymentRequest(_message.Message):
     __slots__ = ("out_trade_no", "after_seq")
@@ -662,6 +687,246 @@ class ReversePaymentResponse(_message.Message):
     PAYMENT_FIELD_NUMBER: _ClassVar[int]
     payment: Payment
     def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
+
+class Refund(_message.Message):
+    __slots__ = ("out_refund_no", "out_trade_no", "transaction_id", "refund_id", "state", "refund_fee", "total_fee", "refund_desc", "refund_account", "settlement_refund_fee", "cash_refund_fee", "coupon_refund_fee", "refund_channel", "success_time", "recv_account", "err_code", "err_code_des", "attention_reason", "attention_action", "created_at", "updated_at", "last_seq", "final", "attempts")
+    OUT_REFUND_NO_FIELD_NUMBER: _ClassVar[int]
+    OUT_TRADE_NO_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUND_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REFUND_FEE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FEE_FIELD_NUMBER: _ClassVar[int]
+    REFUND_DESC_FIELD_NUMBER: _ClassVar[int]
+    REFUND_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    SETTLEMENT_REFUND_FEE_FIELD_NUMBER: _ClassVar[int]
+    CASH_REFUND_FEE_FIELD_NUMBER: _ClassVar[int]
+    COUPON_REFUND_FEE_FIELD_NUMBER: _ClassVar[int]
+    REFUND_CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_TIME_FIELD_NUMBER: _ClassVar[int]
+    RECV_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    ERR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERR_CODE_DES_FIELD_NUMBER: _ClassVar[int]
+    ATTENTION_REASON_FIELD_NUMBER: _ClassVar[int]
+    ATTENTION_ACTION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    out_refund_no: str
+    out_trade_no: str
+    transaction_id: str
+    refund_id: str
+    state: RefundState
+    refund_fee: int
+    total_fee: int
+    refund_desc: str
+    refund_account: str
+    settlement_refund_fee: int
+    cash_refund_fee: int
+    coupon_refund_fee: int
+    refund_channel: str
+    success_time: str
+    recv_account: str
+    err_code: str
+    err_code_des: str
+    attention_reason: str
+    attention_action: str
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    last_seq: int
+    final: bool
+    attempts: int
+    def __init__(self, out_refund_no: _Optional[str] = ..., out_trade_no: _Optional[str] = ..., transaction_id: _Optional[str] = ..., refund_id: _Optional[str] = ..., state: _Optional[_Union[RefundState, str]] = ..., refund_fee: _Optional[int] = ..., total_fee: _Optional[int] = ..., refund_desc: _Optional[str] = ..., refund_account: _Optional[str] = ..., settlement_refund_fee: _Optional[int] = ..., cash_refund_fee: _Optional[int] = ..., coupon_refund_fee: _Optional[int] = ..., refund_channel: _Optional[str] = ..., success_time: _Optional[str] = ..., recv_account: _Optional[str] = ..., err_code: _Optional[str] = ..., err_code_des: _Optional[str] = ..., attention_reason: _Optional[str] = ..., attention_action: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seq: _Optional[int] = ..., final: _Optional[bool] = ..., attempts: _Optional[int] = ...) -> None: ...
+
+class RefundRecorded(_message.Message):
+    __slots__ = ("refund_fee", "total_fee", "refund_desc", "reason")
+    REFUND_FEE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FEE_FIELD_NUMBER: _ClassVar[int]
+    REFUND_DESC_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    refund_fee: int
+    total_fee: int
+    refund_desc: str
+    reason: str
+    def __init__(self, refund_fee: _Optional[int] = ..., total_fee: _Optional[int] = ..., refund_desc: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RefundSending(_message.Message):
+    __slots__ = ("attempt", "reason")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    reason: str
+    def __init__(self, attempt: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RefundProcessing(_message.Message):
+    __slots__ = ("refund_id", "refund_fee", "settlement_refund_fee", "cash_refund_fee", "coupon_refund_fee", "refund_channel")
+    REFUND_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUND_FEE_FIELD_NUMBER: _ClassVar[int]
+    SETTLEMENT_REFUND_FEE_FIELD_NUMBER: _ClassVar[int]
+    CASH_REFUND_FEE_FIELD_NUMBER: _ClassVar[int]
+    COUPON_REFUND_FEE_FIELD_NUMBER: _ClassVar[int]
+    REFUND_CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    refund_id: str
+    refund_fee: int
+    settlement_refund_fee: int
+    cash_refund_fee: int
+    coupon_refund_fee: int
+    refund_channel: str
+    def __init__(self, refund_id: _Optional[str] = ..., refund_fee: _Optional[int] = ..., settlement_refund_fee: _Optional[int] = ..., cash_refund_fee: _Optional[int] = ..., coupon_refund_fee: _Optional[int] = ..., refund_channel: _Optional[str] = ...) -> None: ...
+
+class RefundSucceeded(_message.Message):
+    __slots__ = ("refund_id", "refund_fee", "settlement_refund_fee", "cash_refund_fee", "coupon_refund_fee", "refund_channel", "success_time", "recv_account")
+    REFUND_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUND_FEE_FIELD_NUMBER: _ClassVar[int]
+    SETTLEMENT_REFUND_FEE_FIELD_NUMBER: _ClassVar[int]
+    CASH_REFUND_FEE_FIELD_NUMBER: _ClassVar[int]
+    COUPON_REFUND_FEE_FIELD_NUMBER: _ClassVar[int]
+    REFUND_CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_TIME_FIELD_NUMBER: _ClassVar[int]
+    RECV_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    refund_id: str
+    refund_fee: int
+    settlement_refund_fee: int
+    cash_refund_fee: int
+    coupon_refund_fee: int
+    refund_channel: str
+    success_time: str
+    recv_account: str
+    def __init__(self, refund_id: _Optional[str] = ..., refund_fee: _Optional[int] = ..., settlement_refund_fee: _Optional[int] = ..., cash_refund_fee: _Optional[int] = ..., coupon_refund_fee: _Optional[int] = ..., refund_channel: _Optional[str] = ..., success_time: _Optional[str] = ..., recv_account: _Optional[str] = ...) -> None: ...
+
+class RefundClosed(_message.Message):
+    __slots__ = ("reason", "description")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    description: str
+    def __init__(self, reason: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class RefundChanged(_message.Message):
+    __slots__ = ("recv_account", "action", "description")
+    RECV_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    recv_account: str
+    action: str
+    description: str
+    def __init__(self, recv_account: _Optional[str] = ..., action: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class RefundFailed(_message.Message):
+    __slots__ = ("err_code", "description")
+    ERR_CODE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    err_code: str
+    description: str
+    def __init__(self, err_code: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class RefundNeedsAttention(_message.Message):
+    __slots__ = ("reason", "action", "description")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    action: str
+    description: str
+    def __init__(self, reason: _Optional[str] = ..., action: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class RefundEvent(_message.Message):
+    __slots__ = ("out_refund_no", "out_trade_no", "seq", "time", "state", "recorded", "sending", "processing", "succeeded", "closed", "change", "failed", "needs_attention")
+    OUT_REFUND_NO_FIELD_NUMBER: _ClassVar[int]
+    OUT_TRADE_NO_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    SENDING_FIELD_NUMBER: _ClassVar[int]
+    PROCESSING_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_ATTENTION_FIELD_NUMBER: _ClassVar[int]
+    out_refund_no: str
+    out_trade_no: str
+    seq: int
+    time: _timestamp_pb2.Timestamp
+    state: RefundState
+    recorded: RefundRecorded
+    sending: RefundSending
+    processing: RefundProcessing
+    succeeded: RefundSucceeded
+    closed: RefundClosed
+    change: RefundChanged
+    failed: RefundFailed
+    needs_attention: RefundNeedsAttention
+    def __init__(self, out_refund_no: _Optional[str] = ..., out_trade_no: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[RefundState, str]] = ..., recorded: _Optional[_Union[RefundRecorded, _Mapping]] = ..., sending: _Optional[_Union[RefundSending, _Mapping]] = ..., processing: _Optional[_Union[RefundProcessing, _Mapping]] = ..., succeeded: _Optional[_Union[RefundSucceeded, _Mapping]] = ..., closed: _Optional[_Union[RefundClosed, _Mapping]] = ..., change: _Optional[_Union[RefundChanged, _Mapping]] = ..., failed: _Optional[_Union[RefundFailed, _Mapping]] = ..., needs_attention: _Optional[_Union[RefundNeedsAttention, _Mapping]] = ...) -> None: ...
+
+class RefundPaymentRequest(_message.Message):
+    __slots__ = ("out_trade_no", "out_refund_no", "refund_fee", "refund_desc", "refund_account", "retry_failed")
+    OUT_TRADE_NO_FIELD_NUMBER: _ClassVar[int]
+    OUT_REFUND_NO_FIELD_NUMBER: _ClassVar[int]
+    REFUND_FEE_FIELD_NUMBER: _ClassVar[int]
+    REFUND_DESC_FIELD_NUMBER: _ClassVar[int]
+    REFUND_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FAILED_FIELD_NUMBER: _ClassVar[int]
+    out_trade_no: str
+    out_refund_no: str
+    refund_fee: int
+    refund_desc: str
+    refund_account: str
+    retry_failed: bool
+    def __init__(self, out_trade_no: _Optional[str] = ..., out_refund_no: _Optional[str] = ..., refund_fee: _Optional[int] = ..., refund_desc: _Optional[str] = ..., refund_account: _Optional[str] = ..., retry_failed: _Optional[bool] = ...) -> None: ...
+
+class RefundPaymentResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: RefundEvent
+    def __init__(self, event: _Optional[_Union[RefundEvent, _Mapping]] = ...) -> None: ...
+
+class WatchRefundRequest(_message.Message):
+    __slots__ = ("out_refund_no", "after_seq")
+    OUT_REFUND_NO_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    out_refund_no: str
+    after_seq: int
+    def __init__(self, out_refund_no: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class WatchRefundResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: RefundEvent
+    def __init__(self, event: _Optional[_Union[RefundEvent, _Mapping]] = ...) -> None: ...
+
+class GetRefundRequest(_message.Message):
+    __slots__ = ("out_refund_no",)
+    OUT_REFUND_NO_FIELD_NUMBER: _ClassVar[int]
+    out_refund_no: str
+    def __init__(self, out_refund_no: _Optional[str] = ...) -> None: ...
+
+class GetRefundResponse(_message.Message):
+    __slots__ = ("refund",)
+    REFUND_FIELD_NUMBER: _ClassVar[int]
+    refund: Refund
+    def __init__(self, refund: _Optional[_Union[Refund, _Mapping]] = ...) -> None: ...
+
+class ListRefundsRequest(_message.Message):
+    __slots__ = ("out_trade_no", "page_size", "page_token")
+    OUT_TRADE_NO_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    out_trade_no: str
+    page_size: int
+    page_token: str
+    def __init__(self, out_trade_no: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListRefundsResponse(_message.Message):
+    __slots__ = ("refunds", "next_page_token")
+    REFUNDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    refunds: _containers.RepeatedCompositeFieldContainer[Refund]
+    next_page_token: str
+    def __init__(self, refunds: _Optional[_Iterable[_Union[Refund, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CheckPayScoreStatusRequest(_message.Message):
     __slots__ = ("out_trade_no", "payscore_out_request_no", "payscore_service_id", "face")

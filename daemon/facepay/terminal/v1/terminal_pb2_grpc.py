@@ -115,6 +115,26 @@ class TerminalServiceStub:
                 request_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.ReversePaymentRequest.SerializeToString,
                 response_deserializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.ReversePaymentResponse.FromString,
                 _registered_method=True)
+        self.RefundPayment = channel.unary_stream(
+                '/facepay.terminal.v1.TerminalService/RefundPayment',
+                request_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.RefundPaymentRequest.SerializeToString,
+                response_deserializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.RefundPaymentResponse.FromString,
+                _registered_method=True)
+        self.WatchRefund = channel.unary_stream(
+                '/facepay.terminal.v1.TerminalService/WatchRefund',
+                request_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.WatchRefundRequest.SerializeToString,
+                response_deserializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.WatchRefundResponse.FromString,
+                _registered_method=True)
+        self.GetRefund = channel.unary_unary(
+                '/facepay.terminal.v1.TerminalService/GetRefund',
+                request_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.GetRefundRequest.SerializeToString,
+                response_deserializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.GetRefundResponse.FromString,
+                _registered_method=True)
+        self.ListRefunds = channel.unary_unary(
+                '/facepay.terminal.v1.TerminalService/ListRefunds',
+                request_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.ListRefundsRequest.SerializeToString,
+                response_deserializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.ListRefundsResponse.FromString,
+                _registered_method=True)
         self.CheckPayScoreStatus = channel.unary_unary(
                 '/facepay.terminal.v1.TerminalService/CheckPayScoreStatus',
                 request_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.CheckPayScoreStatusRequest.SerializeToString,
@@ -266,6 +286,36 @@ class TerminalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RefundPayment(self, request, context):
+        """Refunds (申请退款, v2 secapi/pay/refund), full or partial, of a paid payment. Journal-first:
+        the refund is recorded, its sum against the paid amount checked, before anything is sent;
+        the stream sends its events from seq 1 and ends once it is final or NEEDS_ATTENTION. The
+        same out_refund_no with the same parameters re-attaches; other parameters are ALREADY_EXISTS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchRefund(self, request, context):
+        """Replays a refund's events after after_seq, then follows it to its end.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRefund(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRefunds(self, request, context):
+        """A payment's refunds, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CheckPayScoreStatus(self, request, context):
         """PayScore by face and v3 service orders.
         """
@@ -392,6 +442,26 @@ def add_TerminalServiceServicer_to_server(servicer, server):
                     servicer.ReversePayment,
                     request_deserializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.ReversePaymentRequest.FromString,
                     response_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.ReversePaymentResponse.SerializeToString,
+            ),
+            'RefundPayment': grpc.unary_stream_rpc_method_handler(
+                    servicer.RefundPayment,
+                    request_deserializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.RefundPaymentRequest.FromString,
+                    response_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.RefundPaymentResponse.SerializeToString,
+            ),
+            'WatchRefund': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRefund,
+                    request_deserializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.WatchRefundRequest.FromString,
+                    response_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.WatchRefundResponse.SerializeToString,
+            ),
+            'GetRefund': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRefund,
+                    request_deserializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.GetRefundRequest.FromString,
+                    response_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.GetRefundResponse.SerializeToString,
+            ),
+            'ListRefunds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRefunds,
+                    request_deserializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.ListRefundsRequest.FromString,
+                    response_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.ListRefundsResponse.SerializeToString,
             ),
             'CheckPayScoreStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckPayScoreStatus,
@@ -862,6 +932,114 @@ class TerminalService:
             '/facepay.terminal.v1.TerminalService/ReversePayment',
             facepay_dot_terminal_dot_v1_dot_terminal__pb2.ReversePaymentRequest.SerializeToString,
             facepay_dot_terminal_dot_v1_dot_terminal__pb2.ReversePaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/facepay.terminal.v1.TerminalService/RefundPayment',
+            facepay_dot_terminal_dot_v1_dot_terminal__pb2.RefundPaymentRequest.SerializeToString,
+            facepay_dot_terminal_dot_v1_dot_terminal__pb2.RefundPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRefund(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/facepay.terminal.v1.TerminalService/WatchRefund',
+            facepay_dot_terminal_dot_v1_dot_terminal__pb2.WatchRefundRequest.SerializeToString,
+            facepay_dot_terminal_dot_v1_dot_terminal__pb2.WatchRefundResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRefund(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facepay.terminal.v1.TerminalService/GetRefund',
+            facepay_dot_terminal_dot_v1_dot_terminal__pb2.GetRefundRequest.SerializeToString,
+            facepay_dot_terminal_dot_v1_dot_terminal__pb2.GetRefundResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRefunds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facepay.terminal.v1.TerminalService/ListRefunds',
+            facepay_dot_terminal_dot_v1_dot_terminal__pb2.ListRefundsRequest.SerializeToString,
+            facepay_dot_terminal_dot_v1_dot_terminal__pb2.ListRefundsResponse.FromString,
             options,
             channel_credentials,
             insecure,

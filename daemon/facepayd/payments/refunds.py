@@ -1,0 +1,559 @@
+"""Refunds: the machine that settles one refund from the journal, and the service that owns them.
+
+Journal-first, like payments: a refund is RECORDED (its sum against the paid amount checked in
+the same transaction) before anything is sent, and SENDING is committed before each request goes
+out. A refund in SENDING may be at WeChat Pay, so it is only ever queried (refundquery by
+out_refund_no); it is sent again, with the same out_refund_no, only when the query says WeChat
+Pay has no such refund AND no request of ours can still arrive: the last one was answered, or
+in_flight_after has passed since it went out. WeChat Pay also treats a repeated out_refund_no as
+the same refund (its documentation asks for exactly that after a failure), so a resend can never
+refund twice; the query first is what the daemon relies on, that idempotency is a second guard.
+
+Every refund ends SUCCEEDED, CLOSED (REFUNDCLOSE), CHANGE (the money went to an abnormal account:
+an operator settles it) or FAILED (a definite error: nothing refunded), or, not accepted by
+WeChat Pay within attention_after of its first send, NEEDS_ATTENTION, still queried (and sent
+again when proven absent) at a slow, capped cadence. An accepted refund (PROCESSING) is queried
+until it ends: refunds to a bank card can take days, so it never becomes NEEDS_ATTENTION.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from facepayd.clock import Clock, race
+from facepayd.errors import ConfigError, FacepayError, NotFound, Unavailable, WrongState
+from facepayd.payments.ports import RefundBackend, RefundJournal, RefundList
+from facepayd.payments.refund_models import Refund, RefundEvent, RefundRequest, RefundState
+from facepayd.tasks import TaskOwner
+from facepayd.wxpay.codes import Api, Disposition, classify
+from facepayd.wxpay.models import RefundOrder, RefundOutcome, RefundQueryResult, RefundStatus
+
+__all__ = [
+    "ACTIONS",
+    "REFUND_CHANGE",
+    "UNRESOLVED",
+    "RefundMachine",
+    "RefundService",
+    "RefundServiceClosed",
+    "RefundTimings",
+]
+
+log = structlog.get_logger(__name__)
+
+# Reasons of sending events.
+FIRST = "FIRST"
+RESEND = "NOT_FOUND_RESEND"  # a query found no such refund, and nothing of ours is in flight
+RETRY = "RETRY"  # the POS asked again for a FAILED refund
+DAEMON_RESTARTED = "DAEMON_RESTARTED"
+INTERNAL_ERROR = "INTERNAL_ERROR"
+
+# Attention reasons (NEEDS_ATTENTION, CHANGE) and the operator's action for each.
+UNRESOLVED = "REFUND_UNRESOLVED"
+REFUND_CHANGE = "REFUND_CHANGE"
+ACTIONS = {
+    UNRESOLVED: "check the refund in the merchant platform; the daemon keeps querying it and sends"
+    " it again, with the same out_refund_no, only while WeChat Pay has no such refund",
+    REFUND_CHANGE: "the refund went to an abnormal account (the payer's card is closed or frozen):"
+    " settle it in the merchant platform's abnormal refunds (退款异常), to the payer's balance or"
+    " by another route",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RefundTimings:
+    """The refund machine's timers, in seconds."""
+
+    poll_interval: float = 5.0  # first query of an accepted refund; doubles up to poll_max
+    poll_max: float = 300.0
+    retry_backoff: float = 1.0  # first wait after an unclear answer; doubles up to the max
+    retry_backoff_max: float = 30.0
+    # FREQUENCY_LIMITED / INVALID_REQ_TOO_MUCH: "请在1分钟后再来重试".
+    throttled_wait: float = 60.0
+    # No refund request of ours can still reach WeChat Pay this long after it was sent: at least
+    # the WeChat Pay client's whole-request timeout. Only then does REFUNDNOTEXIST mean "never".
+    in_flight_after: float = 30.0
+    attention_after: float = 120.0  # not accepted this long after the first send
+    attention_retry: float = 60.0
+    attention_retry_max: float = 900.0
+
+    def __post_init__(self) -> None:
+        # A zero wait would turn a retry loop into a tight one.
+        for name in ("poll_interval", "retry_backoff", "attention_retry"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be greater than 0")
+
+
+class RefundMachine:
+    """Settles one refund; every step is journaled before the call it leads to."""
+
+    def __init__(
+        self,
+        out_refund_no: str,
+        *,
+        journal: RefundJournal,
+        backend: RefundBackend,
+        clock: Clock,
+        timings: RefundTimings,
+    ) -> None:
+        self._no = out_refund_no
+        self._journal = journal
+        self._backend = backend
+        self._clock = clock
+        self._timings = timings
+        self._log = log.bind(out_refund_no=out_refund_no)
+        # What the latest send of this run learnt; a resumed run knows nothing (the safe side).
+        self._answered = False  # it was answered: nothing of ours is in flight
+        self._rejected = ""  # its return_code=FAIL code: REFUNDNOTEXIST then means FAILED
+        self._wait = 0.0  # before the next query (a retry code asks for patience)
+        self._backoff = timings.retry_backoff
+        self._attend_delay = timings.attention_retry
+
+    async def run(self, reason: str = FIRST) -> Refund:
+        """Drive the refund from its journaled state to a final state."""
+        refund = await self._journal.get(self._no)
+        while not refund.final:
+            match refund.state:
+                case RefundState.RECORDED:
+                    refund = await self._send(reason)
+                case RefundState.SENDING:
+                    refund = await self._resolve()
+                case RefundState.PROCESSING:
+                    refund = await self._poll()
+                case RefundState.NEEDS_ATTENTION:
+                    refund = await self._attend()
+                case _:  # pragma: no cover - every unfinished state is matched above
+                    raise AssertionError(refund.state)
+        return refund
+
+    # ------------------------------------------------------------------ steps
+
+    async def _send(self, reason: str) -> Refund:
+        """Journal SENDING, then send the refund once."""
+        refund = await self._journal.mark_sending(self._no, reason)
+        self._answered, self._rejected, self._wait = False, "", 0.0
+        order = RefundOrder(
+            out_refund_no=self._no,
+            total_fee=refund.total_fee,
+            refund_fee=refund.refund_fee,
+            out_trade_no=refund.out_trade_no,
+            transaction_id=refund.transaction_id,
+            refund_desc=refund.request.refund_desc,
+            refund_account=refund.request.refund_account,
+        )
+        try:
+            result = await self._backend.refund(order)
+        except FacepayError as exc:
+            # No answer we can use: the request may have arrived. Only a query may follow.
+            self._log.warning("refund_request_failed", reason=exc.reason, error=str(exc))
+            return refund
+        match result.outcome:
+            case RefundOutcome.ACCEPTED:
+                self._backoff = self._timings.retry_backoff
+                data: dict[str, str | int] = {
+                    "refund_id": result.refund_id,
+                    "refund_fee": result.refund_fee or refund.refund_fee,
+                    "settlement_refund_fee": result.settlement_refund_fee,
+                    "cash_refund_fee": result.cash_refund_fee,
+                    "coupon_refund_fee": result.coupon_refund_fee,
+                }
+                updates = {k: v for k, v in data.items() if k != "refund_fee"}
+                if result.transaction_id:
+                    updates["transaction_id"] = result.transaction_id
+                return await self._to(RefundState.PROCESSING, data, **updates)
+            case RefundOutcome.FAILED:
+                return await self._fail(result.err_code, result.err_code_des)
+            case RefundOutcome.RETRY:
+                self._answered = True
+                throttled = classify(Api.REFUND, result.err_code) is Disposition.THROTTLED
+                self._wait = self._timings.throttled_wait if throttled else self._next_backoff()
+                self._log.info("refund_retry", err_code=result.err_code, wait=self._wait)
+            case RefundOutcome.REJECTED:
+                self._answered, self._rejected = True, result.err_code or "REJECTED"
+                self._log.warning("refund_rejected", err_code=result.err_code)
+            case _:
+                # An unlisted code: an answer, but not a known one; it may hide an acceptance.
+                self._log.warning("refund_answer_unknown", err_code=result.err_code)
+        return refund
+
+    async def _resolve(self) -> Refund:
+        """SENDING: query until the refund is found, proven absent (then resend), or overdue."""
+        t = self._timings
+        while True:
+            if self._wait > 0:
+                await self._clock.sleep(self._wait)
+            answer = await self._ask()
+            done = await self._conclude(answer)
+            if done is not None:
+                return done
+            refund = await self._journal.get(self._no)
+            since_sent = self._since(refund.sent_at)
+            overdue = self._since(refund.first_sent_at) >= t.attention_after
+            if answer.status is RefundStatus.NOT_EXIST:
+                if self._rejected:
+                    return await self._fail(
+                        self._rejected,
+                        "WeChat Pay refused the refund request and has no such refund",
+                    )
+                if (self._answered or since_sent >= t.in_flight_after) and not overdue:
+                    return await self._send(RESEND)
+            if overdue:
+                return await self._attention(UNRESOLVED, "WeChat Pay has not accepted the refund")
+            self._wait = self._next_backoff()
+            if answer.status is RefundStatus.NOT_EXIST and not self._answered:
+                # Ask again as soon as the in-flight window closes, not a backoff later.
+                self._wait = min(self._wait, max(t.in_flight_after - since_sent, 0.0) + 0.001)
+
+    async def _poll(self) -> Refund:
+        """PROCESSING: query at a doubling, capped interval until the refund ends."""
+        delay = self._timings.poll_interval
+        while True:
+            await self._clock.sleep(delay)
+            answer = await self._ask()
+            done = await self._conclude(answer)
+            if done is not None and done.state is not RefundState.PROCESSING:
+                return done
+            if answer.status is RefundStatus.NOT_EXIST:
+                self._log.warning("accepted_refund_not_found")
+            delay = min(delay * 2, self._timings.poll_max)
+
+    async def _attend(self) -> Refund:
+        """NEEDS_ATTENTION: one slow query; a refund proven absent is sent again."""
+        t = self._timings
+        delay = self._attend_delay
+        await self._clock.sleep(delay)
+        self._attend_delay = min(max(delay * 2, t.attention_retry), t.attention_retry_max)
+        answer = await self._ask()
+        done = await self._conclude(answer)
+        if done is not None:
+            return done
+        refund = await self._journal.get(self._no)
+        if answer.status is RefundStatus.NOT_EXIST and (
+            self._answered or self._since(refund.sent_at) >= t.in_flight_after
+        ):
+            if self._rejected:
+                return await self._fail(self._rejected, "WeChat Pay has no such refund")
+            return await self._send(RESEND)
+        return refund
+
+    # ------------------------------------------------------------------ answers
+
+    async def _ask(self) -> RefundQueryResult:
+        """Query once; UNKNOWN when there is no usable answer."""
+        try:
+            answer = await self._backend.refundquery(out_refund_no=self._no)
+        except FacepayError as exc:
+            self._log.warning("refundquery_failed", reason=exc.reason, error=str(exc))
+            return RefundQueryResult(RefundStatus.UNKNOWN, out_refund_no=self._no)
+        self._log.debug("refundquery", status=answer.status.value, err_code=answer.err_code)
+        return answer
+
+    async def _conclude(self, answer: RefundQueryResult) -> Refund | None:
+        """The state a query answer decides, journaled; None when it decides nothing new."""
+        refund = await self._journal.get(self._no)
+        if answer.status in (
+            RefundStatus.SUCCESS,
+            RefundStatus.CHANGE,
+            RefundStatus.PROCESSING,
+        ) and answer.refund_fee not in (0, refund.refund_fee):
+            # The number holds another amount: not a refund we sent. Never taken as ours.
+            self._log.warning("refund_answer_amount_differs", refund_fee=answer.refund_fee)
+            return None
+        amounts: dict[str, str | int] = {
+            "refund_id": answer.refund_id,
+            "settlement_refund_fee": answer.settlement_refund_fee,
+            "cash_refund_fee": answer.cash_refund_fee,
+            "coupon_refund_fee": answer.coupon_refund_fee,
+            "refund_channel": answer.refund_channel,
+        }
+        amounts = {k: v for k, v in amounts.items() if v}
+        match answer.status:
+            case RefundStatus.SUCCESS:
+                data = {
+                    **amounts,
+                    "refund_fee": refund.refund_fee,
+                    "success_time": answer.success_time,
+                    "recv_account": answer.recv_account,
+                }
+                updates = {k: v for k, v in data.items() if k != "refund_fee"}
+                return await self._to(RefundState.SUCCEEDED, data, **updates)
+            case RefundStatus.REFUNDCLOSE:
+                return await self._to(
+                    RefundState.CLOSED,
+                    {
+                        "reason": "REFUNDCLOSE",
+                        "description": "WeChat Pay closed the refund; nothing was refunded",
+                    },
+                    **amounts,
+                )
+            case RefundStatus.CHANGE:
+                action = ACTIONS[REFUND_CHANGE]
+                self._log.warning("refund_needs_attention", reason=REFUND_CHANGE, action=action)
+                return await self._to(
+                    RefundState.CHANGE,
+                    {
+                        "recv_account": answer.recv_account,
+                        "action": action,
+                        "description": "the refund could not reach the payer's account",
+                    },
+                    **amounts,
+                    recv_account=answer.recv_account,
+                    attention_reason=REFUND_CHANGE,
+                    attention_action=action,
+                )
+            case RefundStatus.PROCESSING:
+                if refund.state is RefundState.PROCESSING:
+                    return None
+                return await self._to(
+                    RefundState.PROCESSING, {**amounts, "refund_fee": refund.refund_fee}, **amounts
+                )
+            case _:
+                return None
+
+    async def _attention(self, reason: str, description: str) -> Refund:
+        refund = await self._journal.get(self._no)
+        if refund.state is RefundState.NEEDS_ATTENTION and refund.attention_reason == reason:
+            return refund
+        action = ACTIONS[reason]
+        self._log.warning("refund_needs_attention", reason=reason, action=action)
+        self._attend_delay = self._timings.attention_retry
+        return await self._to(
+            RefundState.NEEDS_ATTENTION,
+            {"reason": reason, "action": action, "description": description},
+            attention_reason=reason,
+            attention_action=action,
+        )
+
+    async def _fail(self, err_code: str, description: str) -> Refund:
+        return await self._to(
+            RefundState.FAILED,
+            {"err_code": err_code, "description": description},
+            err_code=err_code,
+            err_code_des=description,
+        )
+
+    async def _to(self, state: RefundState, data: dict[str, str | int], **updates: Any) -> Refund:
+        await self._journal.append(self._no, state, data, **updates)
+        return await self._journal.get(self._no)
+
+    def _since(self, wall: float | None) -> float:
+        return 0.0 if wall is None else max(0.0, self._clock.time() - wall)
+
+    def _next_backoff(self) -> float:
+        wait = self._backoff
+        self._backoff = min(self._backoff * 2, self._timings.retry_backoff_max)
+        return wait
+
+
+class RefundServiceClosed(Unavailable):
+    """The daemon is stopping: no new refund work is accepted."""
+
+    reason = "UNAVAILABLE"
+
+
+class RefundService:
+    """Owns refund tasks; RPC handlers only start them and watch the journal.
+
+    Requests come validated by the API layer's rules (rpc/refunds.py); the amount against the
+    payment is the journal's to check, atomically.
+    """
+
+    def __init__(
+        self,
+        journal: RefundJournal,
+        backend: RefundBackend,
+        clock: Clock,
+        timings: RefundTimings,
+        *,
+        available: bool = True,
+    ) -> None:
+        self._journal = journal
+        self._backend = backend
+        self._clock = clock
+        self._timings = timings
+        # False without the merchant certificate: refund is a /secapi call.
+        self._available = available
+        self._owner = TaskOwner("refunds")
+        self._tasks: dict[str, asyncio.Task[Refund]] = {}
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._needs_attention: set[str] = set()
+        self._closed = False
+        journal.add_listener(self._on_event)
+
+    async def refund(self, request: RefundRequest, *, retry_failed: bool = False) -> Refund:
+        """Record a refund and start sending it; the same parameters re-attach.
+
+        retry_failed: a FAILED refund with these parameters is recorded and sent again, with
+        the same out_refund_no, as WeChat Pay asks after a failure.
+        """
+        self._check_open()
+        if not self._available:
+            raise ConfigError("refunds need the merchant API certificate (merchant.cert)")
+        refund, created = await self._journal.create_refund(request)
+        if not created and retry_failed and refund.state is RefundState.FAILED:
+            await self._journal.retry_failed(refund.out_refund_no)
+            refund = await self._journal.get(refund.out_refund_no)
+            created = True
+        if not refund.final and refund.out_refund_no not in self._tasks:
+            reason = (RETRY if retry_failed else FIRST) if created else DAEMON_RESTARTED
+            self._spawn(refund.out_refund_no, reason)
+        return refund
+
+    async def get(self, out_refund_no: str) -> Refund:
+        """One refund, or NotFound."""
+        return await self._journal.get(out_refund_no)
+
+    async def for_payment(
+        self, out_trade_no: str, page_size: int = 50, page_token: str = ""
+    ) -> tuple[RefundList, str]:
+        """A payment's refunds, oldest first, and the next page's token."""
+        return await self._journal.for_payment(out_trade_no, page_size, page_token)
+
+    async def refunded_fee(self, out_trade_no: str) -> int:
+        """What the payment's SUCCEEDED refunds gave back, in fen."""
+        return await self._journal.refunded_fee(out_trade_no)
+
+    async def watch(self, out_refund_no: str, after_seq: int = 0) -> AsyncIterator[RefundEvent]:
+        """Events after after_seq from the journal, then live ones; ends once settled."""
+        last = after_seq
+        with self._watching(out_refund_no) as changed:
+            while True:
+                # Cleared before reading, so an event committed after the read still wakes us.
+                changed.clear()
+                events = await self._journal.events(out_refund_no, last)
+                if events:
+                    for event in events:
+                        yield event
+                        last = event.seq
+                    if events[-1].state.settled:
+                        return
+                    continue
+                refund = await self._journal.get(out_refund_no)
+                if refund.last_seq > last:
+                    continue
+                if refund.settled:
+                    return
+                if self._closed:
+                    raise RefundServiceClosed(f"stopped watching refund {out_refund_no}")
+                await changed.wait()
+
+    async def resume_unfinished(self) -> int:
+        """Start a task for every unfinished journaled refund; call before reporting ready."""
+        self._check_open()
+        started = 0
+        for refund in await self._journal.unfinished():
+            if refund.state is RefundState.NEEDS_ATTENTION:
+                self._needs_attention.add(refund.out_refund_no)
+            if refund.out_refund_no in self._tasks:
+                continue
+            self._spawn(refund.out_refund_no, DAEMON_RESTARTED)
+            started += 1
+        if started:
+            log.info("refunds_resumed", count=started)
+        return started
+
+    def unfinished_count(self) -> int:
+        """Refunds being settled in the background."""
+        return len(self._tasks)
+
+    def needs_attention_count(self) -> int:
+        """Refunds in NEEDS_ATTENTION."""
+        return len(self._needs_attention)
+
+    async def close(self, grace: float) -> None:
+        """Let refund tasks finish for up to grace seconds, then cancel them (resumable)."""
+        self._closed = True
+        tasks = list(self._tasks.values())
+        if tasks and grace > 0:
+            everything: asyncio.Future[Any] = asyncio.gather(*tasks, return_exceptions=True)
+            await race(self._clock, everything, grace)
+        pending = [task for task in tasks if not task.done()]
+        await self._owner.close()
+        if pending:
+            log.info("refunds_left_for_resume", count=len(pending))
+        for events in self._watchers.values():
+            for event in events:
+                event.set()
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RefundServiceClosed("the refund service is stopping")
+
+    def _machine(self, out_refund_no: str) -> RefundMachine:
+        return RefundMachine(
+            out_refund_no,
+            journal=self._journal,
+            backend=self._backend,
+            clock=self._clock,
+            timings=self._timings,
+        )
+
+    def _spawn(self, out_refund_no: str, reason: str) -> asyncio.Task[Refund]:
+        task = self._owner.spawn(self._drive(out_refund_no, reason), name=f"refund {out_refund_no}")
+        self._tasks[out_refund_no] = task
+        task.add_done_callback(lambda done: self._task_done(out_refund_no, done))
+        return task
+
+    async def _drive(self, out_refund_no: str, reason: str) -> Refund:
+        """Run the machine; after a failure, resume from the journal with capped backoff.
+
+        A step that could not journal its next state never made the call that state leads to.
+        """
+        structlog.contextvars.bind_contextvars(out_refund_no=out_refund_no)
+        delay = self._timings.retry_backoff
+        while True:
+            try:
+                return await self._machine(out_refund_no).run(reason)
+            except WrongState as exc:
+                log.warning("refund_step_refused", error=str(exc))
+                return await self._journal.get(out_refund_no)
+            except NotFound:
+                log.exception("refund_missing_from_journal")
+                raise
+            except Exception:
+                log.exception("refund_task_failed", retry_in=delay)
+            await self._clock.sleep(delay)
+            delay = min(delay * 2, self._timings.retry_backoff_max)
+            reason = INTERNAL_ERROR
+
+    def _task_done(self, out_refund_no: str, task: asyncio.Task[Refund]) -> None:
+        if self._tasks.get(out_refund_no) is task:
+            del self._tasks[out_refund_no]
+
+    @contextlib.contextmanager
+    def _watching(self, out_refund_no: str) -> Iterator[asyncio.Event]:
+        changed = asyncio.Event()
+        self._watchers.setdefault(out_refund_no, set()).add(changed)
+        try:
+            yield changed
+        finally:
+            watchers = self._watchers.get(out_refund_no)
+            if watchers is not None:
+                watchers.discard(changed)
+                if not watchers:
+                    del self._watchers[out_refund_no]
+
+    def _on_event(self, event: RefundEvent) -> None:
+        """Journal listener: one log line per state change, and wake the refund's watchers."""
+        log.info(
+            "refund_event",
+            out_refund_no=event.out_refund_no,
+            out_trade_no=event.out_trade_no,
+            seq=event.seq,
+            state=event.state.value,
+            kind=event.kind.value,
+            **event.data,
+        )
+        if event.state is RefundState.NEEDS_ATTENTION:
+            self._needs_attention.add(event.out_refund_no)
+        else:
+            self._needs_attention.discard(event.out_refund_no)
+        for changed in self._watchers.get(event.out_refund_no, ()):
+            changed.set()
