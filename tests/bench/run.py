@@ -785,7 +785,7 @@ async def bare_server(socket: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run every figure and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=BenchOptions.rounds)
+    parser.add_argument("--rounds", type=int, default=BenchOptions().rounds)
     parser.add_argument("--long", action="store_true", help="P5 over 10,000 payments")
     parser.add_argument("--tiny", action="store_true", help="a few samples of each (smoke test)")
     parser.add_argument("--bare-server", metavar="SOCKET", help=argparse.SUPPRESS)
