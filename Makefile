@@ -64,10 +64,12 @@ fuzz: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m facepayd.demo
 
-# Not part of `make test` (tests/integration/test_bench_smoke.py runs the load one, tiny).
+# Every figure of the README's performance table, A/B against its baseline in one run (under
+# 5 minutes on 2 cores; BENCH_ARGS=--long for P5 over 10,000 payments). Not part of `make test`:
+# tests/integration/test_bench_smoke.py runs it tiny and checks the table's shape, never timings.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python tests/bench/bench_bridge_rtt.py
-	$(BIN)/python tests/bench/bench_load.py
+	PYTHONPATH=. $(BIN)/python tests/bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

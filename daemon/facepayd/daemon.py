@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -456,6 +457,10 @@ class Daemon:
         self._health.update()
         if self._metrics_writer is not None:
             self._metrics_writer.start()
+        # Everything built so far (modules, descriptors, the layers) lives as long as the
+        # process: out of the collector's sight, a full collection no longer walks it mid-RPC.
+        gc.collect()
+        gc.freeze()
         self._notifier.ready(status="serving")
         log.info("daemon_ready", socket=config.server.socket)
 

@@ -62,6 +62,8 @@ class AuthinfoCache:
         can_refresh: Callable[[], bool] = lambda: True,
     ) -> None:
         self._key = key
+        # Only this cache's live authinfo is masked in logs, not every one ever fetched.
+        self._secret_slot = "authinfo " + key.as_text()
         self._fetch = fetch
         self._clock = clock
         self._path = path
@@ -90,7 +92,7 @@ class AuthinfoCache:
             log.warning("authinfo_cache_unreadable", path=str(self._path))
             return
         if cached.expires_at > self._clock.time():
-            logs.register_secret(cached.authinfo)
+            logs.replace_secret(self._secret_slot, cached.authinfo)
             self._current = cached
             log.info(
                 "authinfo_cache_loaded", expires_in=int(cached.expires_at - self._clock.time())
@@ -148,7 +150,7 @@ class AuthinfoCache:
 
     async def _fetch_once(self) -> CachedAuthinfo:
         grant = await self._fetch()
-        logs.register_secret(grant.authinfo)
+        logs.replace_secret(self._secret_slot, grant.authinfo)
         self.fetches += 1
         cached = CachedAuthinfo(grant.authinfo, self._clock.time() + max(grant.expires_in, 0))
         self._current = cached

@@ -290,13 +290,15 @@ class FaceFlows:
         structlog.contextvars.bind_contextvars(out_trade_no=out_trade_no)
         try:
             async with self._sessions.hold(session):
-                # The SDK call goes out first; the order is committed while it is on its way.
+                # The SDK call goes out first; the order is committed while it is on its way
+                # (journal-first asks it durable before micropay, not before the camera).
                 capture = asyncio.ensure_future(
                     self._sessions.capture(
                         session, options, out_trade_no=out_trade_no, total_fee=order.total_fee
                     )
                 )
                 try:
+                    await _camera_requested(session, capture)
                     await self._payments.begin(order, session_id=session.id)
                 except asyncio.CancelledError:
                     capture.cancel()
@@ -430,7 +432,6 @@ class FaceFlows:
             "capture", wait=options.wait_if_busy, out_trade_no=out_trade_no
         )
         handle = CaptureHandle(session, lambda: self._detached(session))
-        handle._put(SessionStartedStep(session.id))
         outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         outcome.add_done_callback(lambda done: _end_capture(handle, done))
         self._own(
@@ -447,10 +448,20 @@ class FaceFlows:
         handle: CaptureHandle,
     ) -> None:
         async with self._sessions.hold(session):
-            try:
-                code = await self._sessions.capture(
+            capture = asyncio.ensure_future(
+                self._sessions.capture(
                     session, options, out_trade_no=out_trade_no, total_fee=total_fee
                 )
+            )
+            try:
+                # The POS hears of the session once the face UI call is on its way, not before.
+                await _camera_requested(session, capture)
+            except BaseException:
+                capture.cancel()
+                raise
+            handle._put(SessionStartedStep(session.id))
+            try:
+                code = await capture
             except FaceSessionEnded as exc:
                 handle._put(CaptureCancelled(exc.return_code, exc.return_msg))
             except DeviceError:
@@ -594,6 +605,16 @@ class FaceFlows:
     async def close(self) -> None:
         """Stop every flow and journal retry (payments started by flows go on)."""
         await self._tasks.close()
+
+
+async def _camera_requested(session: Session, capture: asyncio.Future[FaceCode]) -> None:
+    """Until the capture's face UI call has been written (or the capture ended without one).
+
+    The capture task resolves ui_requested in the same step that writes the call frame, so
+    whatever runs after this (the journal commit, session_started to the POS) goes behind it.
+    """
+    if not session.ui_requested.done() and not capture.done():
+        await asyncio.wait((session.ui_requested, capture), return_when=asyncio.FIRST_COMPLETED)
 
 
 def _resolve(outcome: asyncio.Future[Any] | None, error: BaseException) -> None:

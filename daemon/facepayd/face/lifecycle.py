@@ -95,6 +95,8 @@ _CALLABLE = frozenset(
     {S.UNINITIALIZED, S.INITIALIZING, S.READY, S.IN_SESSION, S.REINITIALIZING, S.RELEASING}
 )
 _INIT_IN_FLIGHT = frozenset({S.INITIALIZING, S.REINITIALIZING, S.RELEASING})
+# READY <-> IN_SESSION: taken twice per sale, so quieter than the other changes.
+_SESSION_EDGES = frozenset({S.READY, S.IN_SESSION})
 
 
 @dataclass(slots=True)
@@ -651,6 +653,9 @@ class Lifecycle:
         self._state = state
         if state in (State.FAULT, State.INIT_FAILED):
             log.info("lifecycle_state", old=old.value, new=state.value, fault=self._fault)
+        elif {old, state} == _SESSION_EDGES:
+            # Per sale, on the camera path: the session's own lines tell it at info.
+            log.debug("lifecycle_state", old=old.value, new=state.value)
         else:
             log.info("lifecycle_state", old=old.value, new=state.value)
         self._notify()

@@ -144,7 +144,11 @@ class Session:
         self.quit_reason = ""
         # The SDK's updateResultWxpayfaceCallBack, once it came.
         self.ui_result: UiResult | None = None
-        self.ended: asyncio.Future[SessionEnd] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.ended: asyncio.Future[SessionEnd] = loop.create_future()
+        # Resolves once the session leaves CLAIMED: its face UI call is on its way (or never
+        # will be). Whatever can wait for the camera waits for this (the camera path).
+        self.ui_requested: asyncio.Future[None] = loop.create_future()
 
     def __repr__(self) -> str:
         return f"Session({self.id!r}, {self.kind!r}, {self._state.value})"
@@ -168,6 +172,8 @@ class Session:
             )
             return False
         self._state = new
+        if old is SessionState.CLAIMED and not self.ui_requested.done():
+            self.ui_requested.set_result(None)
         # Nothing is logged at info ahead of the getWxpayfaceCode frame (the camera path).
         camera_path = old is SessionState.CLAIMED and new is SessionState.FACE_UI
         emit = log.debug if camera_path else log.info

@@ -31,6 +31,9 @@ __all__ = [
     "recent_errors",
     "redact_event",
     "register_secret",
+    "replace_secret",
+    "secret_count",
+    "unregister_secret",
 ]
 
 REDACTED = "[redacted]"
@@ -80,8 +83,23 @@ _HANDLER_MARK = "_facepayd_handler"
 
 
 def register_secret(value: str | bytes) -> None:
-    """Mask every later occurrence of ``value`` in log output."""
+    """Mask every later occurrence of ``value`` in log output (keys, passwords: held for life)."""
     _SECRETS.add(value)
+
+
+def replace_secret(slot: str, value: str | bytes) -> None:
+    """Mask ``value`` as the live secret of ``slot`` (e.g. one authinfo cache); older ones go."""
+    _SECRETS.replace(slot, value)
+
+
+def unregister_secret(value: str | bytes) -> None:
+    """Stop masking ``value`` (a secret this process will never hold again)."""
+    _SECRETS.remove(value)
+
+
+def secret_count() -> int:
+    """How many values are masked now (doctor, and the memory benchmark)."""
+    return len(_SECRETS.live())
 
 
 def configure_logging(
@@ -165,34 +183,97 @@ def redact_event(_logger: WrappedLogger, _method: str, event_dict: EventDict) ->
     return {key: _redact_item(key, value, pattern) for key, value in event_dict.items()}
 
 
+# A registry this size is a caller registering per request: the oldest held-for-life value goes.
+MAX_SECRETS = 256
+# A slot keeps its previous value too: a line about a call that used it may still be on its way.
+_SLOT_DEPTH = 2
+
+
 class _SecretRegistry:
-    """Registered secret values and one regex that finds any of them."""
+    """Live secret values and one regex that finds any of them, rebuilt lazily on change.
+
+    Held-for-life values (api keys) and slots (one per rotating secret, such as an authinfo
+    cache's current value) are both bounded, so a year of refreshes neither grows memory nor
+    makes a registration recompile a regex of every authinfo ever fetched.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: set[str] = set()
+        self._values: dict[str, None] = {}  # insertion-ordered: the oldest is dropped first
+        self._slots: dict[str, tuple[str, ...]] = {}
         self._pattern: re.Pattern[str] | None = None
+        self._dirty = False
 
     def add(self, value: str | bytes) -> None:
-        if isinstance(value, bytes):
-            try:
-                value = value.decode()
-            except UnicodeDecodeError:
-                # Binary secrets (PKCS#12) are never rendered as text, so nothing to match.
-                return
-        value = value.strip()
-        if not value:
+        text = _secret_text(value)
+        if text is None:
             return
         with self._lock:
-            if value in self._values:
+            if text in self._values:
                 return
-            self._values.add(value)
-            # Longest first, so a secret containing another is masked whole.
-            ordered = sorted(self._values, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+            self._values[text] = None
+            if len(self._values) > MAX_SECRETS:
+                del self._values[next(iter(self._values))]
+            self._dirty = True
+
+    def replace(self, slot: str, value: str | bytes) -> None:
+        text = _secret_text(value)
+        if text is None:
+            return
+        with self._lock:
+            held = self._slots.get(slot, ())
+            if held and held[0] == text:
+                return
+            self._slots[slot] = (text, *(v for v in held if v != text))[:_SLOT_DEPTH]
+            if len(self._slots) > MAX_SECRETS:
+                del self._slots[next(iter(self._slots))]
+            self._dirty = True
+
+    def remove(self, value: str | bytes) -> None:
+        text = _secret_text(value)
+        if text is None:
+            return
+        with self._lock:
+            self._values.pop(text, None)
+            for slot, held in list(self._slots.items()):
+                if text in held:
+                    kept = tuple(v for v in held if v != text)
+                    if kept:
+                        self._slots[slot] = kept
+                    else:
+                        del self._slots[slot]
+            self._dirty = True
+
+    def live(self) -> frozenset[str]:
+        """Every value masked now."""
+        with self._lock:
+            return frozenset(self._values).union(*self._slots.values())
 
     def pattern(self) -> re.Pattern[str] | None:
-        return self._pattern
+        if not self._dirty:
+            return self._pattern
+        with self._lock:
+            if self._dirty:
+                values = set(self._values).union(*self._slots.values())
+                # Longest first, so a secret containing another is masked whole.
+                ordered = sorted(values, key=len, reverse=True)
+                self._pattern = (
+                    re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
+                )
+                self._dirty = False
+            return self._pattern
+
+
+def _secret_text(value: str | bytes) -> str | None:
+    """The text form a secret would be logged in; None when there is nothing to match."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode()
+        except UnicodeDecodeError:
+            # Binary secrets (PKCS#12) are never rendered as text, so nothing to match.
+            return None
+    value = value.strip()
+    return value or None
 
 
 _SECRETS = _SecretRegistry()

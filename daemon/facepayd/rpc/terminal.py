@@ -76,7 +76,13 @@ class TerminalArea(Area):
     ) -> AsyncIterator[pb.WatchStatusResponse]:
         """Current status first, then each change."""
         changed = asyncio.Event()
-        self._d.lifecycle.add_listener(changed.set)
+        loop = asyncio.get_running_loop()
+
+        def wake() -> None:
+            # A turn of the loop later: a session's start is sent behind its face UI call.
+            loop.call_soon(changed.set)
+
+        self._d.lifecycle.add_listener(wake)
         try:
             last = None
             while True:
@@ -87,7 +93,7 @@ class TerminalArea(Area):
                     last = current
                 await changed.wait()
         finally:
-            self._d.lifecycle.remove_listener(changed.set)
+            self._d.lifecycle.remove_listener(wake)
 
     # ------------------------------------------------------------------ lifecycle
 
