@@ -58,6 +58,7 @@ from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from facepay.terminal.v1 import terminal_pb2
+from facepay_client import completion
 from facepay_client.client import (
     DEFAULT_SOCKET_PATH,
     AlreadyExistsError,
@@ -1209,7 +1210,19 @@ def _build_parser() -> argparse.ArgumentParser:
     unionid.add_argument("face_sid", metavar="FACE_SID", help="from a face session")
     _add_bridge_check(command)
     _add_doctor(command)
+    shell = command(
+        "completion",
+        _cmd_completion,
+        'print a shell completion script: eval "$(facepay completion bash)" in ~/.bashrc,'
+        " or `facepay completion zsh > ~/.zfunc/_facepay` (no daemon needed)",
+    )
+    shell.add_argument("shell", choices=completion.SHELLS, help="bash or zsh")
     return parser
+
+
+async def _cmd_completion(_client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    out.line(completion.script(_build_parser(), args.shell).rstrip("\n"))
+    return ExitCode.OK
 
 
 def _add_bridge_check(command: Callable[..., argparse.ArgumentParser]) -> None:

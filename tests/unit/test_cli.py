@@ -7,6 +7,8 @@ import asyncio
 import io
 import json
 import re
+import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -837,3 +839,54 @@ def test_interrupted_pay_says_what_happens_to_the_payment(
         assert text in err.getvalue()
     for text in absent:
         assert text not in err.getvalue()
+
+
+# ---------------------------------------------------------------- completion
+
+
+def _complete(script: str, *words: str) -> list[str]:
+    """What bash completes for `facepay WORDS...` (the last word is the one being typed)."""
+    words_array = " ".join(shlex.quote(w) for w in ("facepay", *words))
+    program = (
+        f"{script}\nCOMP_WORDS=({words_array}); COMP_CWORD={len(words)}; _facepay;"
+        ' printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    done = subprocess.run(
+        ["bash", "--norc", "-c", program], capture_output=True, text=True, check=True, timeout=30
+    )
+    return done.stdout.split()
+
+
+def test_bash_completion_lists_the_subcommands_and_their_options(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["completion", "bash"]) == ExitCode.OK
+    script = capsys.readouterr().out
+    assert "complete -F _facepay facepay" in script
+    commands = set(_complete(script, ""))
+    assert {"status", "pay", "payment", "payscore", "doctor", "bridge-check", "completion"} <= (
+        commands
+    )
+    assert {"--socket", "--json", "--progress", "--version"} <= commands
+    assert _complete(script, "pa") == ["pay", "payment", "payscore"]
+    assert set(_complete(script, "payment", "")) == {
+        "-h",
+        "--help",
+        "get",
+        "list",
+        "watch",
+        "reverse",
+    }
+    assert _complete(script, "--json", "payment", "watch", "--a") == ["--after-seq"]
+    assert "--amount" in _complete(script, "pay", "--a")
+    assert _complete(script, "pay", "--limit-pay", "") == ["no_credit"]
+    assert _complete(script, "completion", "") == ["-h", "--help", "bash", "zsh"]
+
+
+def test_zsh_completion_runs_the_same_function_through_bashcompinit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["completion", "zsh"]) == ExitCode.OK
+    script = capsys.readouterr().out
+    assert script.startswith("#compdef facepay\nautoload -U +X bashcompinit && bashcompinit\n")
+    assert "complete -F _facepay facepay" in script
