@@ -1312,8 +1312,9 @@ def _add_doctor(command: Callable[..., argparse.ArgumentParser]) -> None:
     command(
         "doctor",
         _cmd_doctor,
-        "check the till: daemon, device, apps, bridge, SDK, authinfo, clock, certificate,"
-        " journal, payments needing an operator, recent errors; each failure with its fix"
+        "check the till: daemon, adb server, device, apps, bridge, SDK, authinfo age, clock,"
+        " certificate, journal, payments needing an operator, recent errors; each failure with"
+        " its fix"
         " (exit 0 all passed, 1 some failed, 8 daemon unreachable)",
     )
 
