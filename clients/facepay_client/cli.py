@@ -6,7 +6,9 @@ numbers and enums by their short names as in the text output, READY not LIFECYCL
 errors as {"error": ...}). `watch` lines start with the local time they were received.
 
 While a payment waits, stderr gets a progress line every --progress seconds: the time since the
-command started and what the daemon last said it is doing (from the streamed events).
+command started and what facepayd last said it is doing, from the progress it streams
+("querying WeChat Pay (3)", "waiting to reverse (12 s)"). With --json too they go to stderr only:
+stdout carries the events, never progress.
 
 stdout closed by its reader (`facepay status | head -1`) is not an error: `watch` stops with 0;
 `pay` and `payment watch` follow the payment to its end silently and exit as they would have.
@@ -38,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import secrets
 import shlex
@@ -49,13 +52,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
 from importlib import metadata
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from facepay.terminal.v1 import terminal_pb2
+from facepay_client import completion
 from facepay_client.client import (
     DEFAULT_SOCKET_PATH,
     AlreadyExistsError,
@@ -70,7 +74,7 @@ from facepay_client.client import (
     TerminalClient,
 )
 
-__all__ = ["ExitCode", "main"]
+__all__ = ["ExitCode", "ProgressClock", "main", "main_async"]
 
 
 class ExitCode(IntEnum):
@@ -133,19 +137,37 @@ _DISTRIBUTION = "facepay-terminal"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one facepay command; returns the exit code."""
-    parser = _build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        # argparse exits 0 for --help and 2 for usage errors; main() returns instead of exiting.
-        return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
+    args = _parse(argv)
+    if isinstance(args, int):
+        return args
     out = _Output(args.json, sys.stdout, sys.stderr)
-    args.following = following = _Following()
     try:
         return asyncio.run(_run(args, out))
     except KeyboardInterrupt:
-        _interrupted(out, args, following)
+        _interrupted(out, args, args.following)
         return ExitCode.INTERRUPTED
+
+
+async def main_async(argv: Sequence[str], *, clock: ProgressClock | None = None) -> int:
+    """main() on the running event loop, its progress line timed by clock (tests, embedding)."""
+    args = _parse(argv, clock)
+    if isinstance(args, int):
+        return args
+    return await _run(args, _Output(args.json, sys.stdout, sys.stderr))
+
+
+def _parse(
+    argv: Sequence[str] | None, clock: ProgressClock | None = None
+) -> argparse.Namespace | int:
+    """The parsed command line, or the exit code when there is nothing to run."""
+    try:
+        args = _build_parser().parse_args(argv)
+    except SystemExit as exc:
+        # argparse exits 0 for --help and 2 for usage errors; main() returns instead of exiting.
+        return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
+    args.following = _Following()
+    args.clock = clock or _SystemClock()
+    return args
 
 
 def _version() -> str:
@@ -437,37 +459,107 @@ def _print_event(out: _Output, event: terminal_pb2.PaymentEvent) -> None:
     out.line(f"#{event.seq:<3} {when}  {state:<10} {kind:<16} {_inline(detail)}".rstrip())
 
 
-# What the daemon is doing in each state that waits, as the progress line says it.
-_DOING: dict[int, str] = {
-    terminal_pb2.PAYMENT_STATE_UNSPECIFIED: "waiting for facepayd",
-    terminal_pb2.PAYMENT_STATE_CAPTURING: "the face UI waits for the customer's face",
-    terminal_pb2.PAYMENT_STATE_PAYING: "sending the payment to WeChat Pay",
-}
+class ProgressClock(Protocol):
+    """The time the progress line is measured in (a test hands in its simulated clock)."""
+
+    def time(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
 
 
-def _doing(event: terminal_pb2.PaymentEvent) -> str:
-    """What the daemon is doing after this event, from the event itself."""
-    reason = event.pending.reason if event.HasField("pending") else ""
-    if event.state == terminal_pb2.PAYMENT_STATE_PENDING:
-        if reason == "USERPAYING":
-            waiting = "the payer confirms on their phone (USERPAYING)"
-        else:
-            waiting = f"the outcome is not known yet ({reason or 'no reason given'})"
-        return f"{waiting}; facepayd queries WeChat Pay until it settles"
-    if event.state == terminal_pb2.PAYMENT_STATE_REVERSING:
-        return f"reversing the payment with WeChat Pay ({reason or 'no reason given'})"
-    state = _enum_text(terminal_pb2.PaymentState.DESCRIPTOR, event.state)
-    return _DOING.get(event.state, state)
+class _SystemClock:
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+# What the progress line says where facepayd streams no progress of its own.
+_WAITING_FOR_DAEMON = "waiting for facepayd"
+_WAITING_FOR_FACE = "the face UI waits for the customer's face"
+_WAITING_FOR_UI = "waiting for the face UI to close"
+
+
+def _progress_text(progress: terminal_pb2.PaymentProgress, now: float) -> str:
+    """What facepayd said it is doing, as the progress line says it."""
+    attempt, reason = progress.attempt, progress.reason
+    left = ""
+    if progress.HasField("next_at"):
+        left = _left_text(progress.next_at.ToNanoseconds() / 1e9 - now)
+    match progress.activity:
+        case "PAYING":
+            return "sending the payment to WeChat Pay"
+        case "QUERYING":
+            return f"querying WeChat Pay ({attempt})"
+        case "WAITING_TO_QUERY":
+            if reason == "USERPAYING":
+                why = "the payer confirms on their phone (USERPAYING)"
+            else:
+                why = f"no answer yet ({reason or 'unknown'})"
+            return f"{why}; querying WeChat Pay ({attempt}) in {left}"
+        case "REVERSING":
+            return f"reversing the payment with WeChat Pay ({attempt})"
+        case "WAITING_TO_REVERSE":
+            return f"waiting to reverse ({left})"
+        case "RETRYING":
+            return f"trying again in {left} ({reason or 'no reason given'})"
+    # An activity newer than this client: still say something true.
+    return f"{progress.activity.lower().replace('_', ' ')} ({attempt})"
 
 
 class _Progress:
-    """Every `every` seconds a stderr line: time since the command started, what facepayd does."""
+    """Every `every` seconds a stderr line: time since the command started, what facepayd does.
 
-    def __init__(self, out: _Output, every: float) -> None:
+    What it does comes from the progress facepayd streams; between a new state's event and its
+    first progress notice the line names the state.
+    """
+
+    def __init__(self, out: _Output, every: float, clock: ProgressClock) -> None:
         self._out = out
         self._every = every
-        self._started = time.monotonic()
-        self.doing = _DOING[terminal_pb2.PAYMENT_STATE_UNSPECIFIED]
+        self._clock = clock
+        self._started = clock.monotonic()
+        self._state = terminal_pb2.PAYMENT_STATE_UNSPECIFIED
+        self._fixed: str | None = _WAITING_FOR_DAEMON
+        self._reason = ""
+        self._latest: terminal_pb2.PaymentProgress | None = None
+
+    def event(self, event: terminal_pb2.PaymentEvent) -> None:
+        """A journaled event: a new state makes older progress stale."""
+        if event.state != self._state:
+            self._latest = None
+        self._state = event.state
+        if event.state == terminal_pb2.PAYMENT_STATE_CAPTURING:
+            self._fixed = _WAITING_FOR_FACE
+        elif event.state in _EXIT_BY_FINAL_STATE:
+            # The stream stays open for the face UI's end; nothing more to report meanwhile.
+            self._fixed = _WAITING_FOR_UI
+        else:
+            self._fixed = None
+            self._reason = _event_reason(event)
+
+    def update(self, progress: terminal_pb2.PaymentProgress) -> None:
+        """facepayd's newest word on what it is doing."""
+        if self._fixed == _WAITING_FOR_UI:
+            return  # the payment is over; a late notice says nothing new
+        self._latest = progress
+        self._fixed = None
+        self._state = progress.state
+
+    def text(self) -> str:
+        """The line's text, now."""
+        if self._fixed is not None:
+            return self._fixed
+        if self._latest is not None:
+            return _progress_text(self._latest, self._clock.time())
+        state = _enum_text(terminal_pb2.PaymentState.DESCRIPTOR, self._state)
+        return f"{state} ({self._reason})" if self._reason else state
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[_Progress]:
@@ -485,8 +577,21 @@ class _Progress:
 
     async def _tick(self) -> None:
         while True:
-            await asyncio.sleep(self._every)
-            self._out.note(f"{_elapsed_text(time.monotonic() - self._started)}: {self.doing}…")
+            await self._clock.sleep(self._every)
+            elapsed = _elapsed_text(self._clock.monotonic() - self._started)
+            self._out.note(f"{elapsed}: {self.text()}…")
+
+
+def _event_reason(event: terminal_pb2.PaymentEvent) -> str:
+    kind = event.WhichOneof("kind")
+    return str(getattr(getattr(event, kind), "reason", "")) if kind else ""
+
+
+def _left_text(seconds: float) -> str:
+    """A countdown in whole seconds, rounded up: "in 0 s" only once it is due."""
+    whole = max(0, math.ceil(seconds))
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
 def _elapsed_text(seconds: float) -> str:
@@ -499,14 +604,19 @@ def _elapsed_text(seconds: float) -> str:
 async def _follow_payment(
     out: _Output,
     args: argparse.Namespace,
-    events: AsyncGenerator[terminal_pb2.PaymentEvent, None],
+    responses: AsyncGenerator[terminal_pb2.WatchPaymentResponse, None],
 ) -> int:
     """Print events up to the final state; the exit code says how the payment ended."""
     following: _Following = args.following
-    async with aclosing(events), _Progress(out, args.progress).running() as progress:
-        async for event in events:
+    progress = _Progress(out, args.progress, args.clock)
+    async with aclosing(responses), progress.running():
+        async for response in responses:
+            if response.HasField("progress"):
+                progress.update(response.progress)
+                continue
+            event = response.event
             following.seen(event)
-            progress.doing = _doing(event)
+            progress.event(event)
             _print_event(out, event)
             if event.state in _EXIT_BY_FINAL_STATE:
                 return _EXIT_BY_FINAL_STATE[event.state]
@@ -521,19 +631,21 @@ async def _follow_face_pay(
     """Print events and the face UI's end until the stream ends; the final state is the code."""
     following: _Following = args.following
     exit_code: int | None = None
-    async with aclosing(responses), _Progress(out, args.progress).running() as progress:
+    progress = _Progress(out, args.progress, args.clock)
+    async with aclosing(responses), progress.running():
         async for response in responses:
             if response.HasField("session_ended"):
                 _print_session_ended(out, response.session_ended)
                 continue
+            if response.HasField("progress"):
+                progress.update(response.progress)
+                continue
             event = response.event
             following.seen(event)
-            progress.doing = _doing(event)
+            progress.event(event)
             _print_event(out, event)
             if event.state in _EXIT_BY_FINAL_STATE:
                 exit_code = _EXIT_BY_FINAL_STATE[event.state]
-                # The stream stays open for the face UI's end; nothing more to report meanwhile.
-                progress.doing = "waiting for the face UI to close"
     if exit_code is None:
         return _ended_early(out, args, following)
     return exit_code
@@ -729,8 +841,8 @@ async def _cmd_payment_list(client: TerminalClient, args: argparse.Namespace, ou
 async def _cmd_payment_watch(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
     args.following.out_trade_no = args.out_trade_no
     args.following.last_seq = args.after_seq
-    events = client.watch_payment(args.out_trade_no, args.after_seq)
-    return await _follow_payment(out, args, events)
+    responses = client.watch_payment_stream(args.out_trade_no, args.after_seq)
+    return await _follow_payment(out, args, responses)
 
 
 async def _cmd_payment_reverse(
@@ -1229,7 +1341,19 @@ def _build_parser() -> argparse.ArgumentParser:
     unionid.add_argument("face_sid", metavar="FACE_SID", help="from a face session")
     _add_bridge_check(command)
     _add_doctor(command)
+    shell = command(
+        "completion",
+        _cmd_completion,
+        'print a shell completion script: eval "$(facepay completion bash)" in ~/.bashrc,'
+        " or `facepay completion zsh > ~/.zfunc/_facepay` (no daemon needed)",
+    )
+    shell.add_argument("shell", choices=completion.SHELLS, help="bash or zsh")
     return parser
+
+
+async def _cmd_completion(_client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    out.line(completion.script(_build_parser(), args.shell).rstrip("\n"))
+    return ExitCode.OK
 
 
 def _add_bridge_check(command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -1319,8 +1443,9 @@ def _add_doctor(command: Callable[..., argparse.ArgumentParser]) -> None:
     command(
         "doctor",
         _cmd_doctor,
-        "check the till: daemon, device, apps, bridge, SDK, authinfo, clock, certificate,"
-        " journal, payments needing an operator, recent errors; each failure with its fix"
+        "check the till: daemon, adb server, device, apps, bridge, SDK, authinfo age, clock,"
+        " certificate, journal, payments needing an operator, recent errors; each failure with"
+        " its fix"
         " (exit 0 all passed, 1 some failed, 8 daemon unreachable)",
     )
 

@@ -333,10 +333,11 @@ class TerminalClient:
         face: terminal_pb2.FaceOptions | None = None,
         **fields: str,
     ) -> AsyncGenerator[terminal_pb2.StartFacePayResponse, None]:
-        """Capture a face and pay; yields payment events and, once, the face UI's end.
+        """Capture a face and pay; yields payment events, progress and, once, the face UI's end.
 
-        Each response holds `event` (a PaymentEvent) or `session_ended` (the screen is free);
-        the stream ends once the payment is final and the face UI has closed.
+        Each response holds `event` (a PaymentEvent), `progress` (a PaymentProgress: what the
+        daemon is doing now; not journaled, no seq, never replayed) or `session_ended` (the
+        screen is free); the stream ends once the payment is final and the face UI has closed.
         """
         request = terminal_pb2.StartFacePayRequest(
             out_trade_no=out_trade_no, total_fee=total_fee, body=body, face=face, **fields
@@ -386,9 +387,19 @@ class TerminalClient:
         self, out_trade_no: str, after_seq: int = 0
     ) -> AsyncGenerator[terminal_pb2.PaymentEvent, None]:
         """Replay a payment's events after after_seq, then follow it to its final state."""
+        stream = self.watch_payment_stream(out_trade_no, after_seq)
+        async with aclosing(stream):
+            async for response in stream:
+                if response.HasField("event"):
+                    yield response.event
+
+    async def watch_payment_stream(
+        self, out_trade_no: str, after_seq: int = 0
+    ) -> AsyncGenerator[terminal_pb2.WatchPaymentResponse, None]:
+        """watch_payment with the live progress: each response holds `event` or `progress`."""
         request = terminal_pb2.WatchPaymentRequest(out_trade_no=out_trade_no, after_seq=after_seq)
         async for response in self._stream("WatchPayment", request):
-            yield response.event
+            yield response
 
     async def get_payment(self, out_trade_no: str) -> terminal_pb2.Payment:
         """One payment from the journal."""

@@ -411,6 +411,8 @@ class Daemon:
             serving=lambda: self._health is not None and self._health.serving,
             http=self._outside.http.api,
             client_certificate=self._outside.client_certificate,
+            sessions=self.sessions,
+            under_systemd=under_systemd(),
         )
         domain = Domain(
             config=config,

@@ -20,6 +20,7 @@ from tests.integration.test_payments import FAST_PAYMENTS, FAST_WXPAY, pay
 _CLI = "import sys; from facepay_client.cli import main; sys.exit(main(sys.argv[1:]))"
 DAEMON_CHECKS = [
     "health",
+    "adb_server",
     "device",
     "face_app",
     "bridge_app",
@@ -87,6 +88,9 @@ async def test_a_healthy_terminal_passes_every_check(
     assert checks["device"]["detail"].endswith("state READY")
     assert "SDK 2.22.0: quit yes, firewall yes" in checks["face_app"]["detail"]
     assert "getWxpayfaceRawdata answered" in checks["bridge"]["detail"]
+    # The real adb server the stack runs, asked for its version.
+    assert " answering, version " in checks["adb_server"]["detail"]
+    assert checks["authinfo"]["detail"].startswith("fetched ")
     assert "against WeChat Pay's Date header" in checks["clock_skew"]["detail"]
     assert "CN=facepay simulated merchant" in checks["merchant_cert"]["detail"]
     assert checks["journal"]["detail"].startswith("writable, ")
@@ -111,6 +115,7 @@ async def test_stopped_adbd_fails_the_device_check_with_the_adb_fix(
     assert code == 1
     assert {"health", "device", "bridge", "sdk"} <= failed(checks)
     assert checks["daemon"]["ok"]
+    assert checks["adb_server"]["ok"], "the adb server runs; only the device behind it is gone"
     assert "state FAULT" in checks["device"]["detail"]
     assert "adb devices" in checks["device"]["fix"]
     assert "systemctl status adb" in checks["device"]["fix"]

@@ -125,9 +125,11 @@ async def face_world(
     mode: SdkMode = SdkMode.NON_AGGREGATE,
     fetch: Callable[[], Awaitable[AuthinfoGrant]] | None = None,
     backend: PaymentBackend | None = None,
+    timings: PaymentTimings | None = None,
+    clock: ManualClock | None = None,
 ) -> AsyncIterator[World]:
     """Start the simulated terminal and the face domain over it; stop everything afterwards."""
-    clock = ManualClock()
+    clock = clock or ManualClock()
     latencies = SimLatencies(
         init=0.0,
         rawdata=0.0,
@@ -171,7 +173,7 @@ async def face_world(
     )
     journal = await Journal.open(tmp_path / "j.sqlite3", clock=clock)
     backend = backend or PayingBackend()
-    payments = PaymentService(journal.payments, backend, clock, PaymentTimings())
+    payments = PaymentService(journal.payments, backend, clock, timings or PaymentTimings())
     flows = FaceFlows(sessions=sessions, payments=payments, lifecycle=lifecycle, clock=clock)
     world = World(
         clock, sim, lifecycle, authinfo, sessions, flows, journal, payments, backend, device

@@ -7,8 +7,11 @@ import asyncio
 import io
 import json
 import re
+import shlex
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,7 +33,15 @@ from facepay_client import (
     TerminalBusyError,
     TerminalClient,
 )
-from facepay_client.cli import ExitCode, _build_parser, _Following, _interrupted, _Output, main
+from facepay_client.cli import (
+    ExitCode,
+    _build_parser,
+    _Following,
+    _interrupted,
+    _Output,
+    _progress_text,
+    main,
+)
 from tests.helpers import until
 
 _DEADLINE = 10.0
@@ -95,6 +106,8 @@ class FakeTerminal(terminal_pb2_grpc.TerminalServiceServicer):
         # When set, StartFacePay waits for it after the event numbered ``pause_after``.
         self.resume: asyncio.Event | None = None
         self.pause_after = 0
+        # Sent after the pay event numbered by the key (not journaled, as the daemon streams it).
+        self.pay_progress: dict[int, list[terminal_pb2.PaymentProgress]] = {}
 
     async def _enter(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
         self.requests.setdefault(method, []).append(request)
@@ -112,6 +125,8 @@ class FakeTerminal(terminal_pb2_grpc.TerminalServiceServicer):
             copy.CopyFrom(item)
             copy.out_trade_no = request.out_trade_no
             yield terminal_pb2.StartFacePayResponse(event=copy)
+            for progress in self.pay_progress.get(n, []):
+                yield terminal_pb2.StartFacePayResponse(progress=progress)
             if self.resume is not None and n == self.pause_after:
                 await self.resume.wait()
             if self.session_ended is not None and n == self.session_ended_after:
@@ -534,10 +549,22 @@ async def test_pay_that_does_not_succeed_exits_1(
     assert await daemon.run("pay", "--amount", "1", "--body", "w") == expected
 
 
-async def test_pay_prints_what_the_daemon_does_while_it_waits(
+def _waiting_to_query(attempt: int, in_seconds: float) -> terminal_pb2.PaymentProgress:
+    progress = terminal_pb2.PaymentProgress(
+        state=terminal_pb2.PAYMENT_STATE_PENDING,
+        activity="WAITING_TO_QUERY",
+        attempt=attempt,
+        reason="USERPAYING",
+    )
+    progress.next_at.FromNanoseconds(int((time.time() + in_seconds) * 1e9))
+    return progress
+
+
+async def test_pay_prints_what_the_daemon_streams_while_it_waits(
     daemon: Daemon, capsys: pytest.CaptureFixture[str]
 ) -> None:
     daemon.fake.pay_events = _happy_events()
+    daemon.fake.pay_progress = {3: [_waiting_to_query(4, 600)]}
     daemon.fake.resume = asyncio.Event()
     daemon.fake.pause_after = 3  # PENDING USERPAYING: the daemon keeps querying WeChat Pay
     run = asyncio.ensure_future(
@@ -557,11 +584,87 @@ async def test_pay_prints_what_the_daemon_does_while_it_waits(
     for line in progress:
         assert re.fullmatch(
             r"facepay: [\d.]+ s: the payer confirms on their phone \(USERPAYING\); "
-            r"facepayd queries WeChat Pay until it settles…",
+            r"querying WeChat Pay \(4\) in \d+ min \d\d s…",
             line,
         ), line
     elapsed = [float(line.split()[1]) for line in progress]
     assert elapsed == sorted(elapsed)
+
+
+@pytest.mark.parametrize(
+    ("activity", "attempt", "in_seconds", "reason", "text"),
+    [
+        ("PAYING", 1, None, "", "sending the payment to WeChat Pay"),
+        ("QUERYING", 3, None, "USERPAYING", "querying WeChat Pay (3)"),
+        ("WAITING_TO_QUERY", 2, 4.2, "SYSTEMERROR",
+         "no answer yet (SYSTEMERROR); querying WeChat Pay (2) in 5 s"),
+        ("REVERSING", 2, None, "TIMEOUT", "reversing the payment with WeChat Pay (2)"),
+        ("WAITING_TO_REVERSE", 1, 11.5, "TIMEOUT", "waiting to reverse (12 s)"),
+        ("RETRYING", 3, 62.0, "UNRESOLVED", "trying again in 1 min 02 s (UNRESOLVED)"),
+        ("SOMETHING_NEW", 4, None, "", "something new (4)"),
+    ],
+)  # fmt: skip
+def test_progress_lines_say_what_the_daemon_streamed(
+    activity: str, attempt: int, in_seconds: float | None, reason: str, text: str
+) -> None:
+    now = 1_700_000_000.0
+    progress = terminal_pb2.PaymentProgress(activity=activity, attempt=attempt, reason=reason)
+    if in_seconds is not None:
+        progress.next_at.FromNanoseconds(int((now + in_seconds) * 1e9))
+    assert _progress_text(progress, now) == text
+
+
+async def test_pay_json_keeps_progress_off_stdout(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.fake.pay_events = _happy_events()
+    daemon.fake.pay_progress = {3: [_waiting_to_query(2, 600)]}
+    daemon.fake.resume = asyncio.Event()
+    daemon.fake.pause_after = 3
+    run = asyncio.ensure_future(
+        daemon.run("--json", "--progress", "0.05", "pay", "--amount", "1", "--body", "w")
+    )
+    out = err = ""
+
+    def progressed() -> bool:
+        nonlocal out, err
+        captured = capsys.readouterr()
+        out, err = out + captured.out, err + captured.err
+        return "querying WeChat Pay (2)" in err
+
+    await until(progressed, what="a progress line on stderr")
+    daemon.fake.resume.set()
+    assert await run == ExitCode.OK
+    out += capsys.readouterr().out
+    records = [json.loads(line) for line in lines(out)]
+    # Every stdout line is JSON: the out_trade_no, then the four events, and no progress.
+    assert [r.get("seq") for r in records] == [None, 1, 2, 3, 4]
+    assert not any("progress" in r or "activity" in r for r in records)
+
+
+async def test_a_notice_after_the_final_event_is_not_shown(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.fake.pay_events = _happy_events()
+    daemon.fake.pay_progress = {4: [_waiting_to_query(9, 600)]}
+    daemon.fake.session_ended = terminal_pb2.SessionEnded(session_id="s", reason="RESULT_SHOWN")
+    daemon.fake.session_ended_after = 4
+    daemon.fake.resume = asyncio.Event()
+    daemon.fake.pause_after = 4  # final, the face UI still open
+    run = asyncio.ensure_future(
+        daemon.run("--progress", "0.05", "pay", "--amount", "1", "--body", "w")
+    )
+    err = ""
+
+    def progressed() -> bool:
+        nonlocal err
+        err += capsys.readouterr().err
+        return "waiting for the face UI to close" in err
+
+    await until(progressed, what="the line after the final event")
+    daemon.fake.resume.set()
+    assert await run == ExitCode.OK
+    assert "querying WeChat Pay (9)" not in err + capsys.readouterr().err
 
 
 async def test_no_progress_lines_with_progress_0(
@@ -736,3 +839,54 @@ def test_interrupted_pay_says_what_happens_to_the_payment(
         assert text in err.getvalue()
     for text in absent:
         assert text not in err.getvalue()
+
+
+# ---------------------------------------------------------------- completion
+
+
+def _complete(script: str, *words: str) -> list[str]:
+    """What bash completes for `facepay WORDS...` (the last word is the one being typed)."""
+    words_array = " ".join(shlex.quote(w) for w in ("facepay", *words))
+    program = (
+        f"{script}\nCOMP_WORDS=({words_array}); COMP_CWORD={len(words)}; _facepay;"
+        ' printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    done = subprocess.run(
+        ["bash", "--norc", "-c", program], capture_output=True, text=True, check=True, timeout=30
+    )
+    return done.stdout.split()
+
+
+def test_bash_completion_lists_the_subcommands_and_their_options(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["completion", "bash"]) == ExitCode.OK
+    script = capsys.readouterr().out
+    assert "complete -F _facepay facepay" in script
+    commands = set(_complete(script, ""))
+    assert {"status", "pay", "payment", "payscore", "doctor", "bridge-check", "completion"} <= (
+        commands
+    )
+    assert {"--socket", "--json", "--progress", "--version"} <= commands
+    assert _complete(script, "pa") == ["pay", "payment", "payscore"]
+    assert set(_complete(script, "payment", "")) == {
+        "-h",
+        "--help",
+        "get",
+        "list",
+        "watch",
+        "reverse",
+    }
+    assert _complete(script, "--json", "payment", "watch", "--a") == ["--after-seq"]
+    assert "--amount" in _complete(script, "pay", "--a")
+    assert _complete(script, "pay", "--limit-pay", "") == ["no_credit"]
+    assert _complete(script, "completion", "") == ["-h", "--help", "bash", "zsh"]
+
+
+def test_zsh_completion_runs_the_same_function_through_bashcompinit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["completion", "zsh"]) == ExitCode.OK
+    script = capsys.readouterr().out
+    assert script.startswith("#compdef facepay\nautoload -U +X bashcompinit && bashcompinit\n")
+    assert "complete -F _facepay facepay" in script

@@ -38,10 +38,11 @@ class AuthinfoKey:
 
 @dataclass(frozen=True, slots=True)
 class CachedAuthinfo:
-    """One authinfo and when it stops being valid (unix seconds)."""
+    """One authinfo, when it stops being valid and when it was fetched (unix seconds)."""
 
     authinfo: str
     expires_at: float
+    fetched_at: float | None = None  # None: read from a file written before it was recorded
 
 
 # Fetches rawdata from the SDK, then exchanges it with WeChat Pay for an authinfo.
@@ -74,6 +75,18 @@ class AuthinfoCache:
         self._refresher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.fetches = 0
+        # Why the last fetch failed ("" once one succeeds), for `facepay doctor`; no secrets.
+        self._refresh_error = ""
+
+    @property
+    def fetched_at(self) -> float | None:
+        """When the cached authinfo was fetched (None: nothing cached, or not recorded)."""
+        return self._current.fetched_at if self._current else None
+
+    @property
+    def refresh_error(self) -> str:
+        """Why the newest fetch failed, or "" when it did not."""
+        return self._refresh_error
 
     @property
     def expires_at(self) -> float | None:
@@ -85,7 +98,12 @@ class AuthinfoCache:
         try:
             raw = json.loads(self._path.read_text())
             entry = raw[self._key.as_text()]
-            cached = CachedAuthinfo(str(entry["authinfo"]), float(entry["expires_at"]))
+            fetched = entry.get("fetched_at")
+            cached = CachedAuthinfo(
+                str(entry["authinfo"]),
+                float(entry["expires_at"]),
+                None if fetched is None else float(fetched),
+            )
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError):
@@ -138,6 +156,8 @@ class AuthinfoCache:
             try:
                 cached = await self._fetch_once()
             except BaseException as exc:
+                if isinstance(exc, FacepayError):
+                    self._refresh_error = str(exc)
                 self._inflight = None
                 inflight.set_exception(exc)
                 # Every caller saw the error through the future; mark it retrieved.
@@ -152,8 +172,10 @@ class AuthinfoCache:
         grant = await self._fetch()
         logs.replace_secret(self._secret_slot, grant.authinfo)
         self.fetches += 1
-        cached = CachedAuthinfo(grant.authinfo, self._clock.time() + max(grant.expires_in, 0))
+        now = self._clock.time()
+        cached = CachedAuthinfo(grant.authinfo, now + max(grant.expires_in, 0), now)
         self._current = cached
+        self._refresh_error = ""
         try:
             self._save(cached)
         except OSError as exc:
@@ -167,7 +189,12 @@ class AuthinfoCache:
         # Written whole to a 0600 temporary file, then renamed, so a power cut leaves the old file.
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_suffix(".tmp")
-        data = {self._key.as_text(): {"authinfo": cached.authinfo, "expires_at": cached.expires_at}}
+        entry = {
+            "authinfo": cached.authinfo,
+            "expires_at": cached.expires_at,
+            "fetched_at": cached.fetched_at,
+        }
+        data = {self._key.as_text(): entry}
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(data, f)

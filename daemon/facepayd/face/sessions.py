@@ -16,7 +16,7 @@ import contextlib
 import enum
 import functools
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -262,6 +262,19 @@ class FaceSessions:
             if turn.done() and not turn.cancelled():
                 self._free(turn.result())  # granted as we gave up: pass it on
             raise
+
+    @contextlib.contextmanager
+    def reserve(self, kind: str) -> Iterator[Session]:
+        """Hold the camera for a short probe that opens no face UI; TerminalBusy when it is held.
+
+        The same atomic claim as a session's, so no session starts meanwhile; nothing ends for
+        it (no SessionEnd: it is not a face session).
+        """
+        session = self.claim_now(kind)
+        try:
+            yield session
+        finally:
+            self._free(session)
 
     def release_unused(self, session: Session) -> None:
         """Give back a claim that never opened a face UI (nothing was started for it)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email.utils
 import time
 from collections.abc import Callable
@@ -13,9 +15,10 @@ import structlog
 from cryptography import x509
 
 from facepayd.clock import Clock
-from facepayd.errors import FacepayError
+from facepayd.errors import FacepayError, TerminalBusy
 from facepayd.face.authinfo import AuthinfoCache
 from facepayd.face.lifecycle import FACE_APP_PACKAGE, Lifecycle, State
+from facepayd.face.sessions import FaceSessions
 from facepayd.ops import logs
 from facepayd.ops.config import Config, SdkMode
 from facepayd.payments.models import PaymentState
@@ -30,6 +33,8 @@ MAX_CLOCK_SKEW = 60.0
 CERT_RENEW_DAYS = 30
 # At most this many NEEDS_ATTENTION orders and recent errors are listed.
 LISTED = 5
+# How long the adb server may take to answer host:version.
+ADB_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,8 @@ class Diagnostics:
         serving: Callable[[], bool],
         http: httpx.AsyncClient,
         client_certificate: x509.Certificate | None,
+        sessions: FaceSessions | None = None,
+        under_systemd: bool = False,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -65,11 +72,16 @@ class Diagnostics:
         self._serving = serving
         self._http = http
         self._certificate = client_certificate
+        # The camera's claim: the bridge probe takes it, so no face session runs meanwhile.
+        self._sessions = sessions
+        # Under systemd the adb server is adb.service's: its fix names the unit.
+        self._under_systemd = under_systemd
 
     async def run(self) -> list[Check]:
         """Every check, in the order an engineer works through them."""
         checks = [
             self.health(),
+            await self.adb_server(),
             self.device(),
             *self.apps(),
             await self.bridge(),
@@ -94,6 +106,32 @@ class Diagnostics:
             "NOT_SERVING: payments are refused",
             "fix the failing checks below; health follows by itself",
         )
+
+    async def adb_server(self) -> Check:
+        """The adb server the adb transport talks to: answering, and its version."""
+        device = self._config.device
+        if device.transport != "adb":
+            return Check("adb_server", True, f"not used (device.transport = {device.transport})")
+        host, _, port = device.adb_server.rpartition(":")
+        try:
+            async with asyncio.timeout(ADB_TIMEOUT):
+                version = await _adb_server_version(host, int(port))
+        except (OSError, TimeoutError, ValueError) as exc:
+            why = "no answer in time" if isinstance(exc, TimeoutError) else _oserror_text(exc)
+            if self._under_systemd:
+                fix = (
+                    "start the adb unit: `systemctl enable --now adb.service`; if it fails,"
+                    " `systemctl status adb.service` and `journalctl -u adb.service -e`"
+                    f" (it must listen on {device.adb_server})"
+                )
+            else:
+                fix = (
+                    f"start one: `adb -P {port} start-server` (facepayd starts it by itself when"
+                    " not under systemd: check device.adb_path), or fix device.adb_server"
+                )
+            return Check("adb_server", False, f"{device.adb_server}: {why}", fix)
+        unit = "; adb.service" if self._under_systemd else ""
+        return Check("adb_server", True, f"{device.adb_server} answering, version {version}{unit}")
 
     def device(self) -> Check:
         """The peripheral: reachable, with its serial and model."""
@@ -197,10 +235,23 @@ class Diagnostics:
         return checks
 
     async def bridge(self) -> Check:
-        """A round trip through the bridge: one harmless SDK call (getWxpayfaceRawdata)."""
+        """A round trip through the bridge: one harmless SDK call (getWxpayfaceRawdata).
+
+        The probe holds the camera's claim, taken like a session's (atomically): a face session
+        is never raced, it runs instead of the probe or waits (or is busy) for its few ms.
+        """
         lc = self._lifecycle
+        hello = lc.hello
         if lc.in_session:
-            return Check("bridge", True, "skipped: a face session is running (it uses the bridge)")
+            return Check("bridge", True, "skipped: a session is running (it uses the bridge)")
+        if lc.state is State.UNINITIALIZED and lc.mode is SdkMode.AGGREGATE and hello is not None:
+            # Aggregate mode releases the SDK between sessions: no SDK call to probe with.
+            return Check(
+                "bridge",
+                True,
+                f"released between sessions (aggregate mode); bridge {hello.bridge_version}"
+                " connected",
+            )
         if lc.state is not State.READY:
             return Check(
                 "bridge",
@@ -208,10 +259,16 @@ class Diagnostics:
                 f"no round trip: the SDK is {lc.state.name}",
                 "fix the device and sdk checks first",
             )
-        started = time.monotonic()
         try:
-            # rawdata is a secret: it is dropped here, only the timing is kept.
-            await lc.run(lambda sdk: sdk.rawdata())
+            with contextlib.ExitStack() as claim:
+                if self._sessions is not None:
+                    claim.enter_context(self._sessions.reserve("doctor"))
+                started = time.monotonic()
+                # rawdata is a secret: it is dropped here, only the timing is kept.
+                await lc.run(lambda sdk: sdk.rawdata())
+                elapsed_ms = (time.monotonic() - started) * 1000
+        except TerminalBusy:
+            return Check("bridge", True, "skipped: a session is running (it uses the bridge)")
         except FacepayError as exc:
             return Check(
                 "bridge",
@@ -220,7 +277,6 @@ class Diagnostics:
                 "restart the bridge app on the peripheral (or `systemctl restart facepayd`);"
                 " `facepay bridge-check` names what the bridge gets wrong",
             )
-        elapsed_ms = (time.monotonic() - started) * 1000
         return Check("bridge", True, f"getWxpayfaceRawdata answered in {elapsed_ms:.0f} ms")
 
     def sdk_state(self) -> Check:
@@ -245,20 +301,31 @@ class Diagnostics:
         return Check("sdk", False, detail, fix)
 
     def authinfo(self) -> Check:
-        """The cached authinfo and when it expires."""
-        expires_at = self._authinfo.expires_at
+        """The cached authinfo: how old, when it expires, and whether refreshing it works."""
+        cache = self._authinfo
+        expires_at, fetched_at, error = cache.expires_at, cache.fetched_at, cache.refresh_error
         now = self._clock.time()
         fix = (
             "it is fetched while the SDK is READY: fix the sdk and clock_skew checks, check"
             " that WeChat Pay is reachable and [merchant] store_id/device_id are right"
         )
+        failing = f"; refreshing it fails: {error}" if error else ""
         if expires_at is None:
-            return Check("authinfo", False, "none cached", fix)
+            return Check("authinfo", False, f"none cached{failing}", fix)
+        fetched = (
+            f"fetched {_duration(now - fetched_at)} ago"
+            if fetched_at is not None
+            else "fetched at an unknown time"
+        )
         left = expires_at - now
         if left <= 0:
-            return Check("authinfo", False, f"expired {_ago(-left)} ago", fix)
+            detail = f"{fetched}, expired {_duration(-left)} ago{failing}"
+            return Check("authinfo", False, detail, fix)
         at = datetime.fromtimestamp(expires_at, UTC)
-        return Check("authinfo", True, f"expires in {_ago(left)} ({at:%Y-%m-%d %H:%M:%S} UTC)")
+        detail = f"{fetched}, expires in {_duration(left)} ({at:%Y-%m-%d %H:%M} UTC)"
+        if error:
+            return Check("authinfo", False, detail + failing, fix)
+        return Check("authinfo", True, detail)
 
     async def clock_skew(self) -> Check:
         """This clock against the Date header of WeChat Pay's API server."""
@@ -377,10 +444,41 @@ class Diagnostics:
         )
 
 
-def _ago(seconds: float) -> str:
-    """A duration as an engineer reads it."""
+def _duration(seconds: float) -> str:
+    """A duration as an engineer reads it: 45 s, 48 min, 1 h 12 min."""
+    seconds = max(0.0, seconds)
     if seconds < 120:
         return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+async def _adb_server_version(host: str, port: int) -> int:
+    """The adb server's internal version, from its host:version service (adb's SERVICES.TXT)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        request = b"host:version"
+        writer.write(b"%04x%s" % (len(request), request))
+        await writer.drain()
+        status = await reader.readexactly(4)
+        if status != b"OKAY":
+            raise ValueError(f"the adb server answered {status!r}")
+        length = int(await reader.readexactly(4), 16)
+        return int(await reader.readexactly(length), 16)
+    except asyncio.IncompleteReadError as exc:
+        raise ValueError("the adb server closed the connection") from exc
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+def _oserror_text(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (nothing listens there)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc)

@@ -35,6 +35,7 @@ from facepayd.clock import Clock, wait_event
 from facepayd.errors import BackendRejected, FacepayError, WrongState
 from facepayd.payments.models import EventKind, Payment, PaymentEvent, PaymentState
 from facepayd.payments.ports import PaymentBackend, PaymentJournal
+from facepayd.payments.progress import Activity, Progress, ProgressHub
 from facepayd.wxpay.codes import Api, Disposition, classify
 from facepayd.wxpay.models import MicropayOrder, ReverseResult, TradeResult, TradeState
 
@@ -183,6 +184,7 @@ class PaymentMachine:
         spbill_create_ip: str = "127.0.0.1",
         device_info: str = "",
         reverse_requested: asyncio.Event | None = None,
+        progress: ProgressHub | None = None,
     ) -> None:
         self._out_trade_no = out_trade_no
         self._journal = journal
@@ -196,6 +198,13 @@ class PaymentMachine:
         # Monotonic time at which micropay was sent, derived from the journaled wall time.
         self._paid_mono: float | None = None
         self._log = log.bind(out_trade_no=out_trade_no)
+        # For the progress notices: the state as the machine last saw it, when it was entered,
+        # why, and the calls of each kind made since.
+        self._progress = progress
+        self._state = PaymentState.CAPTURING
+        self._entered = clock.time()
+        self._why = ""
+        self._attempts: dict[Activity, int] = {}
 
     async def pay(self, face_code: str) -> Payment:
         """Send micropay once with face_code, then settle the order."""
@@ -208,6 +217,7 @@ class PaymentMachine:
         # Stamped with our clock: the reverse timers are measured from it.
         payment = await self._journal.mark_pay_sent(self._out_trade_no, at=self._clock.time())
         self._anchor(payment)
+        self._seen(payment)
         outcome = await self._send_micropay(payment, face_code)
         del face_code  # the face code is needed for exactly one request
         return await self._run(await self._after_micropay(payment, outcome))
@@ -276,7 +286,11 @@ class PaymentMachine:
 
     async def _load(self, payment: Payment) -> None:
         self._anchor(payment)
-        self._history = history(await self._journal.events(self._out_trade_no))
+        events = await self._journal.events(self._out_trade_no)
+        self._history = history(events)
+        self._seen(payment)
+        if events:
+            self._why = str(events[-1].data.get("reason", ""))
 
     # ------------------------------------------------------------------ micropay
 
@@ -299,6 +313,7 @@ class PaymentMachine:
             receipt=order.receipt,
             scene_info=order.scene_info,
         )
+        self._calling(Activity.PAYING)
         try:
             return await self._backend.micropay(request)
         except BackendRejected as exc:
@@ -354,6 +369,7 @@ class PaymentMachine:
         t = self._timings
         while True:
             if delay > 0:
+                self._waiting(Activity.WAITING_TO_QUERY, Activity.QUERYING, delay)
                 await wait_event(self._clock, self._reverse_requested, delay)
             if self._reverse_requested.is_set():
                 self._reverse_requested.clear()
@@ -389,12 +405,14 @@ class PaymentMachine:
     async def _ask(self) -> tuple[_Verdict, TradeResult | None]:
         """Query once: what the answer says about this order."""
         payment = await self._journal.get(self._out_trade_no)
+        self._calling(Activity.QUERYING)
         try:
             result = await self._backend.orderquery(
                 out_trade_no=self._out_trade_no, transaction_id=payment.transaction_id
             )
         except FacepayError as exc:
             self._log.warning("orderquery_failed", reason=exc.reason, error=str(exc))
+            self._answered(exc.reason)
             return _Verdict.UNKNOWN, None
         if result.out_trade_no not in ("", self._out_trade_no):
             self._log.warning("orderquery_answer_for_other_order")
@@ -421,6 +439,7 @@ class PaymentMachine:
             case _:
                 verdict = _Verdict.UNKNOWN
         self._log.debug("orderquery", trade_state=result.state.value, verdict=verdict)
+        self._answered(result.state.value)
         return verdict, result
 
     def _owned(self, payment: Payment, result: TradeResult) -> bool:
@@ -482,6 +501,7 @@ class PaymentMachine:
             )
         wait = t.reverse_after - self._since_paid()
         if wait > 0:
+            self._waiting(Activity.WAITING_TO_REVERSE, Activity.REVERSING, wait)
             await self._clock.sleep(wait)
         deadline = self._reversing_deadline(reason)
         backoff = t.reverse_backoff
@@ -493,6 +513,7 @@ class PaymentMachine:
             if left <= 0:
                 step = await self._attention(UNRESOLVED, "reverse is not confirmed yet")
                 return step or _Attend(t.attention_retry)
+            self._waiting(Activity.RETRYING, Activity.REVERSING, min(backoff, left))
             await self._clock.sleep(min(backoff, left))
             backoff = min(backoff * 2, t.reverse_backoff_max)
 
@@ -510,6 +531,7 @@ class PaymentMachine:
         """Call reverse once; the next step, or None to call it again later."""
         payment = await self._journal.get(self._out_trade_no)
         refusal: ReverseResult | None = None
+        self._calling(Activity.REVERSING)
         try:
             answer = await self._backend.reverse(
                 out_trade_no=self._out_trade_no, transaction_id=payment.transaction_id
@@ -554,6 +576,8 @@ class PaymentMachine:
         """One slow retry of an order that waits for an operator."""
         t = self._timings
         if delay > 0:
+            call = Activity.REVERSING if self._why == UNRESOLVED else Activity.QUERYING
+            self._waiting(Activity.RETRYING, call, delay)
             await wait_event(self._clock, self._reverse_requested, delay)
         if self._reverse_requested.is_set():
             self._reverse_requested.clear()
@@ -658,7 +682,52 @@ class PaymentMachine:
         **updates: str | int,
     ) -> Payment:
         await self._journal.append(self._out_trade_no, state, kind, data, **updates)
-        return await self._journal.get(self._out_trade_no)
+        payment = await self._journal.get(self._out_trade_no)
+        self._seen(payment)
+        if "reason" in data:
+            self._why = str(data["reason"])
+        return payment
+
+    # ------------------------------------------------------------------ progress notices
+
+    def _seen(self, payment: Payment) -> None:
+        """Track the journaled state: a new one starts its own count of calls."""
+        if payment.state is not self._state:
+            self._state, self._entered = payment.state, payment.updated_at
+            self._attempts.clear()
+
+    def _answered(self, reason: str) -> None:
+        """While PENDING, the newest answer (USERPAYING, NOTPAY, an error) says why it waits."""
+        if self._state is PaymentState.PENDING:
+            self._why = reason
+
+    def _calling(self, activity: Activity) -> None:
+        """Count a WeChat Pay call of this kind and tell the watchers it is on its way."""
+        attempt = self._attempts.get(activity, 0) + 1
+        self._attempts[activity] = attempt
+        self._notify(activity, attempt, None)
+
+    def _waiting(self, activity: Activity, call: Activity, seconds: float) -> None:
+        """Tell the watchers the next call of kind call is due in seconds."""
+        self._notify(activity, self._attempts.get(call, 0) + 1, seconds)
+
+    def _notify(self, activity: Activity, attempt: int, wait: float | None) -> None:
+        hub = self._progress
+        # The hot path: with nobody watching, no notice is even built.
+        if hub is None or not hub.listening(self._out_trade_no):
+            return
+        now = self._clock.time()
+        hub.publish(
+            Progress(
+                out_trade_no=self._out_trade_no,
+                state=self._state,
+                activity=activity,
+                attempt=attempt,
+                since=self._entered,
+                next_at=None if wait is None else now + wait,
+                reason=self._why,
+            )
+        )
 
     def _anchor(self, payment: Payment) -> None:
         """Place pay_sent_at on the monotonic clock, so wall-clock jumps cannot hurry a reverse."""

@@ -27,6 +27,7 @@ from facepayd.payments.models import (
     PaymentState,
 )
 from facepayd.payments.ports import EventList, PaymentBackend, PaymentJournal, PaymentList
+from facepayd.payments.progress import ProgressHub
 from facepayd.tasks import TaskOwner
 
 __all__ = ["PaymentService", "PaymentServiceClosed"]
@@ -68,6 +69,8 @@ class PaymentService:
         # The wake-up events of the watchers of each payment, dropped when a watcher leaves.
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._needs_attention: set[str] = set()
+        # The machines' live progress notices, for the watchers attached now (nothing is kept).
+        self.progress = ProgressHub()
         # Serializes check-then-journal steps taken outside payment tasks.
         self._lock = asyncio.Lock()
         self._closed = False
@@ -334,6 +337,7 @@ class PaymentService:
             spbill_create_ip=self._spbill_ip,
             device_info=self._device_info,
             reverse_requested=self._reverse_event(out_trade_no),
+            progress=self.progress,
         )
 
     def _spawn(

@@ -12,14 +12,17 @@ from facepayd.face.flows import (
     CaptureCancelled,
     CaptureStep,
     FaceCode,
+    FacePayHandle,
+    FacePayStep,
     SessionStartedStep,
     UiResult,
 )
 from facepayd.face.sessions import FaceOptions, SessionEnd
+from facepayd.payments.progress import Progress, with_progress
 from facepayd.rpc import validation as v
 from facepayd.rpc.convert import event_message
 from facepayd.rpc.handlers import Area, stream, unary
-from facepayd.rpc.payments import payment_order
+from facepayd.rpc.payments import payment_order, progress_message
 
 _MAX_TOAST_BYTES = 192
 
@@ -37,16 +40,14 @@ class FaceArea(Area):
         options = face_options(request.face, "face", rules)
         rules.check()
         handle = await self._d.flows.start_face_pay(order, options)
-        async for step in handle.steps():
-            if isinstance(step, SessionEnd):
-                yield pb.StartFacePayResponse(session_ended=session_ended(step))
-                continue
-            message = event_message(step)
-            face_code = handle.face_code
-            if step.kind == "face_captured" and face_code is not None:
-                # Only the POS that started this capture ever sees its face code.
-                message.face_captured.face_code = face_code
-            yield pb.StartFacePayResponse(event=message)
+        # Progress starts with micropay, after the face code: nothing reaches the POS ahead of
+        # the getWxpayfaceCode frame.
+        with self._d.payments.progress.follow(handle.out_trade_no) as feed:
+            async for step in with_progress(handle.steps(), feed):
+                if isinstance(step, Progress):
+                    yield pb.StartFacePayResponse(progress=progress_message(step))
+                    continue
+                yield face_pay_response(handle, step)
 
     @stream
     async def CaptureFaceCode(
@@ -113,6 +114,18 @@ class FaceArea(Area):
             unionid_code=info.unionid_code,
             unionid_msg=info.unionid_msg,
         )
+
+
+def face_pay_response(handle: FacePayHandle, step: FacePayStep) -> pb.StartFacePayResponse:
+    """One journaled step of a face payment, or the face UI's end, for the POS."""
+    if isinstance(step, SessionEnd):
+        return pb.StartFacePayResponse(session_ended=session_ended(step))
+    message = event_message(step)
+    face_code = handle.face_code
+    if step.kind == "face_captured" and face_code is not None:
+        # Only the POS that started this capture ever sees its face code.
+        message.face_captured.face_code = face_code
+    return pb.StartFacePayResponse(event=message)
 
 
 def session_ended(end: SessionEnd) -> pb.SessionEnded:

@@ -8,8 +8,16 @@ import grpc
 
 from facepay.terminal.v1 import terminal_pb2 as pb
 from facepayd.payments.models import PaymentOrder
+from facepayd.payments.progress import Progress, with_progress
 from facepayd.rpc import validation as v
-from facepayd.rpc.convert import PAYMENT_STATE_BACK, event_message, payment_message, unix
+from facepayd.rpc.convert import (
+    PAYMENT_STATE,
+    PAYMENT_STATE_BACK,
+    event_message,
+    payment_message,
+    timestamp,
+    unix,
+)
 from facepayd.rpc.handlers import Area, stream, unary
 
 _MAX_PAGE_SIZE = 200
@@ -24,14 +32,20 @@ class PaymentsArea(Area):
     async def WatchPayment(
         self, request: pb.WatchPaymentRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchPaymentResponse]:
-        """Replay after after_seq, then follow to the final state."""
+        """Replay after after_seq, then follow to the final state, with live progress."""
         rules = v.Rules()
         v.out_trade_no(rules, "out_trade_no", request.out_trade_no)
         rules.int_range("after_seq", request.after_seq, 0, _MAX_SEQ)
         rules.check()
-        await self._d.payments.get(request.out_trade_no)
-        async for event in self._d.payments.watch(request.out_trade_no, request.after_seq):
-            yield pb.WatchPaymentResponse(event=event_message(event))
+        payments = self._d.payments
+        await payments.get(request.out_trade_no)
+        with payments.progress.follow(request.out_trade_no) as feed:
+            events = payments.watch(request.out_trade_no, request.after_seq)
+            async for item in with_progress(events, feed):
+                if isinstance(item, Progress):
+                    yield pb.WatchPaymentResponse(progress=progress_message(item))
+                else:
+                    yield pb.WatchPaymentResponse(event=event_message(item))
 
     @unary
     async def GetPayment(
@@ -97,6 +111,21 @@ class PaymentsArea(Area):
         """Fill refunded_fee from the payment's refunds."""
         if self._d.refunds is not None:
             payment.refunded_fee = await self._d.refunds.refunded_fee(payment.out_trade_no)
+
+
+def progress_message(progress: Progress) -> pb.PaymentProgress:
+    """A progress notice, for the POS (not journaled, no seq)."""
+    message = pb.PaymentProgress(
+        out_trade_no=progress.out_trade_no,
+        state=PAYMENT_STATE[progress.state],
+        activity=progress.activity.value,
+        attempt=progress.attempt,
+        since=timestamp(progress.since),
+        reason=progress.reason,
+    )
+    if progress.next_at is not None:
+        message.next_at.CopyFrom(timestamp(progress.next_at))
+    return message
 
 
 def payment_order(request: pb.StartFacePayRequest, max_amount: int, rules: v.Rules) -> PaymentOrder:

@@ -490,13 +490,33 @@ class SessionEnded(_message.Message):
     return_msg: str
     def __init__(self, session_id: _Optional[str] = ..., reason: _Optional[str] = ..., return_msg: _Optional[str] = ...) -> None: ...
 
+class PaymentProgress(_message.Message):
+    __slots__ = ("out_trade_no", "state", "activity", "attempt", "since", "next_at", "reason")
+    OUT_TRADE_NO_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    out_trade_no: str
+    state: PaymentState
+    activity: str
+    attempt: int
+    since: _timestamp_pb2.Timestamp
+    next_at: _timestamp_pb2.Timestamp
+    reason: str
+    def __init__(self, out_trade_no: _Optional[str] = ..., state: _Optional[_Union[PaymentState, str]] = ..., activity: _Optional[str] = ..., attempt: _Optional[int] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class StartFacePayResponse(_message.Message):
-    __slots__ = ("event", "session_ended")
+    __slots__ = ("event", "session_ended", "progress")
     EVENT_FIELD_NUMBER: _ClassVar[int]
     SESSION_ENDED_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     event: PaymentEvent
     session_ended: SessionEnded
-    def __init__(self, event: _Optional[_Union[PaymentEvent, _Mapping]] = ..., session_ended: _Optional[_Union[SessionEnded, _Mapping]] = ...) -> None: ...
+    progress: PaymentProgress
+    def __init__(self, event: _Optional[_Union[PaymentEvent, _Mapping]] = ..., session_ended: _Optional[_Union[SessionEnded, _Mapping]] = ..., progress: _Optional[_Union[PaymentProgress, _Mapping]] = ...) -> None: ...
 
 class CaptureFaceCodeRequest(_message.Message):
     __slots__ = ("out_trade_no", "total_fee", "face")
@@ -637,10 +657,12 @@ class WatchPaymentRequest(_message.Message):
     def __init__(self, out_trade_no: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
 
 class WatchPaymentResponse(_message.Message):
-    __slots__ = ("event",)
+    __slots__ = ("event", "progress")
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     event: PaymentEvent
-    def __init__(self, event: _Optional[_Union[PaymentEvent, _Mapping]] = ...) -> None: ...
+    progress: PaymentProgress
+    def __init__(self, event: _Optional[_Union[PaymentEvent, _Mapping]] = ..., progress: _Optional[_Union[PaymentProgress, _Mapping]] = ...) -> None: ...
 
 class GetPaymentRequest(_message.Message):
     __slots__ = ("out_trade_no",)
