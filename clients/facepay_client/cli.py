@@ -552,6 +552,10 @@ class _Progress:
         self._fixed = None
         self._state = progress.state
 
+    def say(self, text: str) -> None:
+        """A fixed text for the line (a flow with no streamed progress, such as a refund)."""
+        self._fixed = text
+
     def text(self) -> str:
         """The line's text, now."""
         if self._fixed is not None:
@@ -869,11 +873,12 @@ async def _cmd_payment_refund(
         refund_account=args.account or "",
         retry_failed=args.retry_failed,
     )
-    progress = _Progress(out, args.progress)
-    progress.doing = _REFUND_DOING[terminal_pb2.REFUND_STATE_UNSPECIFIED]
+    progress = _Progress(out, args.progress, args.clock)
+    progress.say(_REFUND_DOING[terminal_pb2.REFUND_STATE_UNSPECIFIED])
     async with aclosing(events), progress.running():
         async for event in events:
-            progress.doing = _REFUND_DOING.get(event.state, progress.doing)
+            if event.state in _REFUND_DOING:
+                progress.say(_REFUND_DOING[event.state])
             _print_refund_event(out, event)
             if event.state in _EXIT_BY_REFUND_STATE:
                 if event.state == terminal_pb2.REFUND_STATE_NEEDS_ATTENTION:
