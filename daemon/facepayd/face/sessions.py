@@ -17,7 +17,7 @@ import enum
 import functools
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import structlog
@@ -125,6 +125,12 @@ class FaceOptions:
     face_authtype: str = "FACEPAY"
     wait_if_busy: bool = False
     ask_unionid: bool = False
+    # getWxpayfaceCode only (the reference lists them for no other face call).
+    telephone: str = field(default="", repr=False)
+    ask_face_permit: str = ""
+    ask_ret_page: str = ""
+    ignore_update_pay_result: str = ""
+    face_code_type: str = "1"
 
     @property
     def ui(self) -> FaceUi:
@@ -301,6 +307,11 @@ class FaceSessions:
                 out_trade_no=out_trade_no,
                 total_fee=total_fee,
                 openid=options.openid,
+                telephone=options.telephone,
+                ask_face_permit=options.ask_face_permit,
+                ask_ret_page=options.ask_ret_page,
+                ignore_update_pay_result=options.ignore_update_pay_result or "0",
+                face_code_type=options.face_code_type or "1",
             )
             return await sdk.get_face_code(
                 request, on_ui_result=lambda result: self._on_ui_result(session, result)

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
-from facepayd.payments.models import EventKind, Payment, PaymentEvent, PaymentOrder, PaymentState
+from facepayd.payments.models import (
+    CodeStart,
+    EventKind,
+    Payment,
+    PaymentEvent,
+    PaymentOrder,
+    PaymentState,
+)
 from facepayd.wxpay.models import MicropayOrder, ReverseResult, TradeResult
 
 # Aliases: inside the Protocol, the name "list" is the method.
@@ -27,6 +34,8 @@ class PaymentJournal(Protocol):
     async def create_payment(
         self, order: PaymentOrder, *, data: Mapping[str, str | int] | None = None
     ) -> tuple[Payment, bool]: ...
+
+    async def begin_code_payment(self, order: PaymentOrder) -> tuple[Payment, CodeStart]: ...
 
     async def append(
         self,
