@@ -125,9 +125,10 @@ async def face_world(
     mode: SdkMode = SdkMode.NON_AGGREGATE,
     fetch: Callable[[], Awaitable[AuthinfoGrant]] | None = None,
     backend: PaymentBackend | None = None,
+    clock: ManualClock | None = None,
 ) -> AsyncIterator[World]:
     """Start the simulated terminal and the face domain over it; stop everything afterwards."""
-    clock = ManualClock()
+    clock = clock or ManualClock()
     latencies = SimLatencies(
         init=0.0,
         rawdata=0.0,
