@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import structlog
 
 from facepay.terminal.v1 import terminal_pb2 as pb
 from facepay_client import AlreadyExistsError, InvalidArgumentError, TerminalClient, WrongStateError
+from facepay_client.cli import ExitCode, main
 from facepayd.clock import ManualClock
 from facepayd.sim.terminal import FaceOutcome
 from facepayd.sim.tls import TestPki, generate_test_pki
@@ -269,3 +271,39 @@ async def test_coupons_and_settlement_amounts_reach_the_events_and_get_payment(
         )
         assert payment.promotion_detail == PROMOTION_DETAIL
         assert payment.trade_type == "MICROPAY"
+
+
+async def test_cli_code_pay_continues_a_scanned_sale_and_never_prints_the_code(
+    tmp_path: Path,
+    pki: TestPki,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with paying_world(tmp_path, pki) as (world, wxpay), world_server(world) as socket:
+        cli = ["--socket", str(socket), "--progress", "0"]
+        world.sim.script(FaceOutcome.SCAN_PAYMENT)
+        order = ["--out-trade-no", "CLI1", "--amount", "3", "--body", "tea"]
+        face = asyncio.ensure_future(asyncio.to_thread(main, [*cli, "pay", *order]))
+        await world.show_face()
+        assert await face == ExitCode.FAILED  # CANCELLED: not paid (yet)
+        captured = capsys.readouterr()
+        assert "SCAN_PAYMENT" in captured.out
+        assert "continue_with_code_pay=yes" in captured.out
+        assert "code-pay --out-trade-no CLI1 --auth-code -" in captured.err
+        # A scanner types the code into stdin: never on the command line, never printed.
+        monkeypatch.setattr("sys.stdin", io.StringIO(CODE + "\n"))
+        code = await asyncio.to_thread(main, [*cli, "code-pay", "--auth-code", "-", *order])
+        captured = capsys.readouterr()
+        assert code == ExitCode.OK, captured
+        rows = [line.split() for line in captured.out.splitlines() if line.startswith("#")]
+        # The whole sale: its face part, then the code part that decides the exit code.
+        assert [(row[0], row[2], row[3]) for row in rows] == [
+            ("#1", "CAPTURING", "session_started"),
+            ("#2", "CANCELLED", "cancelled"),
+            ("#3", "PAYING", "code_received"),
+            ("#4", "SUCCEEDED", "succeeded"),
+        ]
+        assert CODE not in captured.out + captured.err
+        record = wxpay.order("CLI1")
+        assert record is not None
+        assert record.charge_count == 1
