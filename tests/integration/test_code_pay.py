@@ -19,6 +19,7 @@ from facepay.terminal.v1 import terminal_pb2 as pb
 from facepay_client import AlreadyExistsError, InvalidArgumentError, TerminalClient, WrongStateError
 from facepay_client.cli import ExitCode, main
 from facepayd.clock import ManualClock
+from facepayd.ops.config import MerchantConfig
 from facepayd.sim.terminal import FaceOutcome
 from facepayd.sim.tls import TestPki, generate_test_pki
 from facepayd.sim.wxpay import COUPON_FEE, PROMOTION_DETAIL, OrderState, WxPaySimulator
@@ -31,7 +32,6 @@ from tests.unit.face_world import MERCHANT, World, face_world, world_server
 
 S = pb.PaymentState
 API_KEY = "SimApiKey0123456789abcdefghijklm"
-WX_MERCHANT = Merchant(appid=MERCHANT.appid, mch_id=MERCHANT.mch_id)
 # Valid payment codes (18 digits, 10-15): one that pays, and the simulator's scenario prefixes.
 CODE = "134000000000000001"
 EXPIRED = "149901000000000001"
@@ -47,15 +47,23 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
 
 
 @contextlib.asynccontextmanager
-async def paying_world(tmp_path: Path, pki: TestPki) -> AsyncIterator[tuple[World, WxPaySimulator]]:
+async def paying_world(
+    tmp_path: Path, pki: TestPki, merchant: MerchantConfig = MERCHANT
+) -> AsyncIterator[tuple[World, WxPaySimulator]]:
     """The face world whose payments go to the simulated WeChat Pay through the real client."""
     world_clock = ManualClock()
-    sim = WxPaySimulator(merchant=WX_MERCHANT, api_key=API_KEY, pki=pki, clock=world_clock)
+    wx_merchant = Merchant(
+        appid=merchant.appid,
+        mch_id=merchant.mch_id,
+        sub_appid=merchant.sub_appid,
+        sub_mch_id=merchant.sub_mch_id,
+    )
+    sim = WxPaySimulator(merchant=wx_merchant, api_key=API_KEY, pki=pki, clock=world_clock)
     await sim.start()
     cert = ClientCert.load_pkcs12_file(pki.client_p12, pki.client_p12_password)
     http = build_http_clients(sim.ca_file, cert, httpx.Timeout(5.0))
     client = WxPayV2Client(
-        WX_MERCHANT,
+        wx_merchant,
         API_KEY,
         HMAC_SHA256,
         api_base_url=sim.base_url,
@@ -65,7 +73,9 @@ async def paying_world(tmp_path: Path, pki: TestPki) -> AsyncIterator[tuple[Worl
         clock=world_clock,
     )
     try:
-        async with face_world(tmp_path, backend=client, clock=world_clock) as world:
+        async with face_world(
+            tmp_path, backend=client, clock=world_clock, merchant=merchant
+        ) as world:
             sim.openid_of_face_code = world.sim.face_code_openids.get
             yield world, sim
     finally:

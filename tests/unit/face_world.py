@@ -126,6 +126,7 @@ async def face_world(
     fetch: Callable[[], Awaitable[AuthinfoGrant]] | None = None,
     backend: PaymentBackend | None = None,
     clock: ManualClock | None = None,
+    merchant: MerchantConfig = MERCHANT,
 ) -> AsyncIterator[World]:
     """Start the simulated terminal and the face domain over it; stop everything afterwards."""
     clock = clock or ManualClock()
@@ -154,7 +155,7 @@ async def face_world(
         clock=clock,
         device=device,
         sdk=SdkConfig(mode=mode),
-        merchant=MERCHANT,
+        merchant=merchant,
     )
 
     async def grant() -> AuthinfoGrant:
@@ -168,11 +169,13 @@ async def face_world(
         refresh_ahead=300.0,
     )
     sessions = FaceSessions(
-        lifecycle=lifecycle, authinfo=authinfo, merchant=MERCHANT, device=device, clock=clock
+        lifecycle=lifecycle, authinfo=authinfo, merchant=merchant, device=device, clock=clock
     )
     journal = await Journal.open(tmp_path / "j.sqlite3", clock=clock)
     backend = backend or PayingBackend()
-    payments = PaymentService(journal.payments, backend, clock, PaymentTimings())
+    payments = PaymentService(
+        journal.payments, backend, clock, PaymentTimings(), device_info=merchant.device_id
+    )
     flows = FaceFlows(sessions=sessions, payments=payments, lifecycle=lifecycle, clock=clock)
     world = World(
         clock, sim, lifecycle, authinfo, sessions, flows, journal, payments, backend, device
