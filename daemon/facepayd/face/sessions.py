@@ -381,6 +381,8 @@ class FaceSessions:
         shown = await self._lifecycle.run(
             lambda sdk: sdk.update_pay_result(self._merchant, authinfo, success=success)
         )
+        # Below 2.13 this answer is the UI's result (the capture stream reports it as such).
+        session.ui_result = shown
         if shown.user_query_cancel:
             session._finish(EndReason.USER_QUERY_CANCEL, shown.return_msg)
         else:

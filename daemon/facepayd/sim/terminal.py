@@ -596,6 +596,9 @@ class SimTerminal:
                 )
         finally:
             self._close_page(page)
+        if ui_result == FaceOutcome.USER_QUERY_CANCEL.value:
+            # The reference's example: the answer itself says the user left before the result.
+            return {"return_code": ui_result, "return_msg": "user left; confirm with the merchant"}
         return _success()
 
     async def _update_callback(
