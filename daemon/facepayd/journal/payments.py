@@ -278,7 +278,10 @@ class PaymentStore:
                 return payment, CodeStart.EXISTING, None
             reason = self._last_reason(no)
             # A POS asking for this is not a bug: refused here, before the table's check.
-            if payment.state is not PaymentState.CANCELLED or reason != SCAN_PAYMENT:
+            scanned = payment.state is PaymentState.CANCELLED and reason == SCAN_PAYMENT
+            # pay_sent_at is never set on a CANCELLED order; checked all the same, since a
+            # continuation must never follow a micropay.
+            if not scanned or payment.pay_sent_at is not None:
                 said = f" (reason {reason})" if payment.state is PaymentState.CANCELLED else ""
                 raise WrongState(
                     f"payment {no} is a face payment in state {payment.state}{said}; only one"
