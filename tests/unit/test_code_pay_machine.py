@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
+import pytest
 import structlog
 
 from facepayd.clock import ManualClock
+from facepayd.errors import InvalidArgument
 from facepayd.journal import Journal
 from facepayd.payments.machine import DAEMON_RESTARTED
 from facepayd.payments.models import CodeStart, EventKind, PaymentOrder, PaymentSource, PaymentState
+from facepayd.wxpay.models import Merchant, MicropayOrder
+from facepayd.wxpay.v2 import WxPayV2Client
 from tests.helpers import until
 from tests.unit.test_payment_machine import FakeBackend, _paid, _service
 
@@ -78,3 +83,20 @@ async def test_a_restart_between_journaling_and_micropay_cancels_the_code_paymen
     finally:
         await service.close(0)
         await journal.close()
+
+
+async def test_micropay_refuses_a_device_info_longer_than_the_reference_allows() -> None:
+    async with httpx.AsyncClient() as http:
+        client = WxPayV2Client(
+            Merchant("wx1", "1900000001"),
+            "k" * 32,
+            "MD5",
+            api_base_url="https://127.0.0.1:9",
+            authinfo_url="https://127.0.0.1:9/face/get_wxpayface_authinfo",
+            http=http,
+            secapi_http=None,
+            clock=ManualClock(),
+        )
+        order = MicropayOrder("C1", 1, "goods", auth_code=CODE, device_info="D" * 33)
+        with pytest.raises(InvalidArgument, match="device_info"):
+            await client.micropay(order)
