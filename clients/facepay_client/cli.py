@@ -198,7 +198,7 @@ def _interrupted(out: _Output, args: argparse.Namespace, following: _Following) 
     if not following.out_trade_no:
         out.note("interrupted")
         return
-    if following.last_seq == 0 and args.command == "pay":
+    if following.last_seq == 0 and args.command in ("pay", "code-pay"):
         # Nothing streamed yet: the daemon may or may not have taken the order.
         out.note(f"interrupted before facepayd confirmed payment {following.out_trade_no}")
         look = _command(args, "payment", "get", following.out_trade_no)
@@ -608,7 +608,9 @@ def _elapsed_text(seconds: float) -> str:
 async def _follow_payment(
     out: _Output,
     args: argparse.Namespace,
-    responses: AsyncGenerator[terminal_pb2.WatchPaymentResponse, None],
+    responses: AsyncGenerator[
+        terminal_pb2.WatchPaymentResponse | terminal_pb2.StartCodePayResponse, None
+    ],
 ) -> int:
     """Print events up to the final state; the exit code says how the payment ended."""
     following: _Following = args.following
@@ -648,6 +650,12 @@ async def _follow_face_pay(
             following.seen(event)
             progress.event(event)
             _print_event(out, event)
+            if event.HasField("cancelled") and event.cancelled.continue_with_code_pay:
+                words = ["code-pay", "--out-trade-no", event.out_trade_no, "--auth-code", "-"]
+                out.note(
+                    "the customer chose to scan; continue this sale with the same order fields:"
+                    f" {_command(args, *words)} --amount ... --body ..."
+                )
             if event.state in _EXIT_BY_FINAL_STATE:
                 exit_code = _EXIT_BY_FINAL_STATE[event.state]
     if exit_code is None:
@@ -791,24 +799,103 @@ async def _cmd_pay(client: TerminalClient, args: argparse.Namespace, out: _Outpu
         out.record({"out_trade_no": out_trade_no})
     else:
         out.pairs([("out_trade_no", out_trade_no)])
-    optional = {
-        "attach": args.attach,
-        "detail": args.detail,
-        "goods_tag": args.goods_tag,
-        "limit_pay": args.limit_pay,
-        "time_expire": args.time_expire,
-        "scene_info": args.scene_info,
-        "receipt": args.receipt,
-        "fee_type": args.fee_type,
-    }
     responses = client.start_face_pay_stream(
-        out_trade_no,
-        args.amount,
-        args.body,
-        face=_face_options(args),
-        **{name: value for name, value in optional.items() if value is not None},
+        out_trade_no, args.amount, args.body, face=_face_options(args), **_order_fields(args)
     )
     return await _follow_face_pay(out, args, responses)
+
+
+async def _cmd_code_pay(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
+    auth_code = args.auth_code
+    if auth_code == "-":
+        # A scanner that types into the terminal: read one line, never echo it.
+        auth_code = sys.stdin.readline().strip()
+    out_trade_no = args.out_trade_no or _new_out_trade_no()
+    args.following.out_trade_no = out_trade_no
+    if out.json_mode:
+        out.record({"out_trade_no": out_trade_no})
+    else:
+        out.pairs([("out_trade_no", out_trade_no)])
+    responses = client.start_code_pay_stream(
+        out_trade_no, args.amount, args.body, auth_code, **_order_fields(args)
+    )
+    return await _follow_payment(out, args, _code_part(out, args.following, responses))
+
+
+async def _code_part(
+    out: _Output,
+    following: _Following,
+    responses: AsyncGenerator[terminal_pb2.StartCodePayResponse, None],
+) -> AsyncGenerator[terminal_pb2.StartCodePayResponse, None]:
+    """The code payment's events; a continued face sale's earlier ones are only printed.
+
+    Its CANCELLED(SCAN_PAYMENT) event is final for the face part only: the exit code comes
+    from what follows code_received.
+    """
+    async with aclosing(responses):
+        coded = False
+        async for response in responses:
+            if response.HasField("progress"):
+                yield response
+                continue
+            event = response.event
+            coded = coded or event.HasField("code_received")
+            if coded:
+                yield response
+            else:
+                following.seen(event)
+                _print_event(out, event)
+
+
+_ORDER_FIELDS = (
+    "attach",
+    "detail",
+    "goods_tag",
+    "limit_pay",
+    "time_start",
+    "time_expire",
+    "scene_info",
+    "receipt",
+    "fee_type",
+)
+
+
+def _order_fields(args: argparse.Namespace) -> dict[str, str]:
+    """The optional order fields given on the command line (pay and code-pay share them)."""
+    values = {name: getattr(args, name) for name in _ORDER_FIELDS}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _order_arguments(sub: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The order's arguments, shared by pay and code-pay; returns the required group."""
+    needed = _required_group(sub)
+    needed.add_argument(
+        "--amount", type=_fen, required=True, metavar="FEN", help=f"what to charge, {_AMOUNT_HELP}"
+    )
+    needed.add_argument(
+        "--body", required=True, metavar="TEXT", help="what is sold, as the payer's bill shows it"
+    )
+    sub.add_argument(
+        "--out-trade-no",
+        metavar="ID",
+        help="the order number, unique per merchant (default: generated and printed first)",
+    )
+    sub.add_argument("--attach", metavar="TEXT", help="merchant data returned as is")
+    sub.add_argument("--detail", metavar="JSON", help="goods detail (WeChat Pay's JSON object)")
+    sub.add_argument("--goods-tag", metavar="TAG", help="coupon/discount tag")
+    sub.add_argument("--limit-pay", choices=["no_credit"], help="no_credit: no credit cards")
+    sub.add_argument(
+        "--time-start", metavar="yyyyMMddHHmmss", help="when the order was made, Beijing time"
+    )
+    sub.add_argument(
+        "--time-expire",
+        metavar="yyyyMMddHHmmss",
+        help="the order's expiry, Beijing time, more than a minute away",
+    )
+    sub.add_argument("--scene-info", metavar="JSON", help="store scene info (WeChat Pay's JSON)")
+    sub.add_argument("--receipt", choices=["Y"], help="Y: offer an electronic invoice")
+    sub.add_argument("--fee-type", metavar="CUR", help="ISO 4217 currency (default CNY)")
+    return needed
 
 
 def _new_out_trade_no() -> str:
@@ -1238,28 +1325,20 @@ def _build_parser() -> argparse.ArgumentParser:
     command("userinfo", _cmd_userinfo, "identify the user by face", [face])
 
     pay = command("pay", _cmd_pay, "capture a face and pay; follows the payment", [face])
-    needed = _required_group(pay)
-    needed.add_argument(
-        "--amount", type=_fen, required=True, metavar="FEN", help=f"what to charge, {_AMOUNT_HELP}"
+    _order_arguments(pay)
+    code_pay = command(
+        "code-pay",
+        _cmd_code_pay,
+        "pay with a scanned WeChat payment code; follows the payment (also continues a face"
+        " sale whose customer chose to scan: the same --out-trade-no and order fields)",
     )
-    needed.add_argument(
-        "--body", required=True, metavar="TEXT", help="what is sold, as the payer's bill shows it"
+    _order_arguments(code_pay).add_argument(
+        "--auth-code",
+        required=True,
+        metavar="CODE",
+        help="the scanned code (18 digits), or - to read it from stdin (a command line is"
+        " visible to other users of this machine)",
     )
-    pay.add_argument(
-        "--out-trade-no",
-        metavar="ID",
-        help="the order number, unique per merchant (default: generated and printed first)",
-    )
-    pay.add_argument("--attach", metavar="TEXT", help="merchant data returned as is")
-    pay.add_argument("--detail", metavar="JSON", help="goods detail (WeChat Pay's JSON)")
-    pay.add_argument("--goods-tag", metavar="TAG", help="coupon/discount tag")
-    pay.add_argument("--limit-pay", choices=["no_credit"], help="no_credit: no credit cards")
-    pay.add_argument(
-        "--time-expire", metavar="yyyyMMddHHmmss", help="the order's expiry, Beijing time"
-    )
-    pay.add_argument("--scene-info", metavar="JSON", help="store scene info (WeChat Pay's JSON)")
-    pay.add_argument("--receipt", choices=["Y"], help="Y: offer an electronic invoice")
-    pay.add_argument("--fee-type", metavar="CUR", help="ISO 4217 currency (default CNY)")
 
     payment = command("payment", None, "payments in the journal")
     payment_commands = payment.add_subparsers(

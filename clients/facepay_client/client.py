@@ -345,16 +345,51 @@ class TerminalClient:
         async for response in self._stream("StartFacePay", request):
             yield response
 
+    async def start_code_pay(
+        self,
+        out_trade_no: str,
+        total_fee: int,
+        body: str,
+        auth_code: str,
+        **fields: str,
+    ) -> AsyncGenerator[terminal_pb2.PaymentEvent, None]:
+        """Pay a scanned payment code (or continue a scanned face sale); yields its events."""
+        responses = self.start_code_pay_stream(out_trade_no, total_fee, body, auth_code, **fields)
+        async with aclosing(responses):
+            async for response in responses:
+                if response.HasField("event"):
+                    yield response.event
+
+    async def start_code_pay_stream(
+        self,
+        out_trade_no: str,
+        total_fee: int,
+        body: str,
+        auth_code: str,
+        **fields: str,
+    ) -> AsyncGenerator[terminal_pb2.StartCodePayResponse, None]:
+        """start_code_pay with the live progress: each response holds `event` or `progress`."""
+        request = terminal_pb2.StartCodePayRequest(
+            out_trade_no=out_trade_no,
+            total_fee=total_fee,
+            body=body,
+            auth_code=auth_code,
+            **fields,
+        )
+        async for response in self._stream("StartCodePay", request):
+            yield response
+
     async def capture_face_code(
         self,
         out_trade_no: str = "",
         total_fee: int = 0,
         *,
         face: terminal_pb2.FaceOptions | None = None,
+        face_code_type: str = "",
     ) -> AsyncGenerator[terminal_pb2.CaptureEvent, None]:
         """Capture-only: session, face code (or cancelled), confirmation, then session_ended."""
         request = terminal_pb2.CaptureFaceCodeRequest(
-            out_trade_no=out_trade_no, total_fee=total_fee, face=face
+            out_trade_no=out_trade_no, total_fee=total_fee, face=face, face_code_type=face_code_type
         )
         async for response in self._stream("CaptureFaceCode", request):
             yield response.event

@@ -104,6 +104,57 @@ async def refund_demo(client: TerminalClient, stack: SimStack) -> None:
     check("DEMOREF2" not in wxpay.refunds, "more than is left is refused before it is sent")
 
 
+async def code_pay(
+    client: TerminalClient, out_trade_no: str, amount: int, body: str, auth_code: str
+) -> pb.PaymentEvent:
+    """A barcode payment, printing each event (the code itself never); returns the last one."""
+    last = None
+    async for event in client.start_code_pay(out_trade_no, amount, body, auth_code):
+        say(event_line(event))
+        last = event
+    if last is None:
+        raise DemoFailed(f"{out_trade_no}: no events")
+    return last
+
+
+async def scan_instead_demo(client: TerminalClient, stack: SimStack) -> None:
+    """A customer who chooses to scan: the same sale goes on by code; bad codes fail as WeChat's."""
+    sim, wxpay = stack.terminal, stack.wxpay
+    assert sim is not None
+    assert wxpay is not None
+    say("\n● the customer chooses to scan instead of showing a face (SCAN_PAYMENT)")
+    sim.script(FaceOutcome.SCAN_PAYMENT)
+    last = await pay(client, "DEMOSCAN1", 250, "demo tea")
+    check(last.state == pb.PAYMENT_STATE_CANCELLED, "the face part ends CANCELLED")
+    check(last.cancelled.continue_with_code_pay, "the stream says: continue with a code payment")
+    check(wxpay.order("DEMOSCAN1") is None, "nothing reached WeChat Pay under that number")
+    say("    the cashier scans the customer's payment code: the same out_trade_no and amount")
+    last = await code_pay(client, "DEMOSCAN1", 250, "demo tea", "134567890123456789")
+    check(last.state == pb.PAYMENT_STATE_SUCCEEDED, "paid by code: the same sale, seq going on")
+    events = [e async for e in client.watch_payment("DEMOSCAN1")]
+    check(
+        [e.WhichOneof("kind") for e in events]
+        == ["session_started", "cancelled", "code_received", "succeeded"],
+        "WatchPayment shows the whole sale",
+    )
+    payment = await client.get_payment("DEMOSCAN1")
+    check(payment.source == pb.PAYMENT_SOURCE_CODE, "the payment's source is CODE")
+    order = wxpay.order("DEMOSCAN1")
+    check(order is not None and order.charge_count == 1, "WeChat's ledger: charged once")
+
+    say("\n● a code payment with an expired payment code")
+    last = await code_pay(client, "DEMOCODE2", 100, "demo water", "149901000000000001")
+    check(last.failed.err_code == "AUTHCODEEXPIRE", "FAILED with AUTHCODEEXPIRE")
+
+    say("\n● a code payment with a 1 CNY cash coupon (the till prints the discount)")
+    last = await code_pay(client, "DEMOCODE3", 701, "demo lunch", "134567890123456790")
+    paid = last.succeeded
+    check(
+        (paid.coupon_fee, paid.cash_fee) == (100, 601),
+        "coupon_fee and cash_fee come back (total 701 = coupon 100 + cash 601)",
+    )
+
+
 async def payscore_demo(client: TerminalClient, stack: SimStack) -> None:
     """PayScore: face → openid → service order → complete; then a user who declines."""
     sim, payscore = stack.terminal, stack.payscore
@@ -219,6 +270,7 @@ async def demo(workdir: Path) -> None:
 
             await refund_demo(client, stack)
 
+            await scan_instead_demo(client, stack)
             await payscore_demo(client, stack)
         code = await daemon.stop()
         check(code == 0, "the daemon stopped cleanly on SIGTERM")

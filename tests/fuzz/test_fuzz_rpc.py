@@ -141,6 +141,15 @@ GOOD_TEXT: dict[str, st.SearchStrategy[str]] = {
     "service_id": st.just("500001"),
     "payscore_service_id": st.just("500001"),
     "toast_text": st.just("商家已停止刷脸"),
+    "auth_code": st.sampled_from(["134000000000000001", "149901000000000001"]),
+    "time_start": st.sampled_from(["", "20250101120000"]),
+    "detail": st.sampled_from(["", "{}"]),
+    "scene_info": st.sampled_from(["", '{"store_info":{"id":"S1"}}']),
+    "telephone": st.just("13800138000"),
+    "ask_face_permit": st.sampled_from(["0", "1"]),
+    "ask_ret_page": st.sampled_from(["0", "1"]),
+    "ignore_update_pay_result": st.just("0"),
+    "face_code_type": st.sampled_from(["0", "1"]),
 }
 GOOD_INT: dict[str, st.SearchStrategy[int]] = {
     "total_fee": st.integers(1, 1000),
@@ -588,4 +597,4 @@ def test_raw_bytes_get_an_actionable_status(harness: Harness) -> None:
 def test_enough_examples_run_in_make_test() -> None:
     assert PER_CASE * (len(CASES) + RAW_SHARE) >= min(TOTAL, 2000)
     assert {rpc for rpc, _ in CASES} == set(METHODS)
-    assert len(METHODS) == 27
+    assert len(METHODS) == 28

@@ -127,6 +127,7 @@ async def face_world(
     backend: PaymentBackend | None = None,
     timings: PaymentTimings | None = None,
     clock: ManualClock | None = None,
+    merchant: MerchantConfig = MERCHANT,
 ) -> AsyncIterator[World]:
     """Start the simulated terminal and the face domain over it; stop everything afterwards."""
     clock = clock or ManualClock()
@@ -155,7 +156,7 @@ async def face_world(
         clock=clock,
         device=device,
         sdk=SdkConfig(mode=mode),
-        merchant=MERCHANT,
+        merchant=merchant,
     )
 
     async def grant() -> AuthinfoGrant:
@@ -169,11 +170,17 @@ async def face_world(
         refresh_ahead=300.0,
     )
     sessions = FaceSessions(
-        lifecycle=lifecycle, authinfo=authinfo, merchant=MERCHANT, device=device, clock=clock
+        lifecycle=lifecycle, authinfo=authinfo, merchant=merchant, device=device, clock=clock
     )
     journal = await Journal.open(tmp_path / "j.sqlite3", clock=clock)
     backend = backend or PayingBackend()
-    payments = PaymentService(journal.payments, backend, clock, timings or PaymentTimings())
+    payments = PaymentService(
+        journal.payments,
+        backend,
+        clock,
+        timings or PaymentTimings(),
+        device_info=merchant.device_id,
+    )
     flows = FaceFlows(sessions=sessions, payments=payments, lifecycle=lifecycle, clock=clock)
     world = World(
         clock, sim, lifecycle, authinfo, sessions, flows, journal, payments, backend, device

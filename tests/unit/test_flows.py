@@ -86,13 +86,22 @@ async def test_an_invalid_capture_request_never_reaches_the_sdk(tmp_path: Path) 
     async with face_world(tmp_path) as world, served(world) as client:
         bad = [
             ("bad no!", 1, pb.FaceOptions()),
-            ("OK1", 0, pb.FaceOptions()),
+            ("OK1", -1, pb.FaceOptions()),
             ("OK1", 1, pb.FaceOptions(screen_index="9")),
+            ("OK1", 1, pb.FaceOptions(telephone="+86 138")),
+            ("OK1", 1, pb.FaceOptions(ignore_update_pay_result="1")),
             ("OK1", 1, pb.FaceOptions(openid="<script>")),
         ]
         for out_trade_no, fee, face in bad:
             with pytest.raises(InvalidArgumentError):
                 async for _ in client.capture_face_code(out_trade_no, fee, face=face):
+                    pass
+        # face_code_type "0" needs both; "2" is no face_code_type at all.
+        for out_trade_no, fee, code_type in (("", 1, "0"), ("OK1", 0, "0"), ("OK1", 1, "2")):
+            with pytest.raises(InvalidArgumentError):
+                async for _ in client.capture_face_code(
+                    out_trade_no, fee, face_code_type=code_type
+                ):
                     pass
         assert world.sim.calls["getWxpayfaceCode"] == 0
         assert world.sessions.active is None

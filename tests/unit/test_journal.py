@@ -20,9 +20,11 @@ from facepayd.journal.migrations import MIGRATIONS, SCHEMA_VERSION
 from facepayd.journal.payments import MAX_PAGE_TOKEN, PaymentStore
 from facepayd.payments.models import (
     TRANSITIONS,
+    CodeStart,
     EventKind,
     PaymentEvent,
     PaymentOrder,
+    PaymentSource,
     PaymentState,
 )
 from tests.helpers import until
@@ -192,7 +194,9 @@ async def test_transition_table_every_allowed_change_taken_every_other_refused(
             await journal.payments.append(out_trade_no, step, _kind(step), **_attention(step))
         before = await journal.payments.get(out_trade_no)
         assert before.state is source
-        if target in TRANSITIONS[source]:
+        # Leaving CANCELLED is a code payment's continuation only (begin_code_payment, tested
+        # below): append refuses it like any change outside the table.
+        if target in TRANSITIONS[source] and (source, target) not in CONTINUATIONS:
             event = await journal.payments.append(
                 out_trade_no, target, _kind(target), **_attention(target)
             )
@@ -209,10 +213,70 @@ async def test_transition_table_every_allowed_change_taken_every_other_refused(
                 "error"
             ]
             assert await journal.payments.get(out_trade_no) == before
-    assert taken == {(s, t) for s, targets in TRANSITIONS.items() for t in targets}
+    assert taken | CONTINUATIONS == {(s, t) for s, targets in TRANSITIONS.items() for t in targets}
     assert {s for s in PaymentState if not TRANSITIONS[s]} == PaymentState.final_states() - {
-        PaymentState.SUCCEEDED
+        PaymentState.SUCCEEDED,
+        PaymentState.CANCELLED,
     }
+
+
+CONTINUATIONS = {(PaymentState.CANCELLED, PaymentState.PAYING)}
+
+
+async def test_a_face_sale_cancelled_to_scan_continues_as_a_code_payment_and_no_other(
+    journal: Journal, clock: ManualClock
+) -> None:
+    for no, reason in (("SCAN", "SCAN_PAYMENT"), ("USER", "USER_CANCEL")):
+        await journal.payments.create_payment(_order(no))
+        await journal.payments.append(
+            no, PaymentState.CANCELLED, EventKind.CANCELLED, {"reason": reason}
+        )
+    await clock.advance(1)
+    with pytest.raises(AlreadyExists, match="total_fee"):
+        await journal.payments.begin_code_payment(_order("SCAN", total_fee=101))
+    payment, start = await journal.payments.begin_code_payment(_order("SCAN"))
+    assert (start, payment.state, payment.source, payment.last_seq, payment.final) == (
+        CodeStart.CONTINUED,
+        PaymentState.PAYING,
+        PaymentSource.CODE,
+        3,
+        False,
+    )
+    events = await journal.payments.events("SCAN")
+    assert [(e.seq, e.state, e.kind) for e in events] == [
+        (1, PaymentState.CAPTURING, EventKind.SESSION_STARTED),
+        (2, PaymentState.CANCELLED, EventKind.CANCELLED),
+        (3, PaymentState.PAYING, EventKind.CODE_RECEIVED),
+    ]
+    assert events[-1].data == {"source": "CODE", "continued": 1}
+    again, start = await journal.payments.begin_code_payment(_order("SCAN"))
+    assert (start, again) == (CodeStart.EXISTING, payment)
+    # Any other cancel reason: the sale is over, its number stays CANCELLED.
+    before = await journal.payments.get("USER")
+    with pytest.raises(WrongState, match="SCAN_PAYMENT"):
+        await journal.payments.begin_code_payment(_order("USER"))
+    assert await journal.payments.get("USER") == before
+    # A face payment still capturing is not continued either.
+    await journal.payments.create_payment(_order("LIVE"))
+    with pytest.raises(WrongState, match="CAPTURING"):
+        await journal.payments.begin_code_payment(_order("LIVE"))
+    # A new number is a code payment from the start: PAYING, seq 1, source CODE.
+    fresh, start = await journal.payments.begin_code_payment(_order("NEW"))
+    assert (start, fresh.state, fresh.source, fresh.last_seq) == (
+        CodeStart.CREATED,
+        PaymentState.PAYING,
+        PaymentSource.CODE,
+        1,
+    )
+    # Through append, leaving CANCELLED is a bug even after SCAN_PAYMENT: the source must
+    # switch in the same step.
+    await journal.payments.create_payment(_order("SCAN2"))
+    await journal.payments.append(
+        "SCAN2", PaymentState.CANCELLED, EventKind.CANCELLED, {"reason": "SCAN_PAYMENT"}
+    )
+    with structlog.testing.capture_logs() as logs, pytest.raises(WrongState):
+        await journal.payments.append("SCAN2", PaymentState.PAYING, EventKind.CODE_RECEIVED)
+    assert [e["log_level"] for e in logs if e["event"] == "payment_transition_refused"] == ["error"]
 
 
 async def test_needs_attention_keeps_reason_and_action_until_it_is_left(

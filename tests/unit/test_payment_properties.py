@@ -5,8 +5,10 @@ against a fake WeChat Pay that keeps a small ledger of its own: what really happ
 money. Its answers are the ledger's truth unless a rule scripted a fault for the next call:
 every listed err_code of wxpay/codes.py, unlisted codes, return_code=FAIL, timeouts
 (BackendUnavailable), forged or unparseable answers (ResponseNotTrusted). Foreign paid orders
-sit under some numbers. Time moves only on the ManualClock, to each next timer; a restart
-closes the service and the journal file and resumes from it. For every run:
+sit under some numbers. An order is paid by face, by a scanned code (StartCodePay), or by face
+cancelled with SCAN_PAYMENT and continued by code under the same number. Time moves only on the
+ManualClock, to each next timer; a restart closes the service and the journal file and resumes
+from it. For every run:
 
 - micropay is sent at most once per out_trade_no;
 - no reverse comes sooner than reverse_after after micropay was sent, none reaches a foreign
@@ -14,7 +16,9 @@ closes the service and the journal file and resumes from it. For every run:
   reversed blind at give-up, as WeChat's own guidance says);
 - every order is final or NEEDS_ATTENTION once attention_after has passed since micropay;
 - SUCCEEDED only while the ledger holds this order's money, and a final order is SUCCEEDED
-  exactly when it does.
+  exactly when it does;
+- a code payment (and a continued face sale) has source CODE, a face payment FACE, and every
+  payment's seq counts from 1 without gaps.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from facepayd.clock import ManualClock
 from facepayd.errors import BackendRejected, BackendUnavailable, ResponseNotTrusted
 from facepayd.journal import Journal
 from facepayd.payments.machine import PaymentTimings
-from facepayd.payments.models import Payment, PaymentOrder, PaymentState
+from facepayd.payments.models import Payment, PaymentOrder, PaymentSource, PaymentState
 from facepayd.payments.service import PaymentService
 from facepayd.wxpay.codes import Api, Disposition, codes_with
 from facepayd.wxpay.models import MicropayOrder, ReverseResult, TradeResult, TradeState
@@ -226,6 +230,7 @@ class PaymentProperties(RuleBasedStateMachine):
         self.clock = ManualClock()
         self.backend = FakeWxPay(self.clock)
         self.orders: list[str] = []
+        self.sources: dict[str, PaymentSource] = {}
         self.logs = structlog.testing.LogCapture()
         structlog.configure(processors=[self.logs])
         self.journal: Journal | None = None
@@ -253,8 +258,11 @@ class PaymentProperties(RuleBasedStateMachine):
         foreign=st.sampled_from(["", "", "same_amount", "other_amount"]),
         outcome=MICROPAY_OUTCOMES,
         reply=MICROPAY_REPLIES,
+        how=st.sampled_from(["face", "code", "scan_then_code"]),
     )
-    def new_order(self, amount: int, foreign: str, outcome: tuple[str, str], reply: str) -> None:
+    def new_order(
+        self, amount: int, foreign: str, outcome: tuple[str, str], reply: str, how: str
+    ) -> None:
         no = f"P{len(self.orders)}"
         self.orders.append(no)
         if foreign:
@@ -263,15 +271,24 @@ class PaymentProperties(RuleBasedStateMachine):
                 fee, "o-someone-else", f"4100{no}", "SUCCESS", foreign=True, charged=True
             )
         self.backend.micropay_plans[no] = (outcome, reply)
-        self.run(self._pay(no, amount))
+        self.run(self._pay(no, amount, how))
 
-    async def _pay(self, no: str, amount: int) -> None:
+    async def _pay(self, no: str, amount: int, how: str) -> None:
         assert self.service is not None
-        face_code = f"13{len(self.orders):016d}"
-        self.backend.payer_of[face_code] = f"o-user-{no}"
-        await self.service.begin(PaymentOrder(no, amount, "goods"), session_id="s")
-        await self.service.record_face_captured(no, f"o-user-{no}", "", 1)
-        self.service.pay(no, face_code)
+        code = f"13{len(self.orders):016d}"
+        self.backend.payer_of[code] = f"o-user-{no}"
+        order = PaymentOrder(no, amount, "goods")
+        if how == "code":
+            await self.service.start_code_pay(order, code)
+        else:
+            await self.service.begin(order, session_id="s")
+            if how == "face":
+                await self.service.record_face_captured(no, f"o-user-{no}", "", 1)
+                self.service.pay(no, code)
+            else:
+                await self.service.record_cancelled(no, "SCAN_PAYMENT", "the customer scans")
+                await self.service.start_code_pay(order, code)
+        self.sources[no] = PaymentSource.FACE if how == "face" else PaymentSource.CODE
         await self._quiesce()
 
     @rule(fault=QUERY_FAULTS)
@@ -345,6 +362,10 @@ class PaymentProperties(RuleBasedStateMachine):
             sent = payment.pay_sent_at
             if sent is not None and not payment.settled:
                 assert now <= await self._bound(no, sent) + EPSILON, f"not settled in time: {where}"
+            assert payment.source is self.sources[no], where
+            if end:
+                seqs = [e.seq for e in await self.journal.payments.events(no)]  # type: ignore[union-attr]
+                assert seqs == list(range(1, payment.last_seq + 1)), where
             if end:
                 assert sent is not None or payment.state is S.CANCELLED, where
         failures = [e for e in self.logs.entries if e["log_level"] in ("error", "critical")]

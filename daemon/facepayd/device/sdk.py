@@ -178,6 +178,11 @@ class FaceCodeRequest:
     out_trade_no: str = ""
     total_fee: int = 0
     openid: str = ""
+    telephone: str = field(default="", repr=False)  # the customer's number: kept out of logs
+    ask_face_permit: str = ""
+    ask_ret_page: str = ""  # ignored by SDK 2.13 and later, sent as given
+    ignore_update_pay_result: str = "0"  # below 2.13 only
+    face_code_type: str = "1"  # "1": an 18-digit payment code for micropay
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +193,7 @@ class FaceCode:
     openid: str
     sub_openid: str = ""
     underage_state: int = 0
+    telephone_used: int = 0  # 1 when the SDK used the telephone passed in
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,13 +357,16 @@ class Sdk:
             "screen_index": ui.screen_index,
             "overlay_option": ui.overlay_option,
             "openid": request.openid,
+            "telephone": request.telephone,
             "out_trade_no": request.out_trade_no,
             "total_fee": str(request.total_fee) if request.total_fee else "",
-            "face_code_type": "1",
+            "face_code_type": request.face_code_type or "1",
+            "ask_face_permit": request.ask_face_permit,
+            "ask_ret_page": request.ask_ret_page,
         }
         if self.version.has_update_pay_result:
             # Below 2.13 the UI waits for updateWxpayfacePayResult; from 2.13 the key is ignored.
-            params["ignore_update_pay_result"] = "0"
+            params["ignore_update_pay_result"] = request.ignore_update_pay_result or "0"
         listener: Callable[[Info], None] | None = None
         if on_ui_result is not None:
             callback = on_ui_result
@@ -380,6 +389,7 @@ class Sdk:
             openid=info.get("openid", ""),
             sub_openid=info.get("sub_openid", ""),
             underage_state=_int(info.get("underage_state", "0")),
+            telephone_used=_int(info.get("telephone_used", "0")),
         )
 
     async def get_user_info(self, request: UserInfoRequest) -> UserInfo:

@@ -1,4 +1,4 @@
-"""Daemon-owned flows for every face UI: face pay, capture-only, user info, PayScore status.
+"""Daemon-owned flows: face pay, code pay, capture-only, user info, PayScore status.
 
 An RPC handler validates, then starts (or attaches to) a flow and streams what it reports; the
 flow runs as a task the daemon owns, so a POS that hangs up never cuts an SDK call or a payment
@@ -92,7 +92,7 @@ CaptureStep = SessionStartedStep | FaceCode | CaptureCancelled | UiResult | Sess
 
 @dataclass(slots=True, eq=False)
 class FacePayHandle:
-    """What the POS that started (or re-attached to) a face payment holds."""
+    """What the POS that started (or re-attached to) a face or code payment holds."""
 
     out_trade_no: str
     created: bool
@@ -262,6 +262,18 @@ class FaceFlows:
         self._own(self._run_face_pay(session, order, options, handle), session, handle._outcome)
         return handle
 
+    # ------------------------------------------------------------------ code pay
+
+    async def start_code_pay(self, order: PaymentOrder, auth_code: str) -> FacePayHandle:
+        """Pay a scanned payment code, or continue a face sale the customer chose to scan.
+
+        No camera is needed: the payment task is the daemon's (PaymentService), and the
+        handle streams the payment's events from seq 1, a continued sale's face events too.
+        The same out_trade_no and parameters again re-attach.
+        """
+        payment, started = await self._payments.start_code_pay(order, auth_code)
+        return FacePayHandle(payment.out_trade_no, created=started, _payments=self._payments)
+
     async def _attach(self, order: PaymentOrder) -> FacePayHandle | None:
         running = self._paying.get(order.out_trade_no)
         if running is not None and running._journaled is not None:
@@ -327,7 +339,11 @@ class FaceFlows:
                 handle._face_code.set_result(code.face_code)
                 try:
                     await self._payments.record_face_captured(
-                        out_trade_no, code.openid, code.sub_openid, code.underage_state
+                        out_trade_no,
+                        code.openid,
+                        code.sub_openid,
+                        code.underage_state,
+                        code.telephone_used,
                     )
                 except Exception as exc:
                     # The code is never paid unrecorded: close the UI, cancel, end the stream.

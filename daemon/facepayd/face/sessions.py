@@ -17,7 +17,7 @@ import enum
 import functools
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import structlog
@@ -125,6 +125,12 @@ class FaceOptions:
     face_authtype: str = "FACEPAY"
     wait_if_busy: bool = False
     ask_unionid: bool = False
+    # getWxpayfaceCode only (the reference lists them for no other face call).
+    telephone: str = field(default="", repr=False)
+    ask_face_permit: str = ""
+    ask_ret_page: str = ""
+    ignore_update_pay_result: str = ""
+    face_code_type: str = "1"
 
     @property
     def ui(self) -> FaceUi:
@@ -320,6 +326,11 @@ class FaceSessions:
                 out_trade_no=out_trade_no,
                 total_fee=total_fee,
                 openid=options.openid,
+                telephone=options.telephone,
+                ask_face_permit=options.ask_face_permit,
+                ask_ret_page=options.ask_ret_page,
+                ignore_update_pay_result=options.ignore_update_pay_result or "0",
+                face_code_type=options.face_code_type or "1",
             )
             return await sdk.get_face_code(
                 request, on_ui_result=lambda result: self._on_ui_result(session, result)
@@ -389,6 +400,8 @@ class FaceSessions:
         shown = await self._lifecycle.run(
             lambda sdk: sdk.update_pay_result(self._merchant, authinfo, success=success)
         )
+        # Below 2.13 this answer is the UI's result (the capture stream reports it as such).
+        session.ui_result = shown
         if shown.user_query_cancel:
             session._finish(EndReason.USER_QUERY_CANCEL, shown.return_msg)
         else:

@@ -200,5 +200,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         BEGIN SELECT RAISE(ABORT, 'only a finished refund marked pruning can be deleted'); END
         """,
     ),
+    # 6: barcode payments and the full paid answer. `source` is FACE or CODE (the code itself is
+    # never stored); `paid_details` is the paid answer's further fields as canonical JSON
+    # (settlement_total_fee, coupon_fee, coupon_count, coupons [{coupon_id, coupon_type,
+    # coupon_fee}], cash_fee_type, promotion_detail, is_subscribe, trade_type, sub_openid,
+    # attach as echoed, trade_state_desc, device_info, trade_state), '{}' until paid.
+    (
+        "ALTER TABLE payments ADD COLUMN source TEXT NOT NULL DEFAULT 'FACE'",
+        "ALTER TABLE payments ADD COLUMN paid_details TEXT NOT NULL DEFAULT '{}'",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -20,12 +20,16 @@ from facepayd.errors import AlreadyExists, InvalidArgument, NotFound, WrongState
 from facepayd.journal.db import Database, canonical, transaction
 from facepayd.journal.health import JournalHealth
 from facepayd.payments.models import (
-    TRANSITIONS,
+    SCAN_PAYMENT,
+    CodeStart,
     EventKind,
     Payment,
     PaymentEvent,
     PaymentOrder,
+    PaymentSource,
     PaymentState,
+    paid_from_json,
+    transition_allowed,
 )
 
 __all__ = ["MAX_PAGE_SIZE", "MAX_PAGE_TOKEN", "PaymentListener", "PaymentStore"]
@@ -56,6 +60,7 @@ _ROW_UPDATES = frozenset(
         "err_code_des",
         "attention_reason",
         "attention_action",
+        "paid_details",
     }
 )
 # Kept only while the payment is in NEEDS_ATTENTION; every other state clears them.
@@ -65,7 +70,7 @@ _ORDER_FIELDS = frozenset(f.name for f in dataclasses.fields(PaymentOrder))
 _PAYMENT_COLUMNS = (
     "params, state, transaction_id, openid, bank_type, cash_fee, fee_type, time_end, "
     "err_code, err_code_des, created_at, updated_at, pay_sent_at, last_seq, "
-    "attention_reason, attention_action"
+    "attention_reason, attention_action, source, paid_details"
 )
 
 
@@ -105,6 +110,20 @@ class PaymentStore:
         if event is not None:
             self._notify(event)
         return payment, event is not None
+
+    async def begin_code_payment(self, order: PaymentOrder) -> tuple[Payment, CodeStart]:
+        """Journal a code payment (PAYING, code_received), continue a scanned face sale, or attach.
+
+        In one transaction: a new number is created PAYING with source CODE; a face payment
+        CANCELLED with reason SCAN_PAYMENT and the same parameters continues as CODE (its seq
+        going on); a code payment with the same parameters is returned as it is. Different
+        parameters are refused (AlreadyExists), any other face payment too (WrongState).
+        """
+        now = self._clock.time()
+        payment, start, event = await self._database.run(self._begin_code_payment, order, now)
+        if event is not None:
+            self._notify(event)
+        return payment, start
 
     async def append(
         self,
@@ -226,44 +245,132 @@ class PaymentStore:
     def _create_payment(
         self, order: PaymentOrder, data: dict[str, str | int], now: float
     ) -> tuple[Payment, PaymentEvent | None]:
-        params = order.to_dict()
-        params_json = canonical(params)
-        params_hash = hashlib.sha256(params_json.encode()).hexdigest()
         with transaction(self._db):
-            row = self._db.execute(
-                "SELECT params, params_hash FROM payments WHERE out_trade_no = ?",
-                (order.out_trade_no,),
-            ).fetchone()
-            if row is not None:
-                if row[1] != params_hash:
-                    stored = json.loads(row[0])
-                    differ = sorted(k for k in params if stored.get(k) != params[k])
-                    raise AlreadyExists(
-                        f"out_trade_no {order.out_trade_no} exists with different parameters: "
-                        f"field(s) {', '.join(differ) or 'unknown'}"
-                    )
+            if self._same_order(order):
                 return self._require(order.out_trade_no), None
-            self._db.execute(
-                "INSERT INTO payments (out_trade_no, params, params_hash, state, total_fee, body,"
-                " attach, created_at, updated_at, final, last_seq)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 1)",
-                (
-                    order.out_trade_no,
-                    params_json,
-                    params_hash,
-                    PaymentState.CAPTURING.value,
-                    order.total_fee,
-                    order.body,
-                    order.attach,
-                    now,
-                    now,
-                ),
+            event = self._insert_payment(
+                order,
+                PaymentState.CAPTURING,
+                PaymentSource.FACE,
+                EventKind.SESSION_STARTED,
+                data,
+                now,
             )
-            event = PaymentEvent(
-                order.out_trade_no, 1, now, PaymentState.CAPTURING, EventKind.SESSION_STARTED, data
-            )
-            self._insert_event(event)
             return self._require(order.out_trade_no), event
+
+    def _begin_code_payment(
+        self, order: PaymentOrder, now: float
+    ) -> tuple[Payment, CodeStart, PaymentEvent | None]:
+        no = order.out_trade_no
+        with transaction(self._db):
+            if not self._same_order(order):
+                event = self._insert_payment(
+                    order,
+                    PaymentState.PAYING,
+                    PaymentSource.CODE,
+                    EventKind.CODE_RECEIVED,
+                    {"source": PaymentSource.CODE.value},
+                    now,
+                )
+                return self._require(no), CodeStart.CREATED, event
+            payment = self._require(no)
+            if payment.source is PaymentSource.CODE:
+                return payment, CodeStart.EXISTING, None
+            reason = self._last_reason(no)
+            # A POS asking for this is not a bug: refused here, before the table's check.
+            scanned = payment.state is PaymentState.CANCELLED and reason == SCAN_PAYMENT
+            # pay_sent_at is never set on a CANCELLED order; checked all the same, since a
+            # continuation must never follow a micropay.
+            if not scanned or payment.pay_sent_at is not None:
+                said = f" (reason {reason})" if payment.state is PaymentState.CANCELLED else ""
+                raise WrongState(
+                    f"payment {no} is a face payment in state {payment.state}{said}; only one"
+                    " that ended CANCELLED with reason SCAN_PAYMENT continues as a code payment"
+                )
+            seq = payment.last_seq + 1
+            self._check_transition(no, payment.state, PaymentState.PAYING, reason)
+            self._db.execute(
+                "UPDATE payments SET state = ?, final = 0, last_seq = ?, updated_at = ?,"
+                " source = ? WHERE out_trade_no = ?",
+                (PaymentState.PAYING.value, seq, now, PaymentSource.CODE.value, no),
+            )
+            data: dict[str, str | int] = {"source": PaymentSource.CODE.value, "continued": 1}
+            event = PaymentEvent(no, seq, now, PaymentState.PAYING, EventKind.CODE_RECEIVED, data)
+            self._insert_event(event)
+            return self._require(no), CodeStart.CONTINUED, event
+
+    def _same_order(self, order: PaymentOrder) -> bool:
+        """True when the number exists with these parameters; AlreadyExists with others."""
+        row = self._db.execute(
+            "SELECT params FROM payments WHERE out_trade_no = ?", (order.out_trade_no,)
+        ).fetchone()
+        if row is None:
+            return False
+        params = order.to_dict()
+        # Parameters added later (time_start) count as their default in an older row.
+        stored = {**PaymentOrder("", 0, "").to_dict(), **json.loads(row[0])}
+        differ = sorted(k for k in params if k != "out_trade_no" and stored.get(k) != params[k])
+        if differ:
+            raise AlreadyExists(
+                f"out_trade_no {order.out_trade_no} exists with different parameters: "
+                f"field(s) {', '.join(differ)}"
+            )
+        return True
+
+    def _insert_payment(
+        self,
+        order: PaymentOrder,
+        state: PaymentState,
+        source: PaymentSource,
+        kind: EventKind,
+        data: dict[str, str | int],
+        now: float,
+    ) -> PaymentEvent:
+        params_json = canonical(order.to_dict())
+        params_hash = hashlib.sha256(params_json.encode()).hexdigest()
+        self._db.execute(
+            "INSERT INTO payments (out_trade_no, params, params_hash, state, total_fee, body,"
+            " attach, created_at, updated_at, final, last_seq, source)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 1, ?)",
+            (
+                order.out_trade_no,
+                params_json,
+                params_hash,
+                state.value,
+                order.total_fee,
+                order.body,
+                order.attach,
+                now,
+                now,
+                source.value,
+            ),
+        )
+        event = PaymentEvent(order.out_trade_no, 1, now, state, kind, data)
+        self._insert_event(event)
+        return event
+
+    def _last_reason(self, out_trade_no: str) -> str:
+        """The reason in the payment's newest event ("" when it has none)."""
+        row = self._db.execute(
+            "SELECT data FROM payment_events WHERE out_trade_no = ? ORDER BY seq DESC LIMIT 1",
+            (out_trade_no,),
+        ).fetchone()
+        return "" if row is None else str(json.loads(row[0]).get("reason", ""))
+
+    def _check_transition(
+        self, out_trade_no: str, current: PaymentState, wanted: PaymentState, reason: str
+    ) -> None:
+        """The one check of the transition table; an illegal change is logged and refused."""
+        if transition_allowed(current, wanted, reason):
+            return
+        # A caller that asks for this has a bug: say so loudly, change nothing.
+        log.error(
+            "payment_transition_refused",
+            out_trade_no=out_trade_no,
+            current=current.value,
+            wanted=wanted.value,
+        )
+        raise WrongState(f"payment {out_trade_no} cannot go from {current} to {wanted}")
 
     def _append(
         self,
@@ -281,15 +388,9 @@ class PaymentStore:
             if row is None:
                 raise NotFound(f"no payment with out_trade_no {out_trade_no}")
             current, seq = PaymentState(row[0]), int(row[1]) + 1
-            if state not in TRANSITIONS[current]:
-                # A caller that asks for this has a bug: say so loudly, change nothing.
-                log.error(
-                    "payment_transition_refused",
-                    out_trade_no=out_trade_no,
-                    current=current.value,
-                    wanted=state.value,
-                )
-                raise WrongState(f"payment {out_trade_no} cannot go from {current} to {state}")
+            # Leaving CANCELLED is only a code payment's continuation, which switches the
+            # source in the same step (begin_code_payment): here it is always refused.
+            self._check_transition(out_trade_no, current, state, "")
             columns = sorted(row_updates)
             assignments = "".join(f", {column} = ?" for column in columns)
             values = [
@@ -456,6 +557,8 @@ def _payment(row: tuple[Any, ...]) -> Payment:
         last_seq,
         attention_reason,
         attention_action,
+        source,
+        paid_details,
     ) = row
     stored = json.loads(params)
     order = PaymentOrder(**{k: v for k, v in stored.items() if k in _ORDER_FIELDS})
@@ -476,6 +579,8 @@ def _payment(row: tuple[Any, ...]) -> Payment:
         pay_sent_at=None if pay_sent_at is None else float(pay_sent_at),
         attention_reason=attention_reason,
         attention_action=attention_action,
+        source=PaymentSource(source),
+        paid=paid_from_json(paid_details),
     )
 
 

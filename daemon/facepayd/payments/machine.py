@@ -25,7 +25,9 @@ The rules (DESIGN.md, "Face sessions and payments"):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -33,7 +35,15 @@ import structlog
 
 from facepayd.clock import Clock, wait_event
 from facepayd.errors import BackendRejected, FacepayError, WrongState
-from facepayd.payments.models import EventKind, Payment, PaymentEvent, PaymentState
+from facepayd.payments.models import (
+    Coupon,
+    EventKind,
+    PaidDetails,
+    Payment,
+    PaymentEvent,
+    PaymentState,
+    paid_to_json,
+)
 from facepayd.payments.ports import PaymentBackend, PaymentJournal
 from facepayd.payments.progress import Activity, Progress, ProgressHub
 from facepayd.wxpay.codes import Api, Disposition, classify
@@ -206,8 +216,12 @@ class PaymentMachine:
         self._why = ""
         self._attempts: dict[Activity, int] = {}
 
-    async def pay(self, face_code: str) -> Payment:
-        """Send micropay once with face_code, then settle the order."""
+    async def pay(self, code: str) -> Payment:
+        """Send micropay once with code (a face code or a scanned one), then settle the order.
+
+        A face payment arrives CAPTURING and is moved to PAYING here; a code payment was
+        journaled PAYING by begin_code_payment. Either way the code lives only in this call.
+        """
         payment = await self._journal.get(self._out_trade_no)
         if payment.state is PaymentState.CAPTURING:
             await self._journal.append(
@@ -218,8 +232,8 @@ class PaymentMachine:
         payment = await self._journal.mark_pay_sent(self._out_trade_no, at=self._clock.time())
         self._anchor(payment)
         self._seen(payment)
-        outcome = await self._send_micropay(payment, face_code)
-        del face_code  # the face code is needed for exactly one request
+        outcome = await self._send_micropay(payment, code)
+        del code  # the code is needed for exactly one request
         return await self._run(await self._after_micropay(payment, outcome))
 
     async def resume(self, reason: str = DAEMON_RESTARTED) -> Payment:
@@ -294,14 +308,14 @@ class PaymentMachine:
 
     # ------------------------------------------------------------------ micropay
 
-    async def _send_micropay(self, payment: Payment, face_code: str) -> TradeResult | FacepayError:
+    async def _send_micropay(self, payment: Payment, code: str) -> TradeResult | FacepayError:
         """The verified answer, or the error that leaves the outcome unknown."""
         order = payment.order
         request = MicropayOrder(
             out_trade_no=order.out_trade_no,
             total_fee=order.total_fee,
             body=order.body,
-            auth_code=face_code,
+            auth_code=code,
             spbill_create_ip=self._spbill_create_ip,
             device_info=self._device_info,
             attach=order.attach,
@@ -309,6 +323,7 @@ class PaymentMachine:
             fee_type=order.fee_type,
             goods_tag=order.goods_tag,
             limit_pay=order.limit_pay,
+            time_start=order.time_start,
             time_expire=order.time_expire,
             receipt=order.receipt,
             scene_info=order.scene_info,
@@ -635,8 +650,11 @@ class PaymentMachine:
         }
         if result.openid:
             updates["openid"] = result.openid
-        if result.state is TradeState.REFUND:
-            data["trade_state"] = TradeState.REFUND.value
+        paid = _paid_details(result)
+        # The further answer fields, only those WeChat Pay sent (an event stays small).
+        for name, value in paid_event_fields(paid).items():
+            data[name] = value
+        updates["paid_details"] = paid_to_json(paid)
         if refusal is not None:
             # Why a reverse did not happen stays next to the paid order.
             updates["err_code"] = refusal.err_code or REVERSE_REFUSED
@@ -740,6 +758,37 @@ class PaymentMachine:
     def _since_paid(self) -> float:
         assert self._paid_mono is not None
         return self._clock.monotonic() - self._paid_mono
+
+
+def _paid_details(result: TradeResult) -> PaidDetails:
+    """The paid answer's fields beyond those the machine checks, as WeChat Pay sent them."""
+    return PaidDetails(
+        settlement_total_fee=result.settlement_total_fee,
+        coupon_fee=result.coupon_fee,
+        coupon_count=result.coupon_count,
+        coupons=tuple(Coupon(c.coupon_id, c.coupon_type, c.coupon_fee) for c in result.coupons),
+        cash_fee_type=result.cash_fee_type,
+        promotion_detail=result.promotion_detail,
+        is_subscribe=result.is_subscribe,
+        trade_type=result.trade_type,
+        sub_openid=result.sub_openid,
+        attach=result.attach,
+        trade_state_desc=result.trade_state_desc,
+        device_info=result.device_info,
+        trade_state=result.trade_state,
+    )
+
+
+def paid_event_fields(paid: PaidDetails) -> dict[str, str | int]:
+    """The non-empty PaidDetails fields for a succeeded event; coupons as canonical JSON."""
+    fields: dict[str, str | int] = {}
+    for name, value in dataclasses.asdict(paid).items():
+        if name == "coupons":
+            if value:
+                fields[name] = json.dumps(value, sort_keys=True, separators=(",", ":"))
+        elif value:
+            fields[name] = value
+    return fields
 
 
 def _refusal_text(refusal: ReverseResult | None) -> str:

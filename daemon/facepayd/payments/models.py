@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+import json
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+
+class PaymentSource(enum.StrEnum):
+    """Where a payment's code came from; mirrors facepay.terminal.v1.PaymentSource."""
+
+    FACE = "FACE"  # a face code (StartFacePay)
+    CODE = "CODE"  # a payment code the cashier scanned (StartCodePay)
+
+
+# The cancel reason with which the customer chose to scan instead of showing a face.
+SCAN_PAYMENT = "SCAN_PAYMENT"
+
+
+class CodeStart(enum.StrEnum):
+    """What StartCodePay's journal step did with its out_trade_no."""
+
+    CREATED = "CREATED"  # a new code payment, PAYING
+    CONTINUED = "CONTINUED"  # a face payment cancelled SCAN_PAYMENT, now PAYING with source CODE
+    EXISTING = "EXISTING"  # the same code payment already exists: re-attach
 
 
 class PaymentState(enum.StrEnum):
@@ -72,9 +92,21 @@ TRANSITIONS: dict[PaymentState, frozenset[PaymentState]] = {
     _S.SUCCEEDED: frozenset({_S.REVERSING}),
     _S.FAILED: frozenset(),
     _S.REVERSED: frozenset(),
-    _S.CANCELLED: frozenset(),
+    # Only a face payment the customer cancelled to scan (reason SCAN_PAYMENT: nothing reached
+    # WeChat Pay), continued by StartCodePay as the same sale; its source becomes CODE. Checked
+    # with the cancel reason by transition_allowed.
+    _S.CANCELLED: frozenset({_S.PAYING}),
     _S.CLOSED: frozenset(),
 }
+
+
+def transition_allowed(
+    current: PaymentState, wanted: PaymentState, cancel_reason: str = ""
+) -> bool:
+    """Whether the table allows current -> wanted; leaving CANCELLED needs reason SCAN_PAYMENT."""
+    if wanted not in TRANSITIONS[current]:
+        return False
+    return current is not PaymentState.CANCELLED or cancel_reason == SCAN_PAYMENT
 
 
 class EventKind(enum.StrEnum):
@@ -89,6 +121,7 @@ class EventKind(enum.StrEnum):
     CANCELLED = "cancelled"
     CLOSED = "closed"
     NEEDS_ATTENTION = "needs_attention"
+    CODE_RECEIVED = "code_received"  # a scanned code arrived: PAYING (the code is never kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +139,39 @@ class PaymentOrder:
     time_expire: str = ""
     scene_info: str = ""
     receipt: str = ""
+    time_start: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The parameters as a plain dict (for the journal)."""
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Coupon:
+    """One coupon of a paid answer (coupon_id_$n, coupon_type_$n, coupon_fee_$n)."""
+
+    coupon_id: str = ""
+    coupon_type: str = ""
+    coupon_fee: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PaidDetails:
+    """The paid answer's fields beyond the amounts the machine checks, kept as WeChat sent them."""
+
+    settlement_total_fee: int = 0
+    coupon_fee: int = 0
+    coupon_count: int = 0
+    coupons: tuple[Coupon, ...] = ()
+    cash_fee_type: str = ""
+    promotion_detail: str = ""
+    is_subscribe: str = ""
+    trade_type: str = ""
+    sub_openid: str = ""
+    attach: str = ""  # as echoed
+    trade_state_desc: str = ""
+    device_info: str = ""  # as echoed
+    trade_state: str = ""  # orderquery's (SUCCESS or REFUND); "" for a micropay answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +196,8 @@ class Payment:
     # Set in NEEDS_ATTENTION only: why, and what an operator should do.
     attention_reason: str = ""
     attention_action: str = ""
+    source: PaymentSource = PaymentSource.FACE
+    paid: PaidDetails = PaidDetails()
 
     @property
     def out_trade_no(self) -> str:
@@ -176,3 +240,16 @@ class PaymentEvent:
     state: PaymentState
     kind: EventKind
     data: dict[str, str | int] = field(default_factory=dict)
+
+
+def paid_to_json(paid: PaidDetails) -> str:
+    """The paid answer's further fields as the journal keeps them (canonical JSON)."""
+    return json.dumps(asdict(paid), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def paid_from_json(text: str) -> PaidDetails:
+    """PaidDetails from the journal's JSON; unknown keys (a newer daemon's) are ignored."""
+    stored: dict[str, Any] = json.loads(text or "{}")
+    names = {f.name for f in fields(PaidDetails)}
+    coupons = tuple(Coupon(**row) for row in stored.pop("coupons", ()))
+    return PaidDetails(coupons=coupons, **{k: v for k, v in stored.items() if k in names})

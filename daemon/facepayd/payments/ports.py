@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
-from facepayd.payments.models import EventKind, Payment, PaymentEvent, PaymentOrder, PaymentState
+from facepayd.payments.models import (
+    CodeStart,
+    EventKind,
+    Payment,
+    PaymentEvent,
+    PaymentOrder,
+    PaymentState,
+)
 from facepayd.payments.refund_models import Refund, RefundEvent, RefundRequest, RefundState
 from facepayd.wxpay.models import (
     MicropayOrder,
@@ -35,6 +42,8 @@ class PaymentJournal(Protocol):
     async def create_payment(
         self, order: PaymentOrder, *, data: Mapping[str, str | int] | None = None
     ) -> tuple[Payment, bool]: ...
+
+    async def begin_code_payment(self, order: PaymentOrder) -> tuple[Payment, CodeStart]: ...
 
     async def append(
         self,

@@ -20,6 +20,8 @@ from facepayd.payments.machine import (
     history,
 )
 from facepayd.payments.models import (
+    SCAN_PAYMENT,
+    CodeStart,
     EventKind,
     Payment,
     PaymentEvent,
@@ -90,6 +92,27 @@ class PaymentService:
         """The journal's size on disk."""
         return self._journal.size_bytes()
 
+    def now(self) -> float:
+        """Wall time on the payments' clock (the API checks time_expire against it)."""
+        return self._clock.time()
+
+    async def start_code_pay(self, order: PaymentOrder, auth_code: str) -> tuple[Payment, bool]:
+        """Journal a code payment (or continue a scanned face sale) and pay it once; or attach.
+
+        Returns the payment and whether this call started its micropay. The auth_code is
+        never journaled: it lives only in the payment task's coroutine, for one request.
+        """
+        self._check_open()
+        self.require_journal()
+        async with self._lock:
+            payment, start = await self._journal.begin_code_payment(order)
+            if start is CodeStart.EXISTING:
+                return payment, False
+            # Journaled PAYING with pay_sent_at unset: a restart before the task sends micropay
+            # resumes it as CANCELLED (the code is gone), as for a face payment.
+            self._spawn(order.out_trade_no, lambda machine: machine.pay(auth_code))
+            return payment, True
+
     async def begin(self, order: PaymentOrder, session_id: str = "") -> tuple[Payment, bool]:
         """Journal a new payment (CAPTURING); re-attach when the same parameters exist."""
         self._check_open()
@@ -97,19 +120,27 @@ class PaymentService:
         return await self._journal.create_payment(order, data=data)
 
     async def record_face_captured(
-        self, out_trade_no: str, openid: str, sub_openid: str, underage_state: int
+        self,
+        out_trade_no: str,
+        openid: str,
+        sub_openid: str,
+        underage_state: int,
+        telephone_used: int = 0,
     ) -> PaymentEvent:
         """The face was captured: PAYING (the face code itself is never journaled)."""
         async with self._lock:
             payment = await self._journal.get(out_trade_no)
             if payment.state is not PaymentState.CAPTURING:
                 raise WrongState(f"payment {out_trade_no} is {payment.state}, not CAPTURING")
+            data: dict[str, str | int] = {
+                "openid": openid,
+                "sub_openid": sub_openid,
+                "underage_state": underage_state,
+            }
+            if telephone_used:
+                data["telephone_used"] = telephone_used
             return await self._journal.append(
-                out_trade_no,
-                PaymentState.PAYING,
-                EventKind.FACE_CAPTURED,
-                {"openid": openid, "sub_openid": sub_openid, "underage_state": underage_state},
-                openid=openid,
+                out_trade_no, PaymentState.PAYING, EventKind.FACE_CAPTURED, data, openid=openid
             )
 
     async def record_cancelled(
@@ -126,11 +157,12 @@ class PaymentService:
                     f"payment {out_trade_no} is {payment.state} and may have been sent;"
                     " it cannot be cancelled"
                 )
+            data: dict[str, str | int] = {"reason": reason, "description": description}
+            if reason == SCAN_PAYMENT:
+                # Nothing reached WeChat Pay: StartCodePay may continue this very sale.
+                data["continue_with_code_pay"] = 1
             return await self._journal.append(
-                out_trade_no,
-                PaymentState.CANCELLED,
-                EventKind.CANCELLED,
-                {"reason": reason, "description": description},
+                out_trade_no, PaymentState.CANCELLED, EventKind.CANCELLED, data
             )
 
     def pay(self, out_trade_no: str, face_code: str) -> None:
@@ -393,7 +425,7 @@ class PaymentService:
             seq=event.seq,
             state=event.state.value,
             kind=event.kind.value,
-            **{k: v for k, v in event.data.items() if k != "face_code"},
+            **{k: v for k, v in event.data.items() if k not in ("face_code", "auth_code")},
         )
         if event.state is PaymentState.NEEDS_ATTENTION:
             self._needs_attention.add(event.out_trade_no)

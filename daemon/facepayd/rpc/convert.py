@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from google.protobuf import timestamp_pb2
 
 from facepay.terminal.v1 import terminal_pb2 as pb
 from facepayd.face.lifecycle import State
-from facepayd.payments.models import Payment, PaymentEvent, PaymentState
+from facepayd.payments.models import Coupon, Payment, PaymentEvent, PaymentSource, PaymentState
 
 LIFECYCLE_STATE = {
     State.DISCONNECTED: pb.LIFECYCLE_STATE_DISCONNECTED,
@@ -27,6 +28,10 @@ PAYMENT_STATE: dict[PaymentState, Any] = {
     state: pb.PaymentState.Value(f"PAYMENT_STATE_{state.name}") for state in PaymentState
 }
 PAYMENT_STATE_BACK = {value: state for state, value in PAYMENT_STATE.items()}
+PAYMENT_SOURCE: dict[PaymentSource, Any] = {
+    source: pb.PaymentSource.Value(f"PAYMENT_SOURCE_{source.name}") for source in PaymentSource
+}
+_INT_TYPES = frozenset({3, 4, 5, 13, 17, 18})  # the protobuf int32/int64/uint* field types
 
 
 def timestamp(unix: float) -> timestamp_pb2.Timestamp:
@@ -49,18 +54,32 @@ def event_message(event: PaymentEvent) -> pb.PaymentEvent:
     )
     kind = getattr(message, event.kind)
     for field in kind.DESCRIPTOR.fields:
-        if field.name in event.data and field.name != "face_code":
-            value = event.data[field.name]
-            setattr(
-                kind,
-                field.name,
-                int(value) if field.type in (field.TYPE_INT32, field.TYPE_INT64) else str(value),
-            )
+        # Codes are never journaled; the names are excluded all the same.
+        if field.name not in event.data or field.name in ("face_code", "auth_code"):
+            continue
+        value = event.data[field.name]
+        if field.name == "coupons":
+            kind.coupons.extend(_coupon(Coupon(**row)) for row in json.loads(str(value)))
+        elif field.name == "source":
+            setattr(kind, field.name, PAYMENT_SOURCE[PaymentSource(str(value))])
+        elif field.type == field.TYPE_BOOL:
+            setattr(kind, field.name, bool(value))
+        elif field.type in _INT_TYPES:
+            setattr(kind, field.name, int(value))
+        else:
+            setattr(kind, field.name, str(value))
     kind.SetInParent()
     return message
 
 
+def _coupon(coupon: Coupon) -> pb.Coupon:
+    return pb.Coupon(
+        coupon_id=coupon.coupon_id, coupon_type=coupon.coupon_type, coupon_fee=coupon.coupon_fee
+    )
+
+
 def payment_message(payment: Payment) -> pb.Payment:
+    paid = payment.paid
     return pb.Payment(
         out_trade_no=payment.out_trade_no,
         state=PAYMENT_STATE[payment.state],
@@ -81,4 +100,20 @@ def payment_message(payment: Payment) -> pb.Payment:
         final=payment.final,
         attention_reason=payment.attention_reason,
         attention_action=payment.attention_action,
+        source=PAYMENT_SOURCE[payment.source],
+        settlement_total_fee=paid.settlement_total_fee,
+        coupon_fee=paid.coupon_fee,
+        coupon_count=paid.coupon_count,
+        coupons=[_coupon(c) for c in paid.coupons],
+        cash_fee_type=paid.cash_fee_type,
+        promotion_detail=paid.promotion_detail,
+        is_subscribe=paid.is_subscribe,
+        trade_type=paid.trade_type,
+        sub_openid=paid.sub_openid,
+        echoed_attach=paid.attach,
+        trade_state_desc=paid.trade_state_desc,
+        device_info=paid.device_info,
+        trade_state=paid.trade_state,
+        time_start=payment.order.time_start,
+        time_expire=payment.order.time_expire,
     )

@@ -25,6 +25,14 @@ from facepayd.rpc.handlers import Area, stream, unary
 from facepayd.rpc.payments import payment_order, progress_message
 
 _MAX_TOAST_BYTES = 192
+# StartFacePay charges the code at once: only FACEPAY means that.
+_PAY_AUTHTYPES = ("FACEPAY",)
+_PAY_AUTHTYPE_RULE = (
+    "must be FACEPAY: StartFacePay charges at once; use CaptureFaceCode for FACEPAY_DELAY"
+    " (the POS pays later) or FACE_AUTH (no payment)"
+)
+# getWxpayfaceCode's own options (the reference lists them for no other face call).
+_FACE_CODE_ONLY = ("telephone", "ask_face_permit", "ask_ret_page", "ignore_update_pay_result")
 
 
 class FaceArea(Area):
@@ -36,8 +44,8 @@ class FaceArea(Area):
     ) -> AsyncIterator[pb.StartFacePayResponse]:
         """Capture a face and pay; streams the payment's events and the face UI's end."""
         rules = v.Rules()
-        order = payment_order(request, self._d.config.payments.max_amount, rules)
-        options = face_options(request.face, "face", rules)
+        order = payment_order(request, self._d.config.payments.max_amount, rules, self._d)
+        options = face_options(request.face, "face", rules, authtypes=_PAY_AUTHTYPES)
         rules.check()
         handle = await self._d.flows.start_face_pay(order, options)
         # Progress starts with micropay, after the face code: nothing reaches the POS ahead of
@@ -55,9 +63,14 @@ class FaceArea(Area):
     ) -> AsyncIterator[pb.CaptureFaceCodeResponse]:
         """Capture-only: face code to the POS, then the SDK's confirmation and the UI's end."""
         rules = v.Rules()
-        v.out_trade_no(rules, "out_trade_no", request.out_trade_no)
-        rules.int_range("total_fee", request.total_fee, 1, self._d.config.payments.max_amount)
-        options = face_options(request.face, "face", rules)
+        code_type = request.face_code_type or "1"
+        rules.choice("face_code_type", request.face_code_type, ("0", "1"))
+        # The reference: out_trade_no and total_fee may be left out for face_code_type "1".
+        required = code_type == "0"
+        v.out_trade_no(rules, "out_trade_no", request.out_trade_no, required=required)
+        if required or request.total_fee:
+            rules.int_range("total_fee", request.total_fee, 1, self._d.config.payments.max_amount)
+        options = face_options(request.face, "face", rules, face_code_type=code_type)
         # Checked before the camera is claimed: an invalid request never reaches the SDK.
         rules.check()
         handle = await self._d.flows.start_capture(
@@ -104,7 +117,15 @@ class FaceArea(Area):
         self, request: pb.GetUserInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetUserInfoResponse:
         """Identify the user by face."""
-        options = face_options(request.face, "face")
+        rules = v.Rules()
+        face = request.face
+        for name in _FACE_CODE_ONLY:
+            if getattr(face, name):
+                rules.fail(
+                    f"face.{name}", "is a getWxpayfaceCode option; GetUserInfo cannot send it"
+                )
+        options = face_options(face, "face", rules)
+        rules.check()
         info = await self._d.flows.user_info(options)
         return pb.GetUserInfoResponse(
             openid=info.openid,
@@ -145,6 +166,7 @@ def capture_event(step: CaptureStep) -> pb.CaptureEvent:
             openid=step.openid,
             sub_openid=step.sub_openid,
             underage_state=step.underage_state,
+            telephone_used=step.telephone_used,
         )
         return pb.CaptureEvent(face_captured=captured)
     if isinstance(step, CaptureCancelled):
@@ -156,12 +178,34 @@ def capture_event(step: CaptureStep) -> pb.CaptureEvent:
     return pb.CaptureEvent(session_ended=session_ended(step))
 
 
-def face_options(face: pb.FaceOptions, prefix: str, rules: v.Rules | None = None) -> FaceOptions:
+def face_options(
+    face: pb.FaceOptions,
+    prefix: str,
+    rules: v.Rules | None = None,
+    *,
+    authtypes: tuple[str, ...] = v.FACE_AUTHTYPES,
+    face_code_type: str = "1",
+) -> FaceOptions:
     """The face UI options, checked into rules (or checked at once when none are given)."""
     own = rules is None
     rules = rules or v.Rules()
     v.face_options(
-        rules, prefix, face.openid, face.screen_index, face.overlay_option, face.face_authtype
+        rules,
+        prefix,
+        face.openid,
+        face.screen_index,
+        face.overlay_option,
+        face.face_authtype,
+        authtypes=authtypes,
+        authtype_rule=_PAY_AUTHTYPE_RULE if authtypes == _PAY_AUTHTYPES else "",
+    )
+    v.face_code_options(
+        rules,
+        prefix,
+        face.telephone,
+        face.ask_face_permit,
+        face.ask_ret_page,
+        face.ignore_update_pay_result,
     )
     if own:
         rules.check()
@@ -172,4 +216,9 @@ def face_options(face: pb.FaceOptions, prefix: str, rules: v.Rules | None = None
         face_authtype=face.face_authtype or "FACEPAY",
         wait_if_busy=face.wait_if_busy,
         ask_unionid=face.ask_unionid,
+        telephone=face.telephone,
+        ask_face_permit=face.ask_face_permit,
+        ask_ret_page=face.ask_ret_page,
+        ignore_update_pay_result=face.ignore_update_pay_result,
+        face_code_type=face_code_type,
     )

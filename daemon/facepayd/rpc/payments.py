@@ -1,4 +1,4 @@
-"""Payments: WatchPayment, GetPayment, ListPayments, ReversePayment, and the order's rules."""
+"""Payments: StartCodePay, WatchPayment, GetPayment, ListPayments, ReversePayment, order rules."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from facepay.terminal.v1 import terminal_pb2 as pb
-from facepayd.payments.models import PaymentOrder
+from facepayd.payments.models import PaymentEvent, PaymentOrder
 from facepayd.payments.progress import Progress, with_progress
 from facepayd.rpc import validation as v
 from facepayd.rpc.convert import (
@@ -18,7 +18,7 @@ from facepayd.rpc.convert import (
     timestamp,
     unix,
 )
-from facepayd.rpc.handlers import Area, stream, unary
+from facepayd.rpc.handlers import Area, Domain, stream, unary
 
 _MAX_PAGE_SIZE = 200
 # Event seqs are SQLite INTEGERs: anything above cannot name one (and would not bind).
@@ -26,7 +26,25 @@ _MAX_SEQ = 2**63 - 1
 
 
 class PaymentsArea(Area):
-    """The journal's payments."""
+    """The journal's payments, and the barcode payments that start without a face."""
+
+    @stream
+    async def StartCodePay(
+        self, request: pb.StartCodePayRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StartCodePayResponse]:
+        """Pay a scanned payment code (or continue a scanned face sale); streams its events."""
+        rules = v.Rules()
+        order = payment_order(request, self._d.config.payments.max_amount, rules, self._d)
+        # The rule is named, the value never: an auth code is a secret like a face code.
+        rules.secret_pattern("auth_code", request.auth_code, v.AUTH_CODE, v.AUTH_CODE_RULE)
+        rules.check()
+        handle = await self._d.flows.start_code_pay(order, request.auth_code)
+        with self._d.payments.progress.follow(handle.out_trade_no) as feed:
+            async for step in with_progress(handle.steps(), feed):
+                if isinstance(step, Progress):
+                    yield pb.StartCodePayResponse(progress=progress_message(step))
+                elif isinstance(step, PaymentEvent):
+                    yield pb.StartCodePayResponse(event=event_message(step))
 
     @stream
     async def WatchPayment(
@@ -128,13 +146,18 @@ def progress_message(progress: Progress) -> pb.PaymentProgress:
     return message
 
 
-def payment_order(request: pb.StartFacePayRequest, max_amount: int, rules: v.Rules) -> PaymentOrder:
-    """The order of a StartFacePay, its violations recorded into rules."""
+def payment_order(
+    request: pb.StartFacePayRequest | pb.StartCodePayRequest,
+    max_amount: int,
+    rules: v.Rules,
+    domain: Domain,
+) -> PaymentOrder:
+    """The order of a StartFacePay or StartCodePay, its violations recorded into rules."""
     v.out_trade_no(rules, "out_trade_no", request.out_trade_no)
     rules.int_range("total_fee", request.total_fee, 1, max_amount)
     rules.max_bytes("body", request.body, 128, required=True)
     rules.max_bytes("attach", request.attach, 127)
-    rules.max_bytes("detail", request.detail, 6000)
+    rules.json_object("detail", request.detail, 6000)
     rules.pattern(
         "fee_type",
         request.fee_type,
@@ -144,8 +167,8 @@ def payment_order(request: pb.StartFacePayRequest, max_amount: int, rules: v.Rul
     )
     rules.max_bytes("goods_tag", request.goods_tag, 32)
     rules.choice("limit_pay", request.limit_pay, ("no_credit",))
-    rules.time14("time_expire", request.time_expire, required=False)
-    rules.max_bytes("scene_info", request.scene_info, 256)
+    v.order_times(rules, request.time_start, request.time_expire, domain.payments.now())
+    rules.json_object("scene_info", request.scene_info, 256)
     rules.choice("receipt", request.receipt, ("Y",))
     return PaymentOrder(
         out_trade_no=request.out_trade_no,
@@ -159,4 +182,5 @@ def payment_order(request: pb.StartFacePayRequest, max_amount: int, rules: v.Rul
         time_expire=request.time_expire,
         scene_info=request.scene_info,
         receipt=request.receipt,
+        time_start=request.time_start,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import re
 import unicodedata
 from collections.abc import Sized
@@ -17,6 +18,14 @@ OPENID = re.compile(r"[0-9A-Za-z_\-]{1,128}")
 SESSION_ID = re.compile(r"fs_[0-9a-f]{16}")
 FEE_TYPE = re.compile(r"[A-Z]{3}")
 TIME14 = re.compile(r"\d{14}")
+# WeChat's payment-code rule: 18 digits starting 10-15.
+AUTH_CODE = re.compile(r"1[0-5][0-9]{16}")
+AUTH_CODE_RULE = "must be 18 digits starting with 10, 11, 12, 13, 14 or 15"
+TELEPHONE = re.compile(r"[0-9]{1,20}")
+# WeChat Pay's times are Beijing time.
+_BEIJING = datetime.timezone(datetime.timedelta(hours=8))
+# micropay's time_expire: "最短失效时间间隔需大于1分钟".
+MIN_EXPIRE_SECONDS = 60
 UNRESERVED = re.compile(r"[A-Za-z0-9_\-.~]{1,128}")
 # The journal's page tokens: base64url segments joined by "."; the journal checks their signature.
 PAGE_TOKEN = re.compile(r"[A-Za-z0-9_\-.]{1,256}")
@@ -107,6 +116,25 @@ class Rules:
         except ValueError:
             self.fail(field, rule + " (a date and time that exists)")
 
+    def json_object(self, field: str, value: str, limit: int) -> None:
+        """Free text of at most limit bytes that is one JSON object (detail, scene_info)."""
+        if not value:
+            return
+        self.max_bytes(field, value, limit)
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            self.fail(field, "must be a JSON object")
+
+    def secret_pattern(self, field: str, value: str, regex: re.Pattern[str], rule: str) -> None:
+        """A required secret matching regex; the violation states the rule, never the value."""
+        if not value:
+            self.fail(field, "is required")
+        elif not regex.fullmatch(value):
+            self.fail(field, rule)
+
     def check(self) -> None:
         """Raise every recorded violation as one InvalidArgument."""
         if self._violations:
@@ -144,6 +172,9 @@ def openid(rules: Rules, field: str, value: str) -> None:
     rules.pattern(field, value, OPENID, "must match [0-9A-Za-z_-]{1,128}", required=False)
 
 
+FACE_AUTHTYPES = ("FACEPAY", "FACEPAY_DELAY", "FACE_AUTH")
+
+
 def face_options(
     rules: Rules,
     prefix: str,
@@ -151,14 +182,74 @@ def face_options(
     screen_index: str,
     overlay_option: str,
     face_authtype: str,
+    *,
+    authtypes: tuple[str, ...] = FACE_AUTHTYPES,
+    authtype_rule: str = "",
 ) -> None:
-    """The face UI options of getWxpayfaceCode."""
+    """The face UI options of getWxpayfaceCode (authtypes: the face_authtype values allowed)."""
     openid(rules, f"{prefix}.openid", openid_value)
     rules.choice(f"{prefix}.screen_index", screen_index, ("0", "1", "2", "3", "4"))
     rules.choice(f"{prefix}.overlay_option", overlay_option, ("0", "1"))
-    rules.choice(
-        f"{prefix}.face_authtype", face_authtype, ("FACEPAY", "FACEPAY_DELAY", "FACE_AUTH")
+    if face_authtype and face_authtype not in authtypes:
+        rules.fail(
+            f"{prefix}.face_authtype", authtype_rule or "must be one of " + ", ".join(authtypes)
+        )
+
+
+def face_code_options(
+    rules: Rules,
+    prefix: str,
+    telephone: str,
+    ask_face_permit: str,
+    ask_ret_page: str,
+    ignore_update_pay_result: str,
+) -> None:
+    """getWxpayfaceCode's further options."""
+    rules.pattern(
+        f"{prefix}.telephone", telephone, TELEPHONE, "must be 1 to 20 digits", required=False
     )
+    rules.choice(f"{prefix}.ask_face_permit", ask_face_permit, ("0", "1"))
+    rules.choice(f"{prefix}.ask_ret_page", ask_ret_page, ("0", "1"))
+    if ignore_update_pay_result == "1":
+        # Below 2.13 the daemon learns that the face UI closed only from the pay result it
+        # reports; with "1" the camera's end could not be seen. From 2.13 the key is ignored.
+        rules.fail(
+            f"{prefix}.ignore_update_pay_result",
+            "must be 0 or empty: the daemon reports the pay result to keep the face UI's end"
+            " observable (SDK below 2.13; ignored from 2.13)",
+        )
+    else:
+        rules.choice(f"{prefix}.ignore_update_pay_result", ignore_update_pay_result, ("0",))
+
+
+def beijing_unix(time14: str) -> float | None:
+    """A valid yyyyMMddHHmmss in Beijing time as unix seconds, else None."""
+    if not TIME14.fullmatch(time14):
+        return None
+    try:
+        moment = datetime.datetime.strptime(time14, "%Y%m%d%H%M%S")
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=_BEIJING).timestamp()
+
+
+def order_times(rules: Rules, time_start: str, time_expire: str, now: float) -> None:
+    """time_start and time_expire as micropay takes them: expiry more than a minute away."""
+    rules.time14("time_start", time_start, required=False)
+    rules.time14("time_expire", time_expire, required=False)
+    expire = beijing_unix(time_expire)
+    if expire is None:
+        return
+    start = beijing_unix(time_start)
+    # From the order's start when given, and from now in any case: an order that expires
+    # within a minute of being sent cannot be paid.
+    for base, name in ((start, "time_start"), (now, "now")):
+        if base is not None and expire - base <= MIN_EXPIRE_SECONDS:
+            rules.fail(
+                "time_expire",
+                f"must be more than {MIN_EXPIRE_SECONDS} seconds after {name} (Beijing time)",
+            )
+            return
 
 
 def session_id(rules: Rules, field: str, value: str, *, required: bool) -> None:

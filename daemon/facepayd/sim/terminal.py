@@ -160,6 +160,11 @@ class SimTerminal:
 
         self.calls: collections.Counter[str] = collections.Counter()
         self.timeline: list[str] = []
+        # Every call's params as they arrived (authinfo included: this is a test double), so
+        # tests can check what reached the wire; bounded like a log.
+        self.requests: collections.deque[tuple[str, dict[str, str]]] = collections.deque(
+            maxlen=1000
+        )
         self.initialized = False
         self.firewall: tuple[str, str] | None = None  # (mchId, subMchId) while enabled
         self.issued_face_codes: list[str] = []
@@ -347,6 +352,7 @@ class SimTerminal:
         method = call.method
         self.calls[method] += 1
         self.timeline.append(method)
+        self.requests.append((method, dict(call.params)))
         try:
             info = await self._dispatch(peer, call.call_id, method, dict(call.params))
         except _Refused as exc:
@@ -476,6 +482,8 @@ class SimTerminal:
                 "openid": user.openid,
                 "sub_openid": user.sub_openid,
                 "underage_state": str(user.underage_state),
+                # The JS reference: 1 when the telephone passed in was used.
+                "telephone_used": "1" if params.get("telephone", "") else "0",
             },
             bridge_pb2.CALLBACK_KIND_RESULT,
         )
@@ -588,6 +596,9 @@ class SimTerminal:
                 )
         finally:
             self._close_page(page)
+        if ui_result == FaceOutcome.USER_QUERY_CANCEL.value:
+            # The reference's example: the answer itself says the user left before the result.
+            return {"return_code": ui_result, "return_msg": "user left; confirm with the merchant"}
         return _success()
 
     async def _update_callback(
@@ -708,4 +719,10 @@ def _check_face_code_params(params: Mapping[str, str]) -> _Info | None:
         return _param_error("screen_index must be 0 to 4")
     if params.get("overlay_option", "") not in ("", "0", "1"):
         return _param_error("overlay_option must be 0 or 1")
+    for name in ("ask_face_permit", "ask_ret_page", "ignore_update_pay_result"):
+        if params.get(name, "") not in ("", "0", "1"):
+            return _param_error(f"{name} must be 0 or 1")
+    telephone = params.get("telephone", "")
+    if telephone and not _numeric(telephone):
+        return _param_error("telephone must be digits")
     return None

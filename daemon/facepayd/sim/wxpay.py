@@ -47,6 +47,28 @@ scripted for the next call with `script(out_trade_no or "*", scenario)`:
   601  RETURN_FAIL_SIGNERROR     return_code FAIL, unsigned  never created (ORDERNOTEXIST)
   602  RETURN_FAIL_XML_FORMAT_ERROR  as 601                  never created (ORDERNOTEXIST)
   603  RETURN_FAIL_PARAM_ERROR   return_code FAIL, unsigned  never created (ORDERNOTEXIST)
+  701  COUPON_CASH               SUCCESS, coupon_fee 100     paid: cash_fee = total_fee - 100; the
+                                                             query adds coupon_count 1 and
+                                                             coupon_type_0 CASH, coupon_id_0,
+                                                             coupon_fee_0
+  702  COUPON_NO_CASH            SUCCESS, coupon_fee 100,    paid as 701, coupon_type_0 NO_CASH,
+                                 settlement_total_fee        and settlement_total_fee = total_fee
+                                 total_fee - 100             - 100 (免充值: not settled to the
+                                                             merchant)
+  703  PROMOTION_DETAIL          SUCCESS with a              paid as 702 plus promotion_detail
+                                 promotion_detail JSON       (a single-product discount)
+
+Scanned payment codes (StartCodePay) pick their own scenario by their digits: a code of 18
+digits starting 10-15 (the reference's rule) whose first six digits are one of these plays it on
+its order's first micropay, whatever the amount; any other valid code follows the amount.
+
+  code starts  scenario                  micropay answers            the order really is
+  -----------  ------------------------  --------------------------  ----------------------------
+  149901       AUTHCODEEXPIRE            AUTHCODEEXPIRE              PAYERROR, nothing taken
+  149902       AUTH_CODE_INVALID         AUTH_CODE_INVALID           never created (ORDERNOTEXIST)
+  149903       AUTH_CODE_ERROR           AUTH_CODE_ERROR             never created (ORDERNOTEXIST)
+  149904       USERPAYING_THEN_SUCCESS   USERPAYING (the customer    paid after userpaying_seconds
+                                         types the password)
 
 Scripted only (they act on the next matching reverse): REVERSE_TRADE_ERROR, REVERSE_EXPIRE,
 REVERSE_INVALID_REQUEST, REVERSE_PARAM_ERROR, REVERSE_INVALID_TRANSACTIONID, REVERSE_SIGNERROR
@@ -106,6 +128,8 @@ from facepayd.wxpay.xml import build_xml, parse_xml
 __all__ = [
     "AMOUNT_SCENARIOS",
     "AUTHINFO_PATH",
+    "CODE_SCENARIOS",
+    "COUPON_FEE",
     "MICROPAY_PATH",
     "ORDERQUERY_PATH",
     "REFUNDQUERY_PATH",
@@ -145,7 +169,14 @@ class Scenario(enum.StrEnum):
     BANKERROR = "BANKERROR"
     NOTENOUGH = "NOTENOUGH"
     AUTHCODEEXPIRE = "AUTHCODEEXPIRE"
+    # Refusals of a payment code (by its digits, see CODE_SCENARIOS): nothing is created.
+    AUTH_CODE_INVALID = "AUTH_CODE_INVALID"
+    AUTH_CODE_ERROR = "AUTH_CODE_ERROR"
     FORGED_SUCCESS = "FORGED_SUCCESS"
+    # Paid with coupons (see the table): the answer's coupon and settlement fields.
+    COUPON_CASH = "COUPON_CASH"
+    COUPON_NO_CASH = "COUPON_NO_CASH"
+    PROMOTION_DETAIL = "PROMOTION_DETAIL"
     # Reply faults: the call is processed as usual, only its answer is spoiled.
     SLOW = "SLOW"
     DROP_CONNECTION = "DROP_CONNECTION"
@@ -266,7 +297,35 @@ AMOUNT_SCENARIOS: Mapping[int, Scenario] = MappingProxyType(
         601: Scenario.RETURN_FAIL_SIGNERROR,
         602: Scenario.RETURN_FAIL_XML_FORMAT_ERROR,
         603: Scenario.RETURN_FAIL_PARAM_ERROR,
+        701: Scenario.COUPON_CASH,
+        702: Scenario.COUPON_NO_CASH,
+        703: Scenario.PROMOTION_DETAIL,
     }
+)
+
+# A payment code's first six digits -> the scenario its first micropay plays.
+CODE_SCENARIOS: Mapping[str, Scenario] = MappingProxyType(
+    {
+        "149901": Scenario.AUTHCODEEXPIRE,
+        "149902": Scenario.AUTH_CODE_INVALID,
+        "149903": Scenario.AUTH_CODE_ERROR,
+        "149904": Scenario.USERPAYING_THEN_SUCCESS,
+    }
+)
+# Refusals of the code itself: answered before an order exists, so nothing is created.
+_CODE_REFUSALS: Mapping[Scenario, str] = MappingProxyType(
+    {
+        Scenario.AUTH_CODE_INVALID: "付款码检验错误",
+        Scenario.AUTH_CODE_ERROR: "付款码参数错误",
+    }
+)
+_COUPONS = frozenset({Scenario.COUPON_CASH, Scenario.COUPON_NO_CASH, Scenario.PROMOTION_DETAIL})
+COUPON_FEE = 100  # fen, of every coupon scenario
+PROMOTION_DETAIL = (
+    '{"promotion_detail":[{"promotion_id":"109519","name":"单品惠-6","scope":"SINGLE",'
+    '"type":"DISCOUNT","amount":100,"activity_id":"931386","wxpay_contribute":0,'
+    '"merchant_contribute":100,"other_contribute":0,"goods_detail":[{"goods_id":"a_goods1",'
+    '"goods_remark":"商品备注","quantity":1,"price":100,"discount_amount":100}]}]}'
 )
 
 _XML_BOMB = (
@@ -574,6 +633,8 @@ class _Order:
     query_calls: int = 0
     reverse_calls: int = 0
     scenario: Scenario | None = None
+    coupons: Scenario | None = None  # a COUPON_* / PROMOTION_DETAIL scenario paid it
+    sub_openid: str = ""
 
     def snapshot(self) -> OrderRecord:
         return OrderRecord(
@@ -892,7 +953,11 @@ class WxPaySimulator:
         if not _AUTH_CODE.fullmatch(fields["auth_code"]):
             # Checked before the order exists, as the code is: nothing is created.
             return _result_fail("AUTH_CODE_INVALID", "付款码检验错误")
+        by_code = CODE_SCENARIOS.get(fields["auth_code"][:6])
         order = self._orders.get(out_trade_no)
+        refusal_des = _CODE_REFUSALS.get(by_code) if by_code is not None else None
+        if order is None and refusal_des is not None:
+            return _result_fail(str(by_code), refusal_des)
         if order is None:
             by_amount = scripted is None or scripted in REPLY_FAULTS
             refusal = RETURN_FAILS.get(AMOUNT_SCENARIOS.get(fee, Scenario.SUCCESS))
@@ -906,6 +971,8 @@ class WxPaySimulator:
                 or "oSim" + secrets.token_hex(12),
                 attach=fields.get("attach", ""),
                 device_info=fields.get("device_info", ""),
+                # Service-provider mode: the payer also has an openid under the sub appid.
+                sub_openid="oSub" + secrets.token_hex(12) if fields.get("sub_appid") else "",
             )
             self._orders[out_trade_no] = order
         if order.first_micropay_at is None:
@@ -914,7 +981,7 @@ class WxPaySimulator:
         # A scripted reply fault spoils the answer only (see _v2); the amount still decides.
         scenario = None if scripted in REPLY_FAULTS else scripted
         if scenario is None and order.micropay_calls == 1:
-            scenario = AMOUNT_SCENARIOS.get(fee, Scenario.SUCCESS)
+            scenario = by_code or AMOUNT_SCENARIOS.get(fee, Scenario.SUCCESS)
         if order.scenario is None and not order.foreign:  # another's order keeps its own way
             order.scenario = scenario
         self._settle(order)
@@ -937,6 +1004,9 @@ class WxPaySimulator:
         now = self._clock.time()
         outcome = Scenario.SUCCESS if scenario in REPLY_FAULTS else scenario
         fault = scenario if scenario in REPLY_FAULTS else None
+        if outcome in _COUPONS:
+            order.coupons = outcome
+            outcome = Scenario.SUCCESS
         if outcome is Scenario.SUCCESS:
             self._charge(order, now)
             return _Answer(self._paid_fields(order), fault=fault)
@@ -1005,7 +1075,7 @@ class WxPaySimulator:
             "attach": order.attach,
         }
         if order.state is OrderState.SUCCESS:
-            answer.update(self._paid_fields(order))
+            answer.update(self._paid_fields(order, query=True))
         return _Answer(answer)
 
     def _reverse(self, fields: dict[str, str], scripted: Scenario | None) -> _Answer:
@@ -1134,16 +1204,20 @@ class WxPaySimulator:
         order.paid_at = now
 
     @staticmethod
-    def _paid_fields(order: _Order) -> dict[str, str]:
-        return {
+    def _paid_fields(order: _Order, *, query: bool = False) -> dict[str, str]:
+        """A paid answer; coupon rows only in orderquery's (micropay's table has none)."""
+        coupon = min(COUPON_FEE, order.total_fee) if order.coupons else 0
+        fields = {
             "result_code": "SUCCESS",
             "openid": order.openid,
+            "sub_openid": order.sub_openid,
             "is_subscribe": "N",
             "trade_type": "MICROPAY",
             "bank_type": "OTHERS",
             "total_fee": str(order.total_fee),
             "fee_type": "CNY",
-            "cash_fee": str(order.total_fee),
+            "cash_fee": str(order.total_fee - coupon),
+            "cash_fee_type": "CNY",
             "transaction_id": order.transaction_id,
             "out_trade_no": order.out_trade_no,
             "attach": order.attach,
@@ -1151,6 +1225,22 @@ class WxPaySimulator:
             # WeChat Pay reports times in China Standard Time (UTC+8).
             "time_end": time.strftime("%Y%m%d%H%M%S", time.gmtime(order.paid_at + 8 * 3600)),
         }
+        if order.coupons is None:
+            return fields
+        no_cash = order.coupons is not Scenario.COUPON_CASH
+        fields["coupon_fee"] = str(coupon)
+        if no_cash:
+            fields["settlement_total_fee"] = str(order.total_fee - coupon)
+        if order.coupons is Scenario.PROMOTION_DETAIL:
+            fields["promotion_detail"] = PROMOTION_DETAIL
+        if query:
+            fields.update(
+                coupon_count="1",
+                coupon_type_0="NO_CASH" if no_cash else "CASH",
+                coupon_id_0="2000000000" + order.transaction_id[-10:],
+                coupon_fee_0=str(coupon),
+            )
+        return fields
 
     def _reply(self, request: Mapping[str, str], answer: _Answer, sign_type: str) -> SimResponse:
         if answer.fields.get("return_code") == "FAIL":

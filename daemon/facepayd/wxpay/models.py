@@ -26,12 +26,12 @@ class AuthinfoGrant:
 
 @dataclass(frozen=True, slots=True)
 class MicropayOrder:
-    """The fields of one micropay call; auth_code is the face_code."""
+    """The fields of one micropay call; auth_code is the face code or the scanned code."""
 
     out_trade_no: str
     total_fee: int
     body: str
-    auth_code: str = field(repr=False)  # the face code: a secret
+    auth_code: str = field(repr=False)  # the face code or scanned payment code: a secret
     spbill_create_ip: str = "127.0.0.1"
     device_info: str = ""
     attach: str = ""
@@ -64,6 +64,15 @@ class TradeState(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class TradeCoupon:
+    """One coupon_*_$n row of a paid answer."""
+
+    coupon_id: str = ""
+    coupon_type: str = ""
+    coupon_fee: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class TradeResult:
     """A verified micropay or orderquery answer."""
 
@@ -80,6 +89,17 @@ class TradeResult:
     fee_type: str = ""
     time_end: str = ""
     attach: str = ""
+    settlement_total_fee: int = 0
+    coupon_fee: int = 0
+    coupon_count: int = 0
+    coupons: tuple[TradeCoupon, ...] = ()
+    cash_fee_type: str = ""
+    promotion_detail: str = ""
+    is_subscribe: str = ""
+    trade_type: str = ""
+    trade_state_desc: str = ""
+    device_info: str = ""
+    trade_state: str = ""  # orderquery's trade_state as sent ("" for micropay)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from facepayd.wxpay.models import (
     RefundResult,
     RefundStatus,
     ReverseResult,
+    TradeCoupon,
     TradeResult,
     TradeState,
 )
@@ -40,6 +41,10 @@ __all__ = ["ClientCert", "WxPayHttpClients", "WxPayV2Client", "build_http_client
 # cache built on it refreshes early rather than trusting a token past its real life.
 DEFAULT_AUTHINFO_EXPIRES_IN = 600
 _MAX_MESSAGE = 128
+# More coupon rows than this in one answer is not an answer WeChat Pay gives.
+_MAX_COUPONS = 100
+# micropay's String(32).
+_MAX_DEVICE_INFO = 32
 _REDACTED = "[redacted]"
 
 _QUERY_TRADE_STATES: Mapping[str, TradeState] = {
@@ -152,6 +157,8 @@ class WxPayV2Client:
             raise InvalidArgument("out_trade_no", "must not be empty")
         if order.total_fee <= 0:
             raise InvalidArgument("total_fee", "must be a positive number of fen")
+        if len(order.device_info) > _MAX_DEVICE_INFO:
+            raise InvalidArgument("device_info", f"must be at most {_MAX_DEVICE_INFO} characters")
         params = {
             **self._merchant_params(),
             "device_info": order.device_info,
@@ -473,6 +480,23 @@ def _int_field(fields: Mapping[str, str], name: str, api: str) -> int:
     return int(raw)
 
 
+def _coupons(fields: Mapping[str, str], api: str) -> tuple[TradeCoupon, ...]:
+    """The coupon_*_$n rows, $n from 0 while any of the three is present."""
+    rows: list[TradeCoupon] = []
+    for n in range(_MAX_COUPONS):
+        names = (f"coupon_id_{n}", f"coupon_type_{n}", f"coupon_fee_{n}")
+        if not any(name in fields for name in names):
+            break
+        rows.append(
+            TradeCoupon(
+                coupon_id=fields.get(names[0], ""),
+                coupon_type=fields.get(names[1], ""),
+                coupon_fee=_int_field(fields, names[2], api),
+            )
+        )
+    return tuple(rows)
+
+
 def _trade_result(
     fields: Mapping[str, str], state: TradeState, out_trade_no: str, api: str
 ) -> TradeResult:
@@ -490,13 +514,24 @@ def _trade_result(
         fee_type=fields.get("fee_type", ""),
         time_end=fields.get("time_end", ""),
         attach=fields.get("attach", ""),
+        settlement_total_fee=_int_field(fields, "settlement_total_fee", api),
+        coupon_fee=_int_field(fields, "coupon_fee", api),
+        coupon_count=_int_field(fields, "coupon_count", api),
+        coupons=_coupons(fields, api),
+        cash_fee_type=fields.get("cash_fee_type", ""),
+        promotion_detail=fields.get("promotion_detail", ""),
+        is_subscribe=fields.get("is_subscribe", ""),
+        trade_type=fields.get("trade_type", ""),
+        trade_state_desc=_message(fields.get("trade_state_desc", ""), (), limit=256),
+        device_info=fields.get("device_info", ""),
+        trade_state=fields.get("trade_state", "") if api == "orderquery" else "",
     )
 
 
-def _message(text: str, hidden: Iterable[str]) -> str:
+def _message(text: str, hidden: Iterable[str], *, limit: int = _MAX_MESSAGE) -> str:
     """A peer-supplied message made safe for logs: bounded, one line, our secrets cut out."""
     for secret in hidden:
         if secret:
             text = text.replace(secret, _REDACTED)
     text = " ".join(text.split())
-    return text[:_MAX_MESSAGE]
+    return text[:limit]

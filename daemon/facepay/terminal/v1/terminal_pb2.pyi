@@ -70,6 +70,12 @@ class PaymentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAYMENT_STATE_CLOSED: _ClassVar[PaymentState]
     PAYMENT_STATE_NEEDS_ATTENTION: _ClassVar[PaymentState]
 
+class PaymentSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAYMENT_SOURCE_UNSPECIFIED: _ClassVar[PaymentSource]
+    PAYMENT_SOURCE_FACE: _ClassVar[PaymentSource]
+    PAYMENT_SOURCE_CODE: _ClassVar[PaymentSource]
+
 class PayResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PAY_RESULT_UNSPECIFIED: _ClassVar[PayResult]
@@ -152,6 +158,9 @@ PAYMENT_STATE_REVERSED: PaymentState
 PAYMENT_STATE_CANCELLED: PaymentState
 PAYMENT_STATE_CLOSED: PaymentState
 PAYMENT_STATE_NEEDS_ATTENTION: PaymentState
+PAYMENT_SOURCE_UNSPECIFIED: PaymentSource
+PAYMENT_SOURCE_FACE: PaymentSource
+PAYMENT_SOURCE_CODE: PaymentSource
 PAY_RESULT_UNSPECIFIED: PayResult
 PAY_RESULT_SUCCESS: PayResult
 PAY_RESULT_ERROR: PayResult
@@ -325,23 +334,31 @@ class DisableFirewallResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[TerminalStatus, _Mapping]] = ...) -> None: ...
 
 class FaceOptions(_message.Message):
-    __slots__ = ("openid", "screen_index", "overlay_option", "face_authtype", "wait_if_busy", "ask_unionid")
+    __slots__ = ("openid", "screen_index", "overlay_option", "face_authtype", "wait_if_busy", "ask_unionid", "telephone", "ask_face_permit", "ask_ret_page", "ignore_update_pay_result")
     OPENID_FIELD_NUMBER: _ClassVar[int]
     SCREEN_INDEX_FIELD_NUMBER: _ClassVar[int]
     OVERLAY_OPTION_FIELD_NUMBER: _ClassVar[int]
     FACE_AUTHTYPE_FIELD_NUMBER: _ClassVar[int]
     WAIT_IF_BUSY_FIELD_NUMBER: _ClassVar[int]
     ASK_UNIONID_FIELD_NUMBER: _ClassVar[int]
+    TELEPHONE_FIELD_NUMBER: _ClassVar[int]
+    ASK_FACE_PERMIT_FIELD_NUMBER: _ClassVar[int]
+    ASK_RET_PAGE_FIELD_NUMBER: _ClassVar[int]
+    IGNORE_UPDATE_PAY_RESULT_FIELD_NUMBER: _ClassVar[int]
     openid: str
     screen_index: str
     overlay_option: str
     face_authtype: str
     wait_if_busy: bool
     ask_unionid: bool
-    def __init__(self, openid: _Optional[str] = ..., screen_index: _Optional[str] = ..., overlay_option: _Optional[str] = ..., face_authtype: _Optional[str] = ..., wait_if_busy: _Optional[bool] = ..., ask_unionid: _Optional[bool] = ...) -> None: ...
+    telephone: str
+    ask_face_permit: str
+    ask_ret_page: str
+    ignore_update_pay_result: str
+    def __init__(self, openid: _Optional[str] = ..., screen_index: _Optional[str] = ..., overlay_option: _Optional[str] = ..., face_authtype: _Optional[str] = ..., wait_if_busy: _Optional[bool] = ..., ask_unionid: _Optional[bool] = ..., telephone: _Optional[str] = ..., ask_face_permit: _Optional[str] = ..., ask_ret_page: _Optional[str] = ..., ignore_update_pay_result: _Optional[str] = ...) -> None: ...
 
 class StartFacePayRequest(_message.Message):
-    __slots__ = ("out_trade_no", "total_fee", "body", "attach", "detail", "fee_type", "goods_tag", "limit_pay", "time_expire", "scene_info", "receipt", "face")
+    __slots__ = ("out_trade_no", "total_fee", "body", "attach", "detail", "fee_type", "goods_tag", "limit_pay", "time_expire", "scene_info", "receipt", "face", "time_start")
     OUT_TRADE_NO_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FEE_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
@@ -354,6 +371,7 @@ class StartFacePayRequest(_message.Message):
     SCENE_INFO_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     FACE_FIELD_NUMBER: _ClassVar[int]
+    TIME_START_FIELD_NUMBER: _ClassVar[int]
     out_trade_no: str
     total_fee: int
     body: str
@@ -366,7 +384,8 @@ class StartFacePayRequest(_message.Message):
     scene_info: str
     receipt: str
     face: FaceOptions
-    def __init__(self, out_trade_no: _Optional[str] = ..., total_fee: _Optional[int] = ..., body: _Optional[str] = ..., attach: _Optional[str] = ..., detail: _Optional[str] = ..., fee_type: _Optional[str] = ..., goods_tag: _Optional[str] = ..., limit_pay: _Optional[str] = ..., time_expire: _Optional[str] = ..., scene_info: _Optional[str] = ..., receipt: _Optional[str] = ..., face: _Optional[_Union[FaceOptions, _Mapping]] = ...) -> None: ...
+    time_start: str
+    def __init__(self, out_trade_no: _Optional[str] = ..., total_fee: _Optional[int] = ..., body: _Optional[str] = ..., attach: _Optional[str] = ..., detail: _Optional[str] = ..., fee_type: _Optional[str] = ..., goods_tag: _Optional[str] = ..., limit_pay: _Optional[str] = ..., time_expire: _Optional[str] = ..., scene_info: _Optional[str] = ..., receipt: _Optional[str] = ..., face: _Optional[_Union[FaceOptions, _Mapping]] = ..., time_start: _Optional[str] = ...) -> None: ...
 
 class SessionStarted(_message.Message):
     __slots__ = ("session_id",)
@@ -375,16 +394,18 @@ class SessionStarted(_message.Message):
     def __init__(self, session_id: _Optional[str] = ...) -> None: ...
 
 class FaceCaptured(_message.Message):
-    __slots__ = ("face_code", "openid", "sub_openid", "underage_state")
+    __slots__ = ("face_code", "openid", "sub_openid", "underage_state", "telephone_used")
     FACE_CODE_FIELD_NUMBER: _ClassVar[int]
     OPENID_FIELD_NUMBER: _ClassVar[int]
     SUB_OPENID_FIELD_NUMBER: _ClassVar[int]
     UNDERAGE_STATE_FIELD_NUMBER: _ClassVar[int]
+    TELEPHONE_USED_FIELD_NUMBER: _ClassVar[int]
     face_code: str
     openid: str
     sub_openid: str
     underage_state: int
-    def __init__(self, face_code: _Optional[str] = ..., openid: _Optional[str] = ..., sub_openid: _Optional[str] = ..., underage_state: _Optional[int] = ...) -> None: ...
+    telephone_used: int
+    def __init__(self, face_code: _Optional[str] = ..., openid: _Optional[str] = ..., sub_openid: _Optional[str] = ..., underage_state: _Optional[int] = ..., telephone_used: _Optional[int] = ...) -> None: ...
 
 class PaymentPending(_message.Message):
     __slots__ = ("reason",)
@@ -392,8 +413,18 @@ class PaymentPending(_message.Message):
     reason: str
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
+class Coupon(_message.Message):
+    __slots__ = ("coupon_id", "coupon_type", "coupon_fee")
+    COUPON_ID_FIELD_NUMBER: _ClassVar[int]
+    COUPON_TYPE_FIELD_NUMBER: _ClassVar[int]
+    COUPON_FEE_FIELD_NUMBER: _ClassVar[int]
+    coupon_id: str
+    coupon_type: str
+    coupon_fee: int
+    def __init__(self, coupon_id: _Optional[str] = ..., coupon_type: _Optional[str] = ..., coupon_fee: _Optional[int] = ...) -> None: ...
+
 class PaymentSucceeded(_message.Message):
-    __slots__ = ("transaction_id", "total_fee", "cash_fee", "fee_type", "bank_type", "time_end", "openid")
+    __slots__ = ("transaction_id", "total_fee", "cash_fee", "fee_type", "bank_type", "time_end", "openid", "settlement_total_fee", "coupon_fee", "coupon_count", "coupons", "cash_fee_type", "promotion_detail", "is_subscribe", "trade_type", "sub_openid", "attach", "trade_state_desc", "device_info", "trade_state")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FEE_FIELD_NUMBER: _ClassVar[int]
     CASH_FEE_FIELD_NUMBER: _ClassVar[int]
@@ -401,6 +432,19 @@ class PaymentSucceeded(_message.Message):
     BANK_TYPE_FIELD_NUMBER: _ClassVar[int]
     TIME_END_FIELD_NUMBER: _ClassVar[int]
     OPENID_FIELD_NUMBER: _ClassVar[int]
+    SETTLEMENT_TOTAL_FEE_FIELD_NUMBER: _ClassVar[int]
+    COUPON_FEE_FIELD_NUMBER: _ClassVar[int]
+    COUPON_COUNT_FIELD_NUMBER: _ClassVar[int]
+    COUPONS_FIELD_NUMBER: _ClassVar[int]
+    CASH_FEE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PROMOTION_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    IS_SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    TRADE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SUB_OPENID_FIELD_NUMBER: _ClassVar[int]
+    ATTACH_FIELD_NUMBER: _ClassVar[int]
+    TRADE_STATE_DESC_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_INFO_FIELD_NUMBER: _ClassVar[int]
+    TRADE_STATE_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
     total_fee: int
     cash_fee: int
@@ -408,7 +452,20 @@ class PaymentSucceeded(_message.Message):
     bank_type: str
     time_end: str
     openid: str
-    def __init__(self, transaction_id: _Optional[str] = ..., total_fee: _Optional[int] = ..., cash_fee: _Optional[int] = ..., fee_type: _Optional[str] = ..., bank_type: _Optional[str] = ..., time_end: _Optional[str] = ..., openid: _Optional[str] = ...) -> None: ...
+    settlement_total_fee: int
+    coupon_fee: int
+    coupon_count: int
+    coupons: _containers.RepeatedCompositeFieldContainer[Coupon]
+    cash_fee_type: str
+    promotion_detail: str
+    is_subscribe: str
+    trade_type: str
+    sub_openid: str
+    attach: str
+    trade_state_desc: str
+    device_info: str
+    trade_state: str
+    def __init__(self, transaction_id: _Optional[str] = ..., total_fee: _Optional[int] = ..., cash_fee: _Optional[int] = ..., fee_type: _Optional[str] = ..., bank_type: _Optional[str] = ..., time_end: _Optional[str] = ..., openid: _Optional[str] = ..., settlement_total_fee: _Optional[int] = ..., coupon_fee: _Optional[int] = ..., coupon_count: _Optional[int] = ..., coupons: _Optional[_Iterable[_Union[Coupon, _Mapping]]] = ..., cash_fee_type: _Optional[str] = ..., promotion_detail: _Optional[str] = ..., is_subscribe: _Optional[str] = ..., trade_type: _Optional[str] = ..., sub_openid: _Optional[str] = ..., attach: _Optional[str] = ..., trade_state_desc: _Optional[str] = ..., device_info: _Optional[str] = ..., trade_state: _Optional[str] = ...) -> None: ...
 
 class PaymentFailed(_message.Message):
     __slots__ = ("err_code", "description")
@@ -443,15 +500,25 @@ class PaymentNeedsAttention(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., action: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class SessionCancelled(_message.Message):
-    __slots__ = ("reason", "description")
+    __slots__ = ("reason", "description", "continue_with_code_pay")
     REASON_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CONTINUE_WITH_CODE_PAY_FIELD_NUMBER: _ClassVar[int]
     reason: str
     description: str
-    def __init__(self, reason: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    continue_with_code_pay: bool
+    def __init__(self, reason: _Optional[str] = ..., description: _Optional[str] = ..., continue_with_code_pay: _Optional[bool] = ...) -> None: ...
+
+class CodeReceived(_message.Message):
+    __slots__ = ("source", "continued")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CONTINUED_FIELD_NUMBER: _ClassVar[int]
+    source: PaymentSource
+    continued: bool
+    def __init__(self, source: _Optional[_Union[PaymentSource, str]] = ..., continued: _Optional[bool] = ...) -> None: ...
 
 class PaymentEvent(_message.Message):
-    __slots__ = ("out_trade_no", "seq", "time", "state", "session_started", "face_captured", "pending", "succeeded", "failed", "reversed", "cancelled", "closed", "needs_attention")
+    __slots__ = ("out_trade_no", "seq", "time", "state", "session_started", "face_captured", "pending", "succeeded", "failed", "reversed", "cancelled", "closed", "needs_attention", "code_received")
     OUT_TRADE_NO_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
@@ -465,6 +532,7 @@ class PaymentEvent(_message.Message):
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
     CLOSED_FIELD_NUMBER: _ClassVar[int]
     NEEDS_ATTENTION_FIELD_NUMBER: _ClassVar[int]
+    CODE_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     out_trade_no: str
     seq: int
     time: _timestamp_pb2.Timestamp
@@ -478,7 +546,8 @@ class PaymentEvent(_message.Message):
     cancelled: SessionCancelled
     closed: PaymentClosed
     needs_attention: PaymentNeedsAttention
-    def __init__(self, out_trade_no: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[PaymentState, str]] = ..., session_started: _Optional[_Union[SessionStarted, _Mapping]] = ..., face_captured: _Optional[_Union[FaceCaptured, _Mapping]] = ..., pending: _Optional[_Union[PaymentPending, _Mapping]] = ..., succeeded: _Optional[_Union[PaymentSucceeded, _Mapping]] = ..., failed: _Optional[_Union[PaymentFailed, _Mapping]] = ..., reversed: _Optional[_Union[PaymentReversed, _Mapping]] = ..., cancelled: _Optional[_Union[SessionCancelled, _Mapping]] = ..., closed: _Optional[_Union[PaymentClosed, _Mapping]] = ..., needs_attention: _Optional[_Union[PaymentNeedsAttention, _Mapping]] = ...) -> None: ...
+    code_received: CodeReceived
+    def __init__(self, out_trade_no: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[PaymentState, str]] = ..., session_started: _Optional[_Union[SessionStarted, _Mapping]] = ..., face_captured: _Optional[_Union[FaceCaptured, _Mapping]] = ..., pending: _Optional[_Union[PaymentPending, _Mapping]] = ..., succeeded: _Optional[_Union[PaymentSucceeded, _Mapping]] = ..., failed: _Optional[_Union[PaymentFailed, _Mapping]] = ..., reversed: _Optional[_Union[PaymentReversed, _Mapping]] = ..., cancelled: _Optional[_Union[SessionCancelled, _Mapping]] = ..., closed: _Optional[_Union[PaymentClosed, _Mapping]] = ..., needs_attention: _Optional[_Union[PaymentNeedsAttention, _Mapping]] = ..., code_received: _Optional[_Union[CodeReceived, _Mapping]] = ...) -> None: ...
 
 class SessionEnded(_message.Message):
     __slots__ = ("session_id", "reason", "return_msg")
@@ -518,15 +587,55 @@ class StartFacePayResponse(_message.Message):
     progress: PaymentProgress
     def __init__(self, event: _Optional[_Union[PaymentEvent, _Mapping]] = ..., session_ended: _Optional[_Union[SessionEnded, _Mapping]] = ..., progress: _Optional[_Union[PaymentProgress, _Mapping]] = ...) -> None: ...
 
+class StartCodePayRequest(_message.Message):
+    __slots__ = ("out_trade_no", "total_fee", "body", "attach", "detail", "fee_type", "goods_tag", "limit_pay", "time_expire", "scene_info", "receipt", "auth_code", "time_start")
+    OUT_TRADE_NO_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FEE_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    ATTACH_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    FEE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    GOODS_TAG_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_PAY_FIELD_NUMBER: _ClassVar[int]
+    TIME_EXPIRE_FIELD_NUMBER: _ClassVar[int]
+    SCENE_INFO_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    AUTH_CODE_FIELD_NUMBER: _ClassVar[int]
+    TIME_START_FIELD_NUMBER: _ClassVar[int]
+    out_trade_no: str
+    total_fee: int
+    body: str
+    attach: str
+    detail: str
+    fee_type: str
+    goods_tag: str
+    limit_pay: str
+    time_expire: str
+    scene_info: str
+    receipt: str
+    auth_code: str
+    time_start: str
+    def __init__(self, out_trade_no: _Optional[str] = ..., total_fee: _Optional[int] = ..., body: _Optional[str] = ..., attach: _Optional[str] = ..., detail: _Optional[str] = ..., fee_type: _Optional[str] = ..., goods_tag: _Optional[str] = ..., limit_pay: _Optional[str] = ..., time_expire: _Optional[str] = ..., scene_info: _Optional[str] = ..., receipt: _Optional[str] = ..., auth_code: _Optional[str] = ..., time_start: _Optional[str] = ...) -> None: ...
+
+class StartCodePayResponse(_message.Message):
+    __slots__ = ("event", "progress")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    event: PaymentEvent
+    progress: PaymentProgress
+    def __init__(self, event: _Optional[_Union[PaymentEvent, _Mapping]] = ..., progress: _Optional[_Union[PaymentProgress, _Mapping]] = ...) -> None: ...
+
 class CaptureFaceCodeRequest(_message.Message):
-    __slots__ = ("out_trade_no", "total_fee", "face")
+    __slots__ = ("out_trade_no", "total_fee", "face", "face_code_type")
     OUT_TRADE_NO_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FEE_FIELD_NUMBER: _ClassVar[int]
     FACE_FIELD_NUMBER: _ClassVar[int]
+    FACE_CODE_TYPE_FIELD_NUMBER: _ClassVar[int]
     out_trade_no: str
     total_fee: int
     face: FaceOptions
-    def __init__(self, out_trade_no: _Optional[str] = ..., total_fee: _Optional[int] = ..., face: _Optional[_Union[FaceOptions, _Mapping]] = ...) -> None: ...
+    face_code_type: str
+    def __init__(self, out_trade_no: _Optional[str] = ..., total_fee: _Optional[int] = ..., face: _Optional[_Union[FaceOptions, _Mapping]] = ..., face_code_type: _Optional[str] = ...) -> None: ...
 
 class PayResultConfirmed(_message.Message):
     __slots__ = ("return_code", "return_msg")
@@ -605,7 +714,7 @@ class GetUserInfoResponse(_message.Message):
     def __init__(self, openid: _Optional[str] = ..., sub_openid: _Optional[str] = ..., nickname: _Optional[str] = ..., token: _Optional[str] = ..., unionid_code: _Optional[str] = ..., unionid_msg: _Optional[str] = ...) -> None: ...
 
 class Payment(_message.Message):
-    __slots__ = ("out_trade_no", "state", "total_fee", "body", "attach", "transaction_id", "openid", "bank_type", "cash_fee", "fee_type", "time_end", "err_code", "err_code_des", "created_at", "updated_at", "last_seq", "final", "attention_reason", "attention_action", "refunded_fee")
+    __slots__ = ("out_trade_no", "state", "total_fee", "body", "attach", "transaction_id", "openid", "bank_type", "cash_fee", "fee_type", "time_end", "err_code", "err_code_des", "created_at", "updated_at", "last_seq", "final", "attention_reason", "attention_action", "source", "settlement_total_fee", "coupon_fee", "coupon_count", "coupons", "cash_fee_type", "promotion_detail", "is_subscribe", "trade_type", "sub_openid", "echoed_attach", "trade_state_desc", "device_info", "trade_state", "time_start", "time_expire", "refunded_fee")
     OUT_TRADE_NO_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FEE_FIELD_NUMBER: _ClassVar[int]
@@ -625,6 +734,22 @@ class Payment(_message.Message):
     FINAL_FIELD_NUMBER: _ClassVar[int]
     ATTENTION_REASON_FIELD_NUMBER: _ClassVar[int]
     ATTENTION_ACTION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SETTLEMENT_TOTAL_FEE_FIELD_NUMBER: _ClassVar[int]
+    COUPON_FEE_FIELD_NUMBER: _ClassVar[int]
+    COUPON_COUNT_FIELD_NUMBER: _ClassVar[int]
+    COUPONS_FIELD_NUMBER: _ClassVar[int]
+    CASH_FEE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PROMOTION_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    IS_SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    TRADE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SUB_OPENID_FIELD_NUMBER: _ClassVar[int]
+    ECHOED_ATTACH_FIELD_NUMBER: _ClassVar[int]
+    TRADE_STATE_DESC_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_INFO_FIELD_NUMBER: _ClassVar[int]
+    TRADE_STATE_FIELD_NUMBER: _ClassVar[int]
+    TIME_START_FIELD_NUMBER: _ClassVar[int]
+    TIME_EXPIRE_FIELD_NUMBER: _ClassVar[int]
     REFUNDED_FEE_FIELD_NUMBER: _ClassVar[int]
     out_trade_no: str
     state: PaymentState
@@ -645,8 +770,24 @@ class Payment(_message.Message):
     final: bool
     attention_reason: str
     attention_action: str
+    source: PaymentSource
+    settlement_total_fee: int
+    coupon_fee: int
+    coupon_count: int
+    coupons: _containers.RepeatedCompositeFieldContainer[Coupon]
+    cash_fee_type: str
+    promotion_detail: str
+    is_subscribe: str
+    trade_type: str
+    sub_openid: str
+    echoed_attach: str
+    trade_state_desc: str
+    device_info: str
+    trade_state: str
+    time_start: str
+    time_expire: str
     refunded_fee: int
-    def __init__(self, out_trade_no: _Optional[str] = ..., state: _Optional[_Union[PaymentState, str]] = ..., total_fee: _Optional[int] = ..., body: _Optional[str] = ..., attach: _Optional[str] = ..., transaction_id: _Optional[str] = ..., openid: _Optional[str] = ..., bank_type: _Optional[str] = ..., cash_fee: _Optional[int] = ..., fee_type: _Optional[str] = ..., time_end: _Optional[str] = ..., err_code: _Optional[str] = ..., err_code_des: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seq: _Optional[int] = ..., final: _Optional[bool] = ..., attention_reason: _Optional[str] = ..., attention_action: _Optional[str] = ..., refunded_fee: _Optional[int] = ...) -> None: ...
+    def __init__(self, out_trade_no: _Optional[str] = ..., state: _Optional[_Union[PaymentState, str]] = ..., total_fee: _Optional[int] = ..., body: _Optional[str] = ..., attach: _Optional[str] = ..., transaction_id: _Optional[str] = ..., openid: _Optional[str] = ..., bank_type: _Optional[str] = ..., cash_fee: _Optional[int] = ..., fee_type: _Optional[str] = ..., time_end: _Optional[str] = ..., err_code: _Optional[str] = ..., err_code_des: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seq: _Optional[int] = ..., final: _Optional[bool] = ..., attention_reason: _Optional[str] = ..., attention_action: _Optional[str] = ..., source: _Optional[_Union[PaymentSource, str]] = ..., settlement_total_fee: _Optional[int] = ..., coupon_fee: _Optional[int] = ..., coupon_count: _Optional[int] = ..., coupons: _Optional[_Iterable[_Union[Coupon, _Mapping]]] = ..., cash_fee_type: _Optional[str] = ..., promotion_detail: _Optional[str] = ..., is_subscribe: _Optional[str] = ..., trade_type: _Optional[str] = ..., sub_openid: _Optional[str] = ..., echoed_attach: _Optional[str] = ..., trade_state_desc: _Optional[str] = ..., device_info: _Optional[str] = ..., trade_state: _Optional[str] = ..., time_start: _Optional[str] = ..., time_expire: _Optional[str] = ..., refunded_fee: _Optional[int] = ...) -> None: ...
 
 class WatchPaymentRequest(_message.Message):
     __slots__ = ("out_trade_no", "after_seq")

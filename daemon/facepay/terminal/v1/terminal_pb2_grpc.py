@@ -75,6 +75,11 @@ class TerminalServiceStub:
                 request_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.StartFacePayRequest.SerializeToString,
                 response_deserializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.StartFacePayResponse.FromString,
                 _registered_method=True)
+        self.StartCodePay = channel.unary_stream(
+                '/facepay.terminal.v1.TerminalService/StartCodePay',
+                request_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.StartCodePayRequest.SerializeToString,
+                response_deserializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.StartCodePayResponse.FromString,
+                _registered_method=True)
         self.CaptureFaceCode = channel.unary_stream(
                 '/facepay.terminal.v1.TerminalService/CaptureFaceCode',
                 request_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.CaptureFaceCodeRequest.SerializeToString,
@@ -226,6 +231,16 @@ class TerminalServiceServicer:
     def StartFacePay(self, request, context):
         """Face sessions. One at a time: a second caller gets TERMINAL_BUSY unless it asked to wait.
         Capture a face and pay with micropay; the stream ends at the payment's final state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartCodePay(self, request, context):
+        """Barcode payment: pay with the auth_code the cashier scanned from the customer's WeChat
+        payment code, through the same journal, micropay state machine, events and re-attach as
+        StartFacePay; also continues a face payment whose customer chose to scan (SCAN_PAYMENT).
+        The stream ends at the payment's final state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -402,6 +417,11 @@ def add_TerminalServiceServicer_to_server(servicer, server):
                     servicer.StartFacePay,
                     request_deserializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.StartFacePayRequest.FromString,
                     response_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.StartFacePayResponse.SerializeToString,
+            ),
+            'StartCodePay': grpc.unary_stream_rpc_method_handler(
+                    servicer.StartCodePay,
+                    request_deserializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.StartCodePayRequest.FromString,
+                    response_serializer=facepay_dot_terminal_dot_v1_dot_terminal__pb2.StartCodePayResponse.SerializeToString,
             ),
             'CaptureFaceCode': grpc.unary_stream_rpc_method_handler(
                     servicer.CaptureFaceCode,
@@ -716,6 +736,33 @@ class TerminalService:
             '/facepay.terminal.v1.TerminalService/StartFacePay',
             facepay_dot_terminal_dot_v1_dot_terminal__pb2.StartFacePayRequest.SerializeToString,
             facepay_dot_terminal_dot_v1_dot_terminal__pb2.StartFacePayResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartCodePay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/facepay.terminal.v1.TerminalService/StartCodePay',
+            facepay_dot_terminal_dot_v1_dot_terminal__pb2.StartCodePayRequest.SerializeToString,
+            facepay_dot_terminal_dot_v1_dot_terminal__pb2.StartCodePayResponse.FromString,
             options,
             channel_credentials,
             insecure,
