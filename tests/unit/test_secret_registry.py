@@ -63,7 +63,8 @@ async def test_a_year_of_authinfo_refreshes_keeps_two_authinfos_masked(tmp_path:
     fetched: list[str] = []
 
     async def fetch() -> AuthinfoGrant:
-        fetched.append("authinfo-" + secrets.token_hex(16))
+        # A prefix no other test registers: the registry is process-wide.
+        fetched.append("yearly-grant-" + secrets.token_hex(16))
         return AuthinfoGrant(fetched[-1], 7200)
 
     cache = AuthinfoCache(
