@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -216,6 +217,27 @@ def _has_field(message: type[Message], path: str) -> bool:
             return False
         descriptor = field.message_type or descriptor
     return True
+
+
+def markdown(rows: tuple[Row, ...] = ROWS) -> str:
+    """The rows as the README's table: the API field with its message, or the reason."""
+    lines = [
+        "| call | direction | reference name | in the API | left out because |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        message = (REQUESTS if row.direction == "request" else REPLIES)[row.call]
+        api = f"`{message.DESCRIPTOR.name}.{row.api}`" if row.api else ""
+        why = row.left_out or (
+            f"(not sent in the tested scenario: {row.unseen})" if row.unseen else ""
+        )
+        lines.append(f"| {row.call} | {row.direction} | `{row.name}` | {api} | {why} |")
+    return "\n".join(lines) + "\n"
+
+
+def test_the_readme_mirrors_the_table() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert markdown() in readme
 
 
 def test_every_row_reaches_the_api_or_names_its_reason() -> None:
