@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from facepay.terminal.v1 import terminal_pb2 as pb
@@ -14,6 +15,9 @@ from facepayd.sim.daemon_process import DaemonProcess
 from facepayd.sim.refunds import RefundScenario
 from facepayd.sim.stack import SimOptions, SimStack
 from facepayd.sim.terminal import FaceOutcome, SimUser
+
+# PayScore's times are China Standard Time.
+BEIJING = timezone(timedelta(hours=8))
 
 
 class DemoFailed(Exception):
@@ -59,6 +63,10 @@ async def pay(client: TerminalClient, out_trade_no: str, amount: int, body: str)
         if response.HasField("session_ended"):
             ended = response.session_ended
             say(f"        screen free: {ended.reason}")
+            continue
+        if response.HasField("progress"):
+            progress = response.progress
+            say(f"        … {progress.activity.lower().replace('_', ' ')} ({progress.attempt})")
             continue
         say(event_line(response.event))
         last = response.event
@@ -178,16 +186,27 @@ async def payscore_demo(client: TerminalClient, stack: SimStack) -> None:
     state = pb.ServiceOrderState.Name(created.state).removeprefix("SERVICE_ORDER_STATE_")
     say(f"    created order_id={created.order_id} {state}/{created.state_description}")
     check(created.state == pb.SERVICE_ORDER_STATE_DOING, "the order is in service")
+    payscore.auto_charge = False  # the demo says when WeChat Pay has collected the charge
+    ended = datetime.now(BEIJING).strftime("%Y%m%d%H%M%S")
     done = await client.complete_service_order(
         pb.CompleteServiceOrderRequest(
             out_order_no="DEMOPS1",
             post_payments=[pb.PostPayment(name="umbrella", amount=400, description="2 hours")],
             post_discounts=[pb.PostDiscount(name="member", amount=100)],
             total_amount=300,
+            time_range=pb.TimeRange(end_time=ended),
         )
     )
-    say(f"    completed: total_amount={done.total_amount} journal={done.journal_state}")
-    check(done.state == pb.SERVICE_ORDER_STATE_DONE, "completed and charged 300 fen")
+    state = pb.ServiceOrderState.Name(done.state).removeprefix("SERVICE_ORDER_STATE_")
+    say(f"    completed: total_amount={done.total_amount} {state}/{done.state_description}")
+    check(
+        (done.state_description, done.journal_state) == ("MCH_COMPLETE", "CHARGING"),
+        "WeChat Pay collects the 300 fen; the daemon follows the charge (CHARGING)",
+    )
+    payscore.charge("DEMOPS1")
+    got = await client.get_service_order("DEMOPS1")
+    say(f"    charged: {pb.ServiceOrderState.Name(got.state)} journal={got.journal_state}")
+    check(got.state == pb.SERVICE_ORDER_STATE_DONE, "charged 300 fen: the order is DONE")
 
     say("\n● PayScore: a user who declines")
     decliner = SimUser(
