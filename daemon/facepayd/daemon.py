@@ -389,6 +389,7 @@ class Daemon:
             needs_attention=self.payments.needs_attention_count,
             journal_size=self._journal.database.size_bytes,
             reconnects=lambda: self.lifecycle.counters.reconnects,
+            refunds_needs_attention=self.refunds.needs_attention_count,
         )
         self.flows = FaceFlows(
             sessions=self.sessions, payments=self.payments, lifecycle=self.lifecycle, clock=clock
@@ -413,6 +414,7 @@ class Daemon:
             client_certificate=self._outside.client_certificate,
             sessions=self.sessions,
             under_systemd=under_systemd(),
+            refunds=self.refunds,
         )
         domain = Domain(
             config=config,

@@ -531,6 +531,7 @@ async def test_unresolved_refund_needs_attention_and_is_still_retried(rig: Rig) 
     assert refund.attention_reason == UNRESOLVED
     assert refund.attention_action
     assert rig.service.needs_attention_count() == 1
+    assert [r.out_refund_no for r in await rig.service.needing_attention()] == ["R1"]
     assert len(rig.backend.sends) == 1, "never sent again without proof of absence"
     queries = len(rig.backend.queries)
     rig.backend.query_default = NOT_EXIST
@@ -542,6 +543,7 @@ async def test_unresolved_refund_needs_attention_and_is_still_retried(rig: Rig) 
     assert (await rig.service.get("R1")).state is R.SUCCEEDED
     assert len(rig.backend.sends) == 2
     assert rig.service.needs_attention_count() == 0
+    assert await rig.service.needing_attention() == []
 
 
 # ---------------------------------------------------------------- restarts

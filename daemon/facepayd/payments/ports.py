@@ -73,6 +73,8 @@ class PaymentJournal(Protocol):
 
     async def unfinished(self) -> PaymentList: ...
 
+    async def refund_count(self, out_trade_no: str) -> int: ...
+
 
 class PaymentBackend(Protocol):
     """The three WeChat Pay v2 calls a payment needs (WxPayV2Client implements them)."""

@@ -465,6 +465,12 @@ class RefundService:
         """Refunds in NEEDS_ATTENTION."""
         return len(self._needs_attention)
 
+    async def needing_attention(self) -> RefundList:
+        """The refunds in NEEDS_ATTENTION, oldest first."""
+        return [
+            r for r in await self._journal.unfinished() if r.state is RefundState.NEEDS_ATTENTION
+        ]
+
     async def close(self, grace: float) -> None:
         """Let refund tasks finish for up to grace seconds, then cancel them (resumable)."""
         self._closed = True
