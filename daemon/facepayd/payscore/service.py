@@ -34,10 +34,9 @@ from facepayd.errors import (
     Unavailable,
 )
 from facepayd.payscore.models import JournalState, ServiceOrderRecord
-from facepayd.payscore.ports import ServiceOrderJournal
+from facepayd.payscore.ports import PayScoreBackend, ServiceOrderJournal
 from facepayd.wxpay import payscore_models as m
 from facepayd.wxpay import v3
-from facepayd.wxpay.v3 import PayScoreClient
 
 __all__ = [
     "JournalState",
@@ -107,7 +106,7 @@ class PayScoreService:
         self,
         *,
         journal: ServiceOrderJournal,
-        client: PayScoreClient | None,
+        client: PayScoreBackend | None,
         clock: Clock,
         service_id: str,
         notify_url: str = "",
@@ -257,7 +256,7 @@ class PayScoreService:
 
     # ------------------------------------------------------------------ private
 
-    def _require_client(self) -> PayScoreClient:
+    def _require_client(self) -> PayScoreBackend:
         if self._closed:
             raise Unavailable("the daemon is stopping")
         if self._client is None:
@@ -292,7 +291,7 @@ class PayScoreService:
 
     async def _create(
         self,
-        client: PayScoreClient,
+        client: PayScoreBackend,
         no: str,
         order: m.NewServiceOrder,
         params: dict[str, Any],
@@ -312,7 +311,8 @@ class PayScoreService:
                 journal_state=JournalState.CREATING,
                 data={"openid": order.openid, "need_user_confirm": order.need_user_confirm},
             )
-            return await self._send(no, "create", client.create_service_order(order))
+            call = client.create_service_order(order)
+            return await self._send(no, "create", call, before=JournalState.NOT_CREATED)
 
     async def _act(
         self,
@@ -330,7 +330,8 @@ class PayScoreService:
             await self._journal.mark_service_order(
                 no, _PENDING_STATE[op], f"{op}_requested", data, pending=op
             )
-            return await self._send(no, op, send(record))
+            before = JournalState(record.journal_state)
+            return await self._send(no, op, send(record), before=before)
 
     async def _known(self, no: str) -> ServiceOrderRecord:
         """The journaled order with nothing pending; adopted or resolved by a query if needed."""
@@ -345,23 +346,32 @@ class PayScoreService:
         return record
 
     async def _send(
-        self, no: str, op: str, call: Awaitable[m.ServiceOrderResult]
+        self,
+        no: str,
+        op: str,
+        call: Awaitable[m.ServiceOrderResult],
+        *,
+        before: JournalState,
     ) -> ServiceOrderView:
-        """Await a journaled call and record its answer (or leave it pending if unknown)."""
-        settled = JournalState.NOT_CREATED if op == "create" else JournalState.RECORDED
+        """Await a journaled call and record its answer (or leave it pending if unknown).
+
+        A call refused (by WeChat Pay or the client's own checks) changed nothing: the order goes
+        back to the state before it (NOT_CREATED for a create), so an order awaiting its charge
+        (CHARGING) stays watched until the charge settles.
+        """
         try:
             result = await call
         except (BackendRejected, NotFound) as exc:
             code = exc.code if isinstance(exc, BackendRejected) else "NOT_FOUND"
-            await self._journal.mark_service_order(
-                no, settled, "rejected", {"op": op, "code": code}
-            )
+            await self._journal.mark_service_order(no, before, "rejected", {"op": op, "code": code})
+            self._watch_if_charging(before)
             raise
         except InvalidArgument as exc:
             # Refused by the client's own checks: nothing was sent.
             await self._journal.mark_service_order(
-                no, settled, "refused", {"op": op, "field": exc.field}
+                no, before, "refused", {"op": op, "field": exc.field}
             )
+            self._watch_if_charging(before)
             raise
         except (BackendUnavailable, ResponseNotTrusted) as exc:
             await self._journal.mark_service_order(
@@ -436,6 +446,11 @@ class PayScoreService:
             only_if_changed=not record.pending,
         )
         return _view(record)
+
+    def _watch_if_charging(self, state: JournalState) -> None:
+        """An order back in CHARGING is followed to its charge's end by the resolver."""
+        if state is JournalState.CHARGING:
+            self._start_resolver(first_delay=self._resolve_backoff)
 
     def _start_resolver(self, *, first_delay: float) -> None:
         if self._closed:
