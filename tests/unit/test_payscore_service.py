@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import structlog
 
 from facepayd.clock import ManualClock
 from facepayd.errors import (
@@ -223,3 +224,25 @@ async def test_a_refused_create_is_not_created_and_a_refused_complete_stays_reco
     with pytest.raises(BackendRejected):
         await rig.service.complete("PS1", COMPLETION)
     assert await rig.state() == J.RECORDED
+
+
+# ---------------------------------------------------------------- the resolver's owner
+
+
+async def test_a_resolver_pass_that_fails_unexpectedly_is_logged_and_the_watch_goes_on(
+    rig: Rig,
+) -> None:
+    await charging(rig)
+    rig.backend.answers["query"] = [RuntimeError("a bug in a pass")]
+    rig.backend.query_default = CHARGING
+    with structlog.testing.capture_logs() as logs:
+        await rig.run(2 * BACKOFF)
+    assert rig.backend.names().count("query") >= 2, "the loop went on after the failed pass"
+    failed = [e for e in logs if e["event"] == "payscore_resolve_pass_failed"]
+    assert failed
+    assert failed[0]["log_level"] == "error"
+    rig.backend.query_default = DONE
+    await rig.run(16)
+    assert await rig.state() == J.RECORDED
+    # Stopping is not broken by what happened in the resolver.
+    await rig.service.close(0)

@@ -35,6 +35,7 @@ from facepayd.errors import (
 )
 from facepayd.payscore.models import JournalState, ServiceOrderRecord
 from facepayd.payscore.ports import PayScoreBackend, ServiceOrderJournal
+from facepayd.tasks import TaskOwner
 from facepayd.wxpay import payscore_models as m
 from facepayd.wxpay import v3
 
@@ -124,6 +125,8 @@ class PayScoreService:
         self._resolve_backoff_max = resolve_backoff_max
         self._locks: dict[str, _OrderLock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The resolver's owner: a crash is logged at once, and close() never re-raises it.
+        self._owner = TaskOwner("payscore")
         self._resolver: asyncio.Task[None] | None = None
         self._first_pass = asyncio.Event()
         self._rescan = False
@@ -240,10 +243,7 @@ class PayScoreService:
     async def close(self, grace: float) -> None:
         """Let in-flight calls record their answers (up to grace s), then stop."""
         self._closed = True
-        if self._resolver is not None:
-            self._resolver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resolver
+        await self._owner.close()
         if self._tasks:
             everything = asyncio.gather(*self._tasks, return_exceptions=True)
             await race(self._clock, everything, grace)
@@ -459,31 +459,43 @@ class PayScoreService:
             # The running pass may have listed the orders before this one: go round again.
             self._rescan = True
             return
-        self._resolver = asyncio.get_running_loop().create_task(self._resolve_loop(first_delay))
+        self._resolver = self._owner.spawn(
+            self._resolve_loop(first_delay), name="payscore resolver"
+        )
 
     async def _resolve_loop(self, first_delay: float) -> None:
         delay = self._resolve_backoff
         if first_delay:
             await self._clock.sleep(first_delay)
         while True:
-            left = 0
             self._rescan = False
-            for record in await self._journal.pending_service_orders():
-                try:
-                    await self._locked(record.out_order_no, self._resolve(record.out_order_no))
-                except FacepayError as exc:
-                    left += isinstance(exc, BackendError)
-                    log.warning(
-                        "service_order_unresolved",
-                        out_order_no=record.out_order_no,
-                        reason=exc.reason,
-                    )
-            left += await self._watch_charges()
+            try:
+                left = await self._resolve_pass()
+            except Exception:
+                # A bug or a journal that cannot answer: logged, and tried again later, never
+                # the end of the watch over what WeChat Pay may hold.
+                log.exception("payscore_resolve_pass_failed", retry_in=delay)
+                left = 1
             self._first_pass.set()
             if not left and not self._rescan:
                 return
             await self._clock.sleep(delay)
             delay = min(delay * 2, self._resolve_backoff_max)
+
+    async def _resolve_pass(self) -> int:
+        """Try every pending order and every charge once; how many are still unresolved."""
+        left = 0
+        for record in await self._journal.pending_service_orders():
+            try:
+                await self._locked(record.out_order_no, self._resolve(record.out_order_no))
+            except FacepayError as exc:
+                left += isinstance(exc, BackendError)
+                log.warning(
+                    "service_order_unresolved",
+                    out_order_no=record.out_order_no,
+                    reason=exc.reason,
+                )
+        return left + await self._watch_charges()
 
     async def _watch_charges(self) -> int:
         """Query each order awaiting its charge once; how many still await it."""
