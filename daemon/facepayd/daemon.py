@@ -402,6 +402,7 @@ class Daemon:
             notify_url=config.payscore.notify_url,
             resolve_backoff=config.payscore.resolve_backoff,
             resolve_backoff_max=config.payscore.resolve_backoff_max,
+            in_flight_after=config.payscore.in_flight_after,
         )
         diagnostics = Diagnostics(
             config=config,

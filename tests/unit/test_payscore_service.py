@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ import structlog
 from facepayd.clock import ManualClock
 from facepayd.errors import (
     BackendRejected,
+    BackendUnavailable,
     InvalidArgument,
     NotFound,
 )
@@ -123,6 +125,7 @@ class Rig:
             service_id=SERVICE_ID,
             resolve_backoff=BACKOFF,
             resolve_backoff_max=8.0,
+            in_flight_after=IN_FLIGHT,
         )
 
     async def state(self) -> str:
@@ -136,10 +139,15 @@ class Rig:
         return record.pending
 
     async def run(self, seconds: float) -> None:
-        """Move the clock in small steps, letting the journal's thread and the tasks run."""
-        for _ in range(int(seconds * 4)):
+        """Move the clock timer by timer up to seconds from now, letting every task run."""
+        target = self.clock.time() + seconds
+        while True:
             await _quiet()
-            await self.clock.advance(0.25)
+            due = min((d for d, _, f in self.clock._sleepers if not f.done()), default=math.inf)
+            if due > target:
+                break
+            await self.clock.advance(max(0.0, due - self.clock.time()))
+        await self.clock.advance(max(0.0, target - self.clock.time()))
         await _quiet()
 
     async def restart(self) -> None:
@@ -246,3 +254,103 @@ async def test_a_resolver_pass_that_fails_unexpectedly_is_logged_and_the_watch_g
     assert await rig.state() == J.RECORDED
     # Stopping is not broken by what happened in the resolver.
     await rig.service.close(0)
+
+
+# ---------------------------------------------------------------- the in-flight bound
+
+
+def queries_after(rig: Rig, start: float) -> list[float]:
+    return [t - start for name, t in rig.backend.calls if name == "query" and t >= start]
+
+
+async def test_a_create_with_an_unknown_outcome_is_not_taken_as_absent_while_it_may_land(
+    rig: Rig,
+) -> None:
+    rig.backend.answers["create"] = [BackendUnavailable("timed out")]
+    rig.backend.query_default = NotFound("no such order")
+    with pytest.raises(BackendUnavailable):
+        await rig.service.create(NEW_ORDER)
+    sent = rig.clock.time()
+    await rig.run(IN_FLIGHT - 1)
+    assert queries_after(rig, sent), "the unknown outcome is queried"
+    assert await rig.state() == J.CREATING, "a 404 while the create may still land is no proof"
+    assert await rig.pending() == "create"
+    # A POS asking meanwhile is told to come back, and nothing is sent again.
+    with pytest.raises(BackendUnavailable):
+        await rig.service.create(NEW_ORDER)
+    assert rig.backend.names().count("create") == 1
+    await rig.run(2)
+    assert await rig.state() == J.NOT_CREATED
+    assert all(t >= IN_FLIGHT for t in queries_after(rig, sent)[-1:])
+
+
+async def test_a_create_that_lands_late_is_found_not_orphaned(rig: Rig) -> None:
+    rig.backend.answers["create"] = [BackendUnavailable("timed out")]
+    rig.backend.answers["query"] = [NotFound("not yet"), NotFound("not yet")]
+    rig.backend.query_default = CREATED
+    with pytest.raises(BackendUnavailable):
+        await rig.service.create(NEW_ORDER)
+    await rig.run(IN_FLIGHT + 5)
+    assert await rig.state() == J.RECORDED
+    assert await rig.pending() == ""
+
+
+async def test_a_complete_in_flight_is_kept_pending_until_it_lands_then_watched(
+    rig: Rig,
+) -> None:
+    await rig.service.create(NEW_ORDER)
+    rig.backend.answers["complete"] = [BackendUnavailable("timed out")]
+    # Still plain DOING (the user's service), as before the complete.
+    rig.backend.query_default = result(m.ServiceOrderState.DOING, m.USER_CONFIRM)
+    with pytest.raises(BackendUnavailable):
+        await rig.service.complete("PS1", COMPLETION)
+    await rig.run(IN_FLIGHT / 2)
+    assert (await rig.state(), await rig.pending()) == (J.COMPLETING, "complete")
+    # The complete lands: WeChat Pay starts the charge.
+    rig.backend.query_default = CHARGING
+    await rig.run(4 * BACKOFF + 8)
+    assert (await rig.state(), await rig.pending()) == (J.CHARGING, "")
+    rig.backend.query_default = DONE
+    await rig.run(16)
+    assert await rig.state() == J.RECORDED
+
+
+async def test_a_complete_not_seen_past_the_bound_is_settled_as_not_landed(rig: Rig) -> None:
+    await rig.service.create(NEW_ORDER)
+    rig.backend.answers["complete"] = [BackendUnavailable("timed out")]
+    rig.backend.query_default = result(m.ServiceOrderState.DOING, m.USER_CONFIRM)
+    with pytest.raises(BackendUnavailable):
+        await rig.service.complete("PS1", COMPLETION)
+    await rig.run(IN_FLIGHT + 9)
+    assert (await rig.state(), await rig.pending()) == (J.RECORDED, "")
+
+
+async def test_a_create_pending_from_an_earlier_run_waits_for_the_bound_from_the_start(
+    rig: Rig,
+) -> None:
+    # Journaled, then the daemon died: the create may have left (or be retried) up to the end.
+    await rig.journal.service_orders.begin_service_order(
+        "PS1", {"out_order_no": "PS1"}, 10_000, journal_state=J.CREATING
+    )
+    await rig.clock.advance(3600)
+    await rig.restart()
+    rig.backend.query_default = NotFound("not yet")
+    await rig.service.recover(wait=5)
+    assert rig.backend.names() == ["query"], "queried at once: a found order resolves it"
+    assert await rig.state() == J.CREATING
+    await rig.run(IN_FLIGHT - 1)
+    assert await rig.state() == J.CREATING
+    await rig.run(2)
+    assert await rig.state() == J.NOT_CREATED
+
+
+async def test_a_create_pending_from_an_earlier_run_that_landed_resolves_at_start(
+    rig: Rig,
+) -> None:
+    await rig.journal.service_orders.begin_service_order(
+        "PS1", {"out_order_no": "PS1"}, 10_000, journal_state=J.CREATING
+    )
+    await rig.restart()
+    rig.backend.query_default = CREATED
+    await rig.service.recover(wait=5)
+    assert (await rig.state(), await rig.pending()) == (J.RECORDED, "")

@@ -184,6 +184,9 @@ class PayScoreConfig:
     resolve_wait: float = 10.0
     resolve_backoff: float = 2.0
     resolve_backoff_max: float = 60.0
+    # A query says a call whose outcome is unknown did NOT land (a create answered 404, say) only
+    # this long after its last request may have left; at a restart, counted from the start.
+    in_flight_after: float = 30.0
 
     @property
     def enabled(self) -> bool:

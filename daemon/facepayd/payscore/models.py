@@ -59,6 +59,8 @@ class ServiceOrderRecord:
     created_at: float
     updated_at: float
     last_seq: int
+    # The latest wall time a request of the pending call may have left; None when not known.
+    sent_at: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ class ServiceOrderJournal(Protocol):
         pending: str = "",
         answer: Mapping[str, Any] | None = None,
         only_if_changed: bool = False,
+        sent: bool = False,
     ) -> ServiceOrderRecord: ...
 
     async def find_service_order(self, out_order_no: str) -> ServiceOrderRecord | None: ...
