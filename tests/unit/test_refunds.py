@@ -25,6 +25,7 @@ from facepayd.journal import Journal, Retention
 from facepayd.journal.retention import DAY
 from facepayd.payments.models import EventKind, PaymentOrder, PaymentState
 from facepayd.payments.refund_models import (
+    OUT_REFUND_NO_USED,
     REFUND_TRANSITIONS,
     RefundRequest,
     RefundState,
@@ -518,6 +519,47 @@ async def test_an_answer_for_another_amount_is_never_taken_as_ours(rig: Rig) -> 
     await rig.service.refund(request())
     await rig.run(1.5)
     assert (await rig.service.get("R1")).state is R.PROCESSING
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        {"out_trade_no": "T-OTHER-TILL"},
+        {"out_trade_no": "T1", "transaction_id": "4200-other"},
+    ],
+)
+async def test_a_refund_of_another_order_under_our_number_is_never_taken_as_ours(
+    rig: Rig, foreign: dict[str, str]
+) -> None:
+    await rig.paid()
+    # Our request's answer is lost; the number turns out to be another till's refund.
+    rig.backend.refund_answers = [BackendUnavailable("timed out")]
+    rig.backend.query_default = success(**foreign)
+    await rig.service.refund(request())
+    await rig.run(TIMINGS.attention_retry_max * 2)
+    refund = await rig.service.get("R1")
+    assert refund.state is R.FAILED
+    assert refund.err_code == OUT_REFUND_NO_USED
+    assert "new out_refund_no" in refund.err_code_des
+    assert len(rig.backend.sends) == 1, "nothing is sent again under a number that is not ours"
+    assert await rig.service.refunded_fee("T1") == 0
+    with pytest.raises(WrongState, match="new out_refund_no"):
+        await rig.service.refund(request(), retry_failed=True)
+    # The money is still refundable, under a number of our own.
+    rig.backend.query_default = success(out_trade_no="T1", transaction_id="42")
+    await rig.service.refund(request("R2"))
+    await rig.run(30)
+    assert (await rig.service.get("R2")).state is R.SUCCEEDED
+
+
+async def test_an_accepted_refund_ignores_a_row_for_another_order(rig: Rig) -> None:
+    await rig.paid()
+    rig.backend.query_answers = [success(out_trade_no="T-OTHER"), success(out_trade_no="T1")]
+    await rig.service.refund(request())
+    await rig.run(1.5)
+    assert (await rig.service.get("R1")).state is R.PROCESSING
+    await rig.run(5)
+    assert (await rig.service.get("R1")).state is R.SUCCEEDED
 
 
 async def test_unresolved_refund_needs_attention_and_is_still_retried(rig: Rig) -> None:

@@ -28,6 +28,7 @@ from facepayd.payments.models import PaymentState
 from facepayd.payments.refund_models import (
     KIND_OF_STATE,
     MAX_REFUNDS_PER_PAYMENT,
+    OUT_REFUND_NO_USED,
     REFUND_TRANSITIONS,
     REFUNDABLE_ATTENTION_REASONS,
     REFUNDABLE_PAYMENT_STATES,
@@ -311,6 +312,11 @@ class RefundStore:
             refund = self._require(out_refund_no)
             if refund.state is not RefundState.FAILED:
                 raise WrongState(f"refund {out_refund_no} is {refund.state}, not FAILED")
+            if refund.err_code == OUT_REFUND_NO_USED:
+                raise WrongState(
+                    f"out_refund_no {out_refund_no} is used by a refund of another order;"
+                    " refund the payment with a new out_refund_no"
+                )
             self._check_refundable(refund.out_trade_no, refund.refund_fee)
             cleared = dict.fromkeys(("err_code", "err_code_des", *_ATTENTION_COLUMNS), "")
             data = {**_recorded_data(refund.request, refund.total_fee), "reason": "RETRY"}

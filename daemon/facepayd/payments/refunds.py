@@ -29,13 +29,20 @@ import structlog
 from facepayd.clock import Clock, race
 from facepayd.errors import ConfigError, FacepayError, NotFound, Unavailable, WrongState
 from facepayd.payments.ports import RefundBackend, RefundJournal, RefundList
-from facepayd.payments.refund_models import Refund, RefundEvent, RefundRequest, RefundState
+from facepayd.payments.refund_models import (
+    OUT_REFUND_NO_USED,
+    Refund,
+    RefundEvent,
+    RefundRequest,
+    RefundState,
+)
 from facepayd.tasks import TaskOwner
 from facepayd.wxpay.codes import Api, Disposition, classify
 from facepayd.wxpay.models import RefundOrder, RefundOutcome, RefundQueryResult, RefundStatus
 
 __all__ = [
     "ACTIONS",
+    "OUT_REFUND_NO_USED",
     "REFUND_CHANGE",
     "UNRESOLVED",
     "RefundMachine",
@@ -256,6 +263,19 @@ class RefundMachine:
     async def _conclude(self, answer: RefundQueryResult) -> Refund | None:
         """The state a query answer decides, journaled; None when it decides nothing new."""
         refund = await self._journal.get(self._no)
+        if self._foreign(refund, answer):
+            if refund.state is RefundState.PROCESSING:
+                # WeChat Pay accepted our request for our order under this number: the row is
+                # not one we can trust, and it is never taken as ours.
+                self._log.warning("refund_answer_for_another_order")
+                return None
+            self._log.warning("refund_number_used_by_another_order")
+            return await self._fail(
+                OUT_REFUND_NO_USED,
+                "WeChat Pay has a refund of another order under this out_refund_no (another"
+                " till of the merchant used it); nothing of this payment was refunded: refund"
+                " it again with a new out_refund_no",
+            )
         if answer.status in (
             RefundStatus.SUCCESS,
             RefundStatus.CHANGE,
@@ -314,6 +334,19 @@ class RefundMachine:
                 )
             case _:
                 return None
+
+    @staticmethod
+    def _foreign(refund: Refund, answer: RefundQueryResult) -> bool:
+        """A found refund row whose order (out_trade_no, transaction_id) is not our payment's."""
+        if answer.status in (RefundStatus.NOT_EXIST, RefundStatus.UNKNOWN):
+            return False
+        if answer.out_trade_no and answer.out_trade_no != refund.out_trade_no:
+            return True
+        return bool(
+            answer.transaction_id
+            and refund.transaction_id
+            and answer.transaction_id != refund.transaction_id
+        )
 
     async def _attention(self, reason: str, description: str) -> Refund:
         refund = await self._journal.get(self._no)
