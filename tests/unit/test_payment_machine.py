@@ -19,6 +19,8 @@ from facepayd.errors import (
     AlreadyExists,
     BackendRejected,
     BackendUnavailable,
+    ConfigError,
+    InvalidArgument,
     JournalError,
     ResponseNotTrusted,
     WrongState,
@@ -332,6 +334,24 @@ async def test_orderpaid_is_queried_not_failed(rig: Rig, state: TradeState) -> N
     rig.backend.query_answers = [_paid()]
     await rig.start()
     assert (await rig.final()).state is S.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        InvalidArgument("body", "must not contain characters XML 1.0 cannot carry"),
+        ConfigError("unsupported sign_type"),
+    ],
+)
+async def test_micropay_refused_by_the_client_before_sending_fails_without_a_query(
+    rig: Rig, refusal: Exception
+) -> None:
+    rig.backend.micropay_answers = [refusal]
+    await rig.start()
+    payment = await rig.final()
+    assert (payment.state, payment.err_code) == (S.FAILED, "NOT_SENT")
+    assert "nothing was charged" in payment.err_code_des
+    assert rig.backend.count("orderquery") == rig.backend.count("reverse") == 0
 
 
 async def test_failed_without_a_listed_code_is_not_taken_as_unpaid(rig: Rig) -> None:

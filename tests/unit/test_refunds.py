@@ -15,6 +15,7 @@ from facepayd.clock import ManualClock
 from facepayd.errors import (
     AlreadyExists,
     BackendUnavailable,
+    ConfigError,
     InvalidArgument,
     NotFound,
     RefundExceedsPaid,
@@ -25,6 +26,7 @@ from facepayd.journal import Journal, Retention
 from facepayd.journal.retention import DAY
 from facepayd.payments.models import EventKind, PaymentOrder, PaymentState
 from facepayd.payments.refund_models import (
+    NOT_SENT,
     OUT_REFUND_NO_USED,
     REFUND_TRANSITIONS,
     RefundRequest,
@@ -453,6 +455,29 @@ async def test_a_definite_error_fails_the_refund_and_frees_the_amount(rig: Rig, 
     assert len(rig.backend.sends) == 1
     assert rig.backend.queries == []
     # Nothing was refunded: the whole amount can be refunded under another number.
+    await rig.service.refund(request("R2"))
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        InvalidArgument("refund_desc", "must not contain characters XML 1.0 cannot carry"),
+        ConfigError("refund needs the merchant API certificate"),
+    ],
+)
+async def test_a_refund_the_client_refuses_before_sending_fails_and_is_never_resent(
+    rig: Rig, refusal: Exception
+) -> None:
+    await rig.paid()
+    rig.backend.refund_answers = [refusal]
+    await rig.service.refund(request())
+    await rig.run(TIMINGS.attention_after * 2)
+    refund = await rig.service.get("R1")
+    assert (refund.state, refund.err_code) == (R.FAILED, NOT_SENT)
+    assert "nothing left the terminal" in refund.err_code_des
+    assert len(rig.backend.sends) == 1
+    assert rig.backend.queries == []
+    # Nothing was refunded: the amount is free again.
     await rig.service.refund(request("R2"))
 
 

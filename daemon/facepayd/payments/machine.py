@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import structlog
 
 from facepayd.clock import Clock, wait_event
-from facepayd.errors import BackendRejected, FacepayError, WrongState
+from facepayd.errors import BackendRejected, ConfigError, FacepayError, InvalidArgument, WrongState
 from facepayd.payments.models import (
     Coupon,
     EventKind,
@@ -69,6 +69,8 @@ RESPONSE_MISMATCH = "RESPONSE_MISMATCH"
 ORDER_NOT_FOUND = "ORDER_NOT_FOUND"  # reversing: orderquery says WeChat Pay has no such order
 NEVER_REACHED = "NEVER_REACHED_WECHAT_PAY"
 OUT_TRADE_NO_USED = "OUT_TRADE_NO_USED"
+# FAILED err_code: the WeChat Pay client refused micropay before sending it; nothing was sent.
+NOT_SENT = "NOT_SENT"
 
 # NEEDS_ATTENTION reasons; UNRESOLVED keeps calling reverse, the others keep querying.
 REVERSE_EXPIRE = "REVERSE_EXPIRE"
@@ -309,7 +311,7 @@ class PaymentMachine:
     # ------------------------------------------------------------------ micropay
 
     async def _send_micropay(self, payment: Payment, code: str) -> TradeResult | FacepayError:
-        """The verified answer, or the error that leaves the outcome unknown."""
+        """The verified answer, or the error: unknown outcome, or refused before sending."""
         order = payment.order
         request = MicropayOrder(
             out_trade_no=order.out_trade_no,
@@ -336,12 +338,20 @@ class PaymentMachine:
             return TradeResult(
                 TradeState.REJECTED, order.out_trade_no, exc.code or exc.reason, exc.message
             )
+        except (InvalidArgument, ConfigError) as exc:
+            # The client's own checks, before the POST: nothing reached WeChat Pay.
+            self._log.error("micropay_not_sent", reason=exc.reason, error=str(exc))
+            return exc
         except FacepayError as exc:
             # Sent or not, we cannot know: BackendUnavailable, ResponseNotTrusted.
             self._log.warning("micropay_outcome_unknown", reason=exc.reason, error=str(exc))
             return exc
 
     async def _after_micropay(self, payment: Payment, outcome: TradeResult | FacepayError) -> _Step:
+        if isinstance(outcome, InvalidArgument | ConfigError):
+            # Refused before the POST: not an unknown outcome, nothing to query or reverse.
+            description = f"refused before sending; nothing was charged: {outcome}"
+            return _Done(await self._fail(NOT_SENT, description))
         if isinstance(outcome, FacepayError):
             return await self._pending(outcome.reason, 0.0)
         if outcome.state is TradeState.SUCCESS:

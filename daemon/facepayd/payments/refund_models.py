@@ -20,6 +20,9 @@ REFUNDABLE_ATTENTION_REASONS = frozenset({"REVERSE_EXPIRE"})
 # FAILED err_code: refundquery shows our out_refund_no on another order (another till of the
 # same mch_id used the number): that refund is not ours, and ours can never be sent under it.
 OUT_REFUND_NO_USED = "OUT_REFUND_NO_USED"
+# FAILED err_code: the WeChat Pay client refused the request before sending it (a field it cannot
+# carry, a missing certificate): nothing left the terminal.
+NOT_SENT = "NOT_SENT"
 # Payment states whose money can be refunded (NEEDS_ATTENTION only with a reason above).
 REFUNDABLE_PAYMENT_STATES = frozenset({PaymentState.SUCCEEDED, PaymentState.NEEDS_ATTENTION})
 

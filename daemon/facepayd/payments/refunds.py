@@ -27,9 +27,17 @@ from typing import Any
 import structlog
 
 from facepayd.clock import Clock, race
-from facepayd.errors import ConfigError, FacepayError, NotFound, Unavailable, WrongState
+from facepayd.errors import (
+    ConfigError,
+    FacepayError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    WrongState,
+)
 from facepayd.payments.ports import RefundBackend, RefundJournal, RefundList
 from facepayd.payments.refund_models import (
+    NOT_SENT,
     OUT_REFUND_NO_USED,
     Refund,
     RefundEvent,
@@ -155,6 +163,13 @@ class RefundMachine:
         )
         try:
             result = await self._backend.refund(order)
+        except (InvalidArgument, ConfigError) as exc:
+            # The client's own checks, before the POST: nothing was sent, and sending it again
+            # would be refused the same way. Never "may have arrived".
+            self._log.error("refund_not_sent", reason=exc.reason, error=str(exc))
+            return await self._fail(
+                NOT_SENT, f"refused before sending; nothing left the terminal: {exc}"
+            )
         except FacepayError as exc:
             # No answer we can use: the request may have arrived. Only a query may follow.
             self._log.warning("refund_request_failed", reason=exc.reason, error=str(exc))
