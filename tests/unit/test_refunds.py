@@ -28,6 +28,7 @@ from facepayd.payments.models import EventKind, PaymentOrder, PaymentState
 from facepayd.payments.refund_models import (
     NOT_SENT,
     OUT_REFUND_NO_USED,
+    PAYMENT_NOT_REFUNDABLE,
     REFUND_TRANSITIONS,
     RefundRequest,
     RefundState,
@@ -632,6 +633,27 @@ async def test_a_kill_between_journaling_and_sending_resumes_without_a_second_re
     await rig.run(5)
     assert len(rig.backend.sends) == 1
     assert (await rig.service.get("R1")).state is R.SUCCEEDED
+
+
+async def test_a_refund_whose_payment_was_reversed_before_sending_fails_unsent(
+    rig: Rig,
+) -> None:
+    await rig.paid()
+    await rig.journal.refunds.create_refund(request())
+    db = rig.journal.database
+
+    def reversed_meanwhile() -> None:
+        # Test set-up: the payment left SUCCEEDED behind the refund's back.
+        db.connection.execute("UPDATE payments SET state = 'REVERSED' WHERE out_trade_no = 'T1'")
+
+    await db.run(reversed_meanwhile)
+    await rig.restart()
+    await rig.run(60)
+    refund = await rig.service.get("R1")
+    assert (refund.state, refund.err_code) == (R.FAILED, PAYMENT_NOT_REFUNDABLE)
+    assert "REVERSED" in refund.err_code_des
+    assert rig.backend.sends == []
+    assert await states(rig, "R1") == [R.RECORDED, R.FAILED]
 
 
 async def test_a_refund_recorded_but_never_sent_is_sent_after_a_restart(rig: Rig) -> None:

@@ -23,6 +23,8 @@ OUT_REFUND_NO_USED = "OUT_REFUND_NO_USED"
 # FAILED err_code: the WeChat Pay client refused the request before sending it (a field it cannot
 # carry, a missing certificate): nothing left the terminal.
 NOT_SENT = "NOT_SENT"
+# FAILED err_code: the payment stopped being refundable (reversed, say) before the request left.
+PAYMENT_NOT_REFUNDABLE = "PAYMENT_NOT_REFUNDABLE"
 # Payment states whose money can be refunded (NEEDS_ATTENTION only with a reason above).
 REFUNDABLE_PAYMENT_STATES = frozenset({PaymentState.SUCCEEDED, PaymentState.NEEDS_ATTENTION})
 

@@ -151,6 +151,9 @@ class RefundMachine:
     async def _send(self, reason: str) -> Refund:
         """Journal SENDING, then send the refund once."""
         refund = await self._journal.mark_sending(self._no, reason)
+        if refund.state is not RefundState.SENDING:
+            # The journal failed it: the payment is no longer refundable. Nothing is sent.
+            return refund
         self._answered, self._rejected, self._wait = False, "", 0.0
         order = RefundOrder(
             out_refund_no=self._no,
