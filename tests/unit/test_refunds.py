@@ -614,6 +614,24 @@ async def test_unresolved_refund_needs_attention_and_is_still_retried(rig: Rig) 
     assert await rig.service.needing_attention() == []
 
 
+async def test_resends_from_needs_attention_back_off_to_the_slow_cap(rig: Rig) -> None:
+    await rig.paid()
+    # Never answered, never found: every resend ends in NEEDS_ATTENTION again.
+    rig.backend.refund_default = BackendUnavailable("timed out")
+    rig.backend.query_default = NOT_EXIST
+    await rig.service.refund(request())
+    await rig.run(TIMINGS.attention_after + 1)
+    assert (await rig.service.get("R1")).state is R.NEEDS_ATTENTION
+    start = len(rig.backend.sends)
+    await rig.run(TIMINGS.attention_retry_max * 6)
+    times = [t for _, t in rig.backend.sends[start - 1 :]]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(gaps) >= 4
+    assert gaps == sorted(gaps), "the cadence never speeds up again"
+    assert gaps[-1] >= TIMINGS.attention_retry_max
+    assert gaps[-1] < TIMINGS.attention_retry_max + TIMINGS.in_flight_after + 1
+
+
 # ---------------------------------------------------------------- restarts
 
 

@@ -372,7 +372,8 @@ class RefundMachine:
             return refund
         action = ACTIONS[reason]
         self._log.warning("refund_needs_attention", reason=reason, action=action)
-        self._attend_delay = self._timings.attention_retry
+        # _attend_delay is not reset: a resend that ends here again keeps the backed-off
+        # cadence, doubling to attention_retry_max.
         return await self._to(
             RefundState.NEEDS_ATTENTION,
             {"reason": reason, "action": action, "description": description},
