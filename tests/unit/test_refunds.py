@@ -632,6 +632,37 @@ async def test_resends_from_needs_attention_back_off_to_the_slow_cap(rig: Rig) -
     assert gaps[-1] < TIMINGS.attention_retry_max + TIMINGS.in_flight_after + 1
 
 
+class RefusingOnce:
+    """A refund journal whose first mark_sending is refused (WrongState), as after a race."""
+
+    def __init__(self, store: object) -> None:
+        self._store = store
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def mark_sending(self, out_refund_no: str, reason: str) -> object:
+        if not self.refused:
+            self.refused += 1
+            raise WrongState("refund R1 cannot go from RECORDED to SENDING")
+        return await self._store.mark_sending(out_refund_no, reason)  # type: ignore[attr-defined]
+
+
+async def test_a_refused_step_of_an_unfinished_refund_is_retried_not_abandoned(rig: Rig) -> None:
+    await rig.paid()
+    await rig.service.close(0)
+    journal = RefusingOnce(rig.journal.refunds)
+    rig.service = RefundService(journal, rig.backend, rig.clock, TIMINGS)  # type: ignore[arg-type]
+    await rig.service.refund(request())
+    await rig.run(1)
+    assert journal.refused == 1
+    assert rig.service.unfinished_count() == 1, "the task goes on while the refund is unfinished"
+    await rig.run(30)
+    assert (await rig.service.get("R1")).state is R.SUCCEEDED
+    assert len(rig.backend.sends) == 1
+
+
 # ---------------------------------------------------------------- restarts
 
 

@@ -570,8 +570,13 @@ class RefundService:
             try:
                 return await self._machine(out_refund_no).run(reason)
             except WrongState as exc:
-                log.warning("refund_step_refused", error=str(exc))
-                return await self._journal.get(out_refund_no)
+                # A refused transition is a bug or a race (the table logged it at error): the
+                # refund is left only once the journal says it is final, else tried again.
+                refund = await self._journal.get(out_refund_no)
+                if refund.final:
+                    log.warning("refund_step_refused", error=str(exc), state=refund.state.value)
+                    return refund
+                log.exception("refund_step_refused", state=refund.state.value, retry_in=delay)
             except NotFound:
                 log.exception("refund_missing_from_journal")
                 raise
