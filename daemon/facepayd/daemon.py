@@ -382,6 +382,8 @@ class Daemon:
                 attention_after=p.attention_after,
                 attention_retry=p.attention_retry,
                 attention_retry_max=p.attention_retry_max,
+                processing_attention_after=config.refunds.processing_attention_days * 86_400.0,
+                processing_attention_answers=config.refunds.processing_attention_answers,
             ),
             available=self._outside.http.secapi is not None,
         )

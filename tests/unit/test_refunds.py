@@ -35,6 +35,7 @@ from facepayd.payments.refund_models import (
 )
 from facepayd.payments.refunds import (
     ACTIONS,
+    PROCESSING_UNRESOLVED,
     REFUND_CHANGE,
     UNRESOLVED,
     RefundService,
@@ -61,6 +62,8 @@ TIMINGS = RefundTimings(
     attention_after=120.0,
     attention_retry=30.0,
     attention_retry_max=240.0,
+    processing_attention_after=3600.0,
+    processing_attention_answers=3,
 )
 
 RefundAnswer = RefundResult | Exception
@@ -660,6 +663,59 @@ async def test_a_refused_step_of_an_unfinished_refund_is_retried_not_abandoned(r
     assert rig.service.unfinished_count() == 1, "the task goes on while the refund is unfinished"
     await rig.run(30)
     assert (await rig.service.get("R1")).state is R.SUCCEEDED
+    assert len(rig.backend.sends) == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (NOT_EXIST, "REFUNDNOTEXIST"),
+        (success(refund_fee=1), "another amount"),
+        (RefundQueryResult(RefundStatus.UNKNOWN, err_code="SIGNERROR"), "SIGNERROR"),
+    ],
+)
+async def test_an_accepted_refund_answered_unsettled_in_a_row_needs_attention_never_resent(
+    rig: Rig, answer: RefundQueryResult, why: str
+) -> None:
+    await rig.paid()
+    rig.backend.query_default = answer
+    await rig.service.refund(request())
+    await rig.run(60)
+    refund = await rig.service.get("R1")
+    assert refund.state is R.NEEDS_ATTENTION
+    assert refund.attention_reason == PROCESSING_UNRESOLVED
+    assert refund.attention_action == ACTIONS[PROCESSING_UNRESOLVED]
+    events = await rig.journal.refunds.events("R1")
+    assert why in str(events[-1].data["description"])
+    # At the last of the answers in a row.
+    assert events[-1].time == rig.backend.queries[TIMINGS.processing_attention_answers - 1]
+    # Still queried at the slow cadence, and never sent again.
+    queries = len(rig.backend.queries)
+    await rig.run(TIMINGS.attention_retry_max * 3)
+    assert len(rig.backend.queries) > queries
+    assert len(rig.backend.sends) == 1
+    rig.backend.query_default = success()
+    await rig.run(TIMINGS.attention_retry_max + 1)
+    assert (await rig.service.get("R1")).state is R.SUCCEEDED
+
+
+async def test_an_accepted_refund_that_does_not_end_needs_attention_after_the_bound(
+    rig: Rig,
+) -> None:
+    await rig.paid()
+    rig.backend.query_default = PROCESSING
+    await rig.service.refund(request())
+    await rig.run(TIMINGS.processing_attention_after - TIMINGS.poll_max - 1)
+    assert (await rig.service.get("R1")).state is R.PROCESSING
+    # The first query at or past the bound decides.
+    await rig.run(2 * TIMINGS.poll_max + 2)
+    refund = await rig.service.get("R1")
+    assert (refund.state, refund.attention_reason) == (R.NEEDS_ATTENTION, PROCESSING_UNRESOLVED)
+    assert rig.service.needs_attention_count() == 1
+    # PROCESSING answers keep it there, without an event each.
+    seq = refund.last_seq
+    await rig.run(TIMINGS.attention_retry_max * 3)
+    assert (await rig.service.get("R1")).last_seq == seq
     assert len(rig.backend.sends) == 1
 
 

@@ -164,6 +164,17 @@ class PaymentsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RefundsConfig:
+    """Refunds accepted by WeChat Pay (PROCESSING) that do not end: when an operator is asked."""
+
+    # Refunds to a bank card take days: NEEDS_ATTENTION only this many days after the first send.
+    processing_attention_days: int = 3
+    # Or after this many answers in a row that cannot settle it (REFUNDNOTEXIST, another amount,
+    # a definite query error). Either way it is still queried, slowly, and never sent again.
+    processing_attention_answers: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class PayScoreConfig:
     """PayScore (v3) settings; api_v3_key and private_key are credential names or paths."""
 
@@ -220,6 +231,7 @@ class Config:
     sdk: SdkConfig = field(default_factory=SdkConfig)
     authinfo: AuthinfoConfig = field(default_factory=AuthinfoConfig)
     payments: PaymentsConfig = field(default_factory=PaymentsConfig)
+    refunds: RefundsConfig = field(default_factory=RefundsConfig)
     payscore: PayScoreConfig = field(default_factory=PayScoreConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
@@ -243,6 +255,8 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "wxpay.max_response_bytes": (1024, 16 << 20),
     "payments.max_amount": (1, 2**31 - 1),
     "payscore.max_attempts": (1, 20),
+    "refunds.processing_attention_days": (1, 60),
+    "refunds.processing_attention_answers": (1, 1000),
 }
 
 Rule = typing.Callable[[str], str | None]

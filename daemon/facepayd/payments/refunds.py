@@ -13,7 +13,9 @@ Every refund ends SUCCEEDED, CLOSED (REFUNDCLOSE), CHANGE (the money went to an 
 an operator settles it) or FAILED (a definite error: nothing refunded), or, not accepted by
 WeChat Pay within attention_after of its first send, NEEDS_ATTENTION, still queried (and sent
 again when proven absent) at a slow, capped cadence. An accepted refund (PROCESSING) is queried
-until it ends: refunds to a bank card can take days, so it never becomes NEEDS_ATTENTION.
+until it ends: refunds to a bank card can take days, so it becomes NEEDS_ATTENTION only past
+processing_attention_after (days) or after processing_attention_answers answers in a row that
+cannot settle it; it is then still queried at the slow cadence, and never sent again.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from facepayd.wxpay.models import RefundOrder, RefundOutcome, RefundQueryResult,
 __all__ = [
     "ACTIONS",
     "OUT_REFUND_NO_USED",
+    "PROCESSING_UNRESOLVED",
     "REFUND_CHANGE",
     "UNRESOLVED",
     "RefundMachine",
@@ -70,10 +73,13 @@ INTERNAL_ERROR = "INTERNAL_ERROR"
 
 # Attention reasons (NEEDS_ATTENTION, CHANGE) and the operator's action for each.
 UNRESOLVED = "REFUND_UNRESOLVED"
+PROCESSING_UNRESOLVED = "REFUND_PROCESSING_UNRESOLVED"
 REFUND_CHANGE = "REFUND_CHANGE"
 ACTIONS = {
     UNRESOLVED: "check the refund in the merchant platform; the daemon keeps querying it and sends"
     " it again, with the same out_refund_no, only while WeChat Pay has no such refund",
+    PROCESSING_UNRESOLVED: "WeChat Pay accepted the refund but it has not ended: check it in the"
+    " merchant platform; the daemon keeps querying it slowly and never sends it again",
     REFUND_CHANGE: "the refund went to an abnormal account (the payer's card is closed or frozen):"
     " settle it in the merchant platform's abnormal refunds (退款异常), to the payer's balance or"
     " by another route",
@@ -96,12 +102,18 @@ class RefundTimings:
     attention_after: float = 120.0  # not accepted this long after the first send
     attention_retry: float = 60.0
     attention_retry_max: float = 900.0
+    # Accepted (PROCESSING) but not ended this long after the first send (bank cards take
+    # days), or after this many answers in a row that cannot settle it: NEEDS_ATTENTION.
+    processing_attention_after: float = 3 * 86_400.0
+    processing_attention_answers: int = 10
 
     def __post_init__(self) -> None:
         # A zero wait would turn a retry loop into a tight one.
         for name in ("poll_interval", "retry_backoff", "attention_retry"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be greater than 0")
+        if self.processing_attention_answers < 1:
+            raise ValueError("processing_attention_answers must be at least 1")
 
 
 class RefundMachine:
@@ -235,20 +247,57 @@ class RefundMachine:
                 self._wait = min(self._wait, max(t.in_flight_after - since_sent, 0.0) + 0.001)
 
     async def _poll(self) -> Refund:
-        """PROCESSING: query at a doubling, capped interval until the refund ends."""
-        delay = self._timings.poll_interval
+        """PROCESSING: query at a doubling, capped interval until the refund ends.
+
+        Not ended within processing_attention_after of the first send, or answered in a way
+        that cannot settle it processing_attention_answers times in a row: NEEDS_ATTENTION,
+        still queried (slowly, by _attend), never sent again.
+        """
+        t = self._timings
+        delay = t.poll_interval
+        unsettling = 0
         while True:
             await self._clock.sleep(delay)
             answer = await self._ask()
+            refund = await self._journal.get(self._no)
             done = await self._conclude(answer)
             if done is not None and done.state is not RefundState.PROCESSING:
                 return done
-            if answer.status is RefundStatus.NOT_EXIST:
-                self._log.warning("accepted_refund_not_found")
-            delay = min(delay * 2, self._timings.poll_max)
+            why = self._cannot_settle(refund, answer)
+            if why:
+                unsettling += 1
+                self._log.warning("accepted_refund_unsettled", why=why, in_a_row=unsettling)
+            elif answer.status is not RefundStatus.UNKNOWN:
+                unsettling = 0
+            if unsettling >= t.processing_attention_answers:
+                return await self._attention(
+                    PROCESSING_UNRESOLVED,
+                    f"WeChat Pay accepted the refund, then answered {unsettling} times in a row:"
+                    f" {why}",
+                )
+            if self._since(refund.first_sent_at) >= t.processing_attention_after:
+                return await self._attention(
+                    PROCESSING_UNRESOLVED, "WeChat Pay accepted the refund; it has not ended"
+                )
+            delay = min(delay * 2, t.poll_max)
+
+    @staticmethod
+    def _cannot_settle(refund: Refund, answer: RefundQueryResult) -> str:
+        """Why a query answer about an accepted refund can never settle it ("" when it can)."""
+        if answer.status is RefundStatus.NOT_EXIST:
+            return "no such refund (REFUNDNOTEXIST)"
+        definite = classify(Api.REFUNDQUERY, answer.err_code) is Disposition.FAILED
+        if answer.status is RefundStatus.UNKNOWN and answer.err_code and definite:
+            return f"a definite query error ({answer.err_code})"
+        if answer.refund_fee not in (0, refund.refund_fee):
+            return "a refund of another amount"
+        return ""
 
     async def _attend(self) -> Refund:
-        """NEEDS_ATTENTION: one slow query; a refund proven absent is sent again."""
+        """NEEDS_ATTENTION: one slow query; a refund proven absent is sent again.
+
+        Never for one WeChat Pay accepted (PROCESSING_UNRESOLVED): that one is only queried.
+        """
         t = self._timings
         delay = self._attend_delay
         await self._clock.sleep(delay)
@@ -258,6 +307,8 @@ class RefundMachine:
         if done is not None:
             return done
         refund = await self._journal.get(self._no)
+        if refund.attention_reason == PROCESSING_UNRESOLVED:
+            return refund
         if answer.status is RefundStatus.NOT_EXIST and (
             self._answered or self._since(refund.sent_at) >= t.in_flight_after
         ):
@@ -345,7 +396,10 @@ class RefundMachine:
                     attention_action=action,
                 )
             case RefundStatus.PROCESSING:
-                if refund.state is RefundState.PROCESSING:
+                if refund.state is RefundState.PROCESSING or (
+                    refund.attention_reason == PROCESSING_UNRESOLVED
+                ):
+                    # Still processing: nothing new (an operator was already asked to look).
                     return None
                 return await self._to(
                     RefundState.PROCESSING, {**amounts, "refund_fee": refund.refund_fee}, **amounts
