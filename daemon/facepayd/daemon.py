@@ -274,8 +274,10 @@ class Daemon:
             secapi_http=outside.http.secapi,
             clock=clock,
             max_response_bytes=config.wxpay.max_response_bytes,
-            # No request of ours outlives in_flight_after: past it, ORDERNOTEXIST means never.
-            total_timeout=config.payments.in_flight_after,
+            # Shorter than payments.in_flight_after by a margin (checked at config load): past
+            # the bound no request of ours can still arrive, so ORDERNOTEXIST/REFUNDNOTEXIST
+            # mean never.
+            total_timeout=config.wxpay.request_timeout,
         )
         self.lifecycle = Lifecycle(
             transport=outside.transport,

@@ -24,7 +24,7 @@ from facepayd.sim.stack import SimStack
 from tests.integration.conftest import DaemonFactory
 
 RS = pb.RefundState
-FAST_WXPAY = {"read_timeout": 2.0}
+FAST_WXPAY = {"read_timeout": 2.0, "request_timeout": 2.0}
 # No refund of ours is in flight 3 s after it went out; FREQUENCY_LIMITED waits attention_retry.
 FAST_PAYMENTS = {"in_flight_after": 3.0, "attention_after": 30.0, "attention_retry": 2.0}
 SETTLED = {
