@@ -583,6 +583,29 @@ async def test_reverse_expire_needs_attention_with_refund_as_the_action(rig: Rig
     assert rig.backend.count("reverse") == 1
 
 
+async def test_a_payment_too_old_to_reverse_settles_succeeded_once_refunded(rig: Rig) -> None:
+    rig.backend.micropay_answers = [USERPAYING]
+    rig.backend.query_answers = [*[USERPAYING] * 6, _paid()]
+    rig.backend.query_default = _paid()
+    rig.backend.reverse_default = ReverseResult(False, False, "REVERSE_EXPIRE", "too old")
+    await rig.start()
+    assert (await rig.final()).attention_reason == "REVERSE_EXPIRE"
+    # Refunded (the daemon's RefundPayment): orderquery now says REFUND.
+    rig.backend.query_default = _paid(state=TradeState.REFUND, trade_state="REFUND")
+    await rig.run_until(lambda: rig.service.unfinished_count() == 0, step=60)
+    payment = await rig.journal.payments.get("T1")
+    assert payment.state is S.SUCCEEDED
+    assert payment.attention_reason == ""
+    last = (await rig.journal.payments.events("T1"))[-1]
+    assert (last.kind, last.data["reason"], last.data["trade_state"]) == (
+        K.SUCCEEDED,
+        "REFUNDED",
+        "REFUND",
+    )
+    assert rig.backend.count("reverse") == 1
+    assert rig.service.needs_attention_count() == 0
+
+
 @pytest.mark.parametrize("rig", [{"reverse_backoff_max": 8.0}], indirect=True)
 async def test_a_reverse_never_confirmed_needs_attention_at_the_bound_then_retries_slowly(
     rig: Rig,

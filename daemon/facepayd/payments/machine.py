@@ -69,6 +69,8 @@ RESPONSE_MISMATCH = "RESPONSE_MISMATCH"
 ORDER_NOT_FOUND = "ORDER_NOT_FOUND"  # reversing: orderquery says WeChat Pay has no such order
 NEVER_REACHED = "NEVER_REACHED_WECHAT_PAY"
 OUT_TRADE_NO_USED = "OUT_TRADE_NO_USED"
+# SUCCEEDED from NEEDS_ATTENTION(REVERSE_EXPIRE): orderquery says REFUND, the refund was made.
+REFUNDED = "REFUNDED"
 # FAILED err_code: the WeChat Pay client refused micropay before sending it; nothing was sent.
 NOT_SENT = "NOT_SENT"
 
@@ -615,6 +617,11 @@ class PaymentMachine:
             return await self._reverse_once(self._history.reversing_reason) or _Attend(later)
         verdict, result = await self._ask()
         if verdict is _Verdict.PAID and payment.attention_reason == REVERSE_EXPIRE:
+            if result is not None and result.state is TradeState.REFUND:
+                # Refunded (through the daemon or the merchant platform): what the operator was
+                # asked to do is done. Paid it was; its refunds (refunded_fee) tell the rest.
+                self._log.info("payment_refunded_after_reverse_expired")
+                return _Done(await self._succeed(result, reason=REFUNDED))
             return _Attend(later)  # still paid: the refund is the operator's
         done = await self._conclude(verdict, result)
         if done is not None:
@@ -641,7 +648,9 @@ class PaymentMachine:
 
     # ------------------------------------------------------------------ final states
 
-    async def _succeed(self, result: TradeResult, refusal: ReverseResult | None = None) -> Payment:
+    async def _succeed(
+        self, result: TradeResult, refusal: ReverseResult | None = None, *, reason: str = ""
+    ) -> Payment:
         data: dict[str, str | int] = {
             "transaction_id": result.transaction_id,
             "total_fee": result.total_fee,
@@ -665,6 +674,8 @@ class PaymentMachine:
         for name, value in paid_event_fields(paid).items():
             data[name] = value
         updates["paid_details"] = paid_to_json(paid)
+        if reason:
+            data["reason"] = reason
         if refusal is not None:
             # Why a reverse did not happen stays next to the paid order.
             updates["err_code"] = refusal.err_code or REVERSE_REFUSED
