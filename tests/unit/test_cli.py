@@ -922,6 +922,8 @@ def test_bash_completion_lists_the_subcommands_and_their_options(
         "list",
         "watch",
         "reverse",
+        "refund",
+        "refunds",
     }
     assert _complete(script, "--json", "payment", "watch", "--a") == ["--after-seq"]
     assert "--amount" in _complete(script, "pay", "--a")
