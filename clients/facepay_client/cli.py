@@ -195,6 +195,11 @@ class _Following:
 
 
 def _interrupted(out: _Output, args: argparse.Namespace, following: _Following) -> None:
+    rerun = getattr(args, "refund_rerun", "")
+    if rerun:
+        out.note("interrupted; the refund may go on in facepayd (not cancelled)")
+        _say_refund_rerun(out, rerun)
+        return
     if not following.out_trade_no:
         out.note("interrupted")
         return
@@ -952,6 +957,19 @@ async def _cmd_payment_refund(
         out.record({"out_refund_no": out_refund_no})
     else:
         out.pairs([("out_refund_no", out_refund_no)])
+    # A fresh number on a re-run would be a second refund: after any failure or Ctrl-C the
+    # exact command with this number is printed (it re-attaches, never refunds twice).
+    args.refund_rerun = _refund_rerun_command(args, out_refund_no)
+    try:
+        return await _follow_refund(client, args, out, out_refund_no)
+    except FacepayClientError:
+        _say_refund_rerun(out, args.refund_rerun)
+        raise
+
+
+async def _follow_refund(
+    client: TerminalClient, args: argparse.Namespace, out: _Output, out_refund_no: str
+) -> int:
     events = client.refund_payment(
         args.out_trade_no,
         args.fee,
@@ -977,7 +995,26 @@ async def _cmd_payment_refund(
         f"stream ended before the refund's end; look it up with facepay payment refunds"
         f" {shlex.quote(args.out_trade_no)}"
     )
+    _say_refund_rerun(out, args.refund_rerun)
     return ExitCode.FAILED
+
+
+def _refund_rerun_command(args: argparse.Namespace, out_refund_no: str) -> str:
+    """The refund command with its number: running it again re-attaches to the same refund."""
+    words = ["payment", "refund", args.out_trade_no, "--fee", str(args.fee)]
+    words += ["--out-refund-no", out_refund_no]
+    if args.reason:
+        words += ["--reason", args.reason]
+    if args.account:
+        words += ["--account", args.account]
+    if args.retry_failed:
+        words.append("--retry-failed")
+    return _command(args, *words)
+
+
+def _say_refund_rerun(out: _Output, rerun: str) -> None:
+    out.note("to try again without refunding twice, re-run exactly (same --out-refund-no):")
+    out.note(f"  {rerun}")
 
 
 def _print_refund_event(out: _Output, event: terminal_pb2.RefundEvent) -> None:

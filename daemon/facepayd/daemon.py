@@ -274,8 +274,10 @@ class Daemon:
             secapi_http=outside.http.secapi,
             clock=clock,
             max_response_bytes=config.wxpay.max_response_bytes,
-            # No request of ours outlives in_flight_after: past it, ORDERNOTEXIST means never.
-            total_timeout=config.payments.in_flight_after,
+            # Shorter than payments.in_flight_after by a margin (checked at config load): past
+            # the bound no request of ours can still arrive, so ORDERNOTEXIST/REFUNDNOTEXIST
+            # mean never.
+            total_timeout=config.wxpay.request_timeout,
         )
         self.lifecycle = Lifecycle(
             transport=outside.transport,
@@ -382,6 +384,8 @@ class Daemon:
                 attention_after=p.attention_after,
                 attention_retry=p.attention_retry,
                 attention_retry_max=p.attention_retry_max,
+                processing_attention_after=config.refunds.processing_attention_days * 86_400.0,
+                processing_attention_answers=config.refunds.processing_attention_answers,
             ),
             available=self._outside.http.secapi is not None,
         )
@@ -389,6 +393,7 @@ class Daemon:
             needs_attention=self.payments.needs_attention_count,
             journal_size=self._journal.database.size_bytes,
             reconnects=lambda: self.lifecycle.counters.reconnects,
+            refunds_needs_attention=self.refunds.needs_attention_count,
         )
         self.flows = FaceFlows(
             sessions=self.sessions, payments=self.payments, lifecycle=self.lifecycle, clock=clock
@@ -401,6 +406,7 @@ class Daemon:
             notify_url=config.payscore.notify_url,
             resolve_backoff=config.payscore.resolve_backoff,
             resolve_backoff_max=config.payscore.resolve_backoff_max,
+            in_flight_after=config.payscore.in_flight_after,
         )
         diagnostics = Diagnostics(
             config=config,
@@ -413,6 +419,7 @@ class Daemon:
             client_certificate=self._outside.client_certificate,
             sessions=self.sessions,
             under_systemd=under_systemd(),
+            refunds=self.refunds,
         )
         domain = Domain(
             config=config,

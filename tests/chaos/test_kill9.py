@@ -295,7 +295,7 @@ async def test_sigkill_at_every_step_never_loses_or_double_charges(
     daemon = DaemonProcess(
         stack,
         tmp_path / "daemon",
-        wxpay={"read_timeout": 1.5},
+        wxpay={"read_timeout": 1.5, "request_timeout": 2.0},
         # A killed daemon's micropay is not in flight: 3 s after pay_sent_at it never will be.
         payments={"in_flight_after": 3.0, "attention_after": 30.0},
     )

@@ -34,7 +34,7 @@ from tests.integration.conftest import DaemonFactory, StackFactory
 
 S = pb.PaymentState
 # Short backend deadline so the SLOW scenario times out quickly (the answer is "unknown").
-FAST_WXPAY = {"read_timeout": 2.0}
+FAST_WXPAY = {"read_timeout": 2.0, "request_timeout": 2.0}
 # No micropay of ours is still in flight 3 s after it went out (read_timeout 2 s on loopback).
 FAST_PAYMENTS = {"in_flight_after": 3.0, "attention_after": 20.0}
 FINAL = {
@@ -338,7 +338,7 @@ async def test_another_orders_paid_number_is_failed_out_trade_no_used_and_never_
     assert first.state is TradeState.SUCCESS
     # Same number, another amount: micropay says OUT_TRADE_NO_USED.
     stack.wxpay.seed_paid_order("OP2", total_fee=9)
-    daemon = await make_daemon(stack, payments=FAST_PAYMENTS)
+    daemon = await make_daemon(stack, wxpay=FAST_WXPAY, payments=FAST_PAYMENTS)
     async with daemon.client() as client:
         same_amount = await pay(client, "OP1", 7)  # ORDERPAID
         other_amount = await pay(client, "OP2", 8)

@@ -69,9 +69,13 @@ def complete_request(
     )
 
 
+# A call with an unknown outcome is settled as "never arrived" 1 s after its last attempt.
+FAST_PAYSCORE = {"in_flight_after": 1.0}
+
+
 @pytest.fixture
 async def client(stack: SimStack, make_daemon: DaemonFactory) -> AsyncIterator[TerminalClient]:
-    daemon = await make_daemon(stack)
+    daemon = await make_daemon(stack, payscore=FAST_PAYSCORE)
     async with daemon.client() as c:
         yield c
 
@@ -265,8 +269,14 @@ async def test_throttling_and_server_errors_are_retried_with_the_same_body(
     assert down.value.reason == "BACKEND_UNAVAILABLE"
     assert sim.calls["complete"] == 4
     await until(lambda: sim.calls["query"] >= 1, what="the resolver's query")
+    # Pending until no request of the complete can still land, then settled by a query.
+    deadline = asyncio.get_running_loop().time() + 10
     order = await client.get_service_order("PSRETRY1")
-    assert order.journal_state == "RECORDED"
+    while order.journal_state != "RECORDED":
+        assert order.journal_state == "COMPLETING"
+        assert asyncio.get_running_loop().time() < deadline, "never settled"
+        await asyncio.sleep(0.1)
+        order = await client.get_service_order("PSRETRY1")
     assert order.state_description == "USER_CONFIRM"  # WeChat Pay never got the complete
 
 

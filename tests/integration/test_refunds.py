@@ -24,7 +24,7 @@ from facepayd.sim.stack import SimStack
 from tests.integration.conftest import DaemonFactory
 
 RS = pb.RefundState
-FAST_WXPAY = {"read_timeout": 2.0}
+FAST_WXPAY = {"read_timeout": 2.0, "request_timeout": 2.0}
 # No refund of ours is in flight 3 s after it went out; FREQUENCY_LIMITED waits attention_retry.
 FAST_PAYMENTS = {"in_flight_after": 3.0, "attention_after": 30.0, "attention_retry": 2.0}
 SETTLED = {
@@ -140,6 +140,14 @@ async def test_full_and_partial_refunds_and_an_over_refund_refused_before_sendin
         page = await client.list_refunds("RFP1", page_size=3, page_token=page.next_page_token)
         assert [r.out_refund_no for r in page.refunds] == ["RFP1-e"]
         assert (await client.list_payments()).payments[0].refunded_fee == 20_000
+        # A refunded payment is never reversed: refused before anything is sent.
+        with pytest.raises(WrongStateError) as not_reversed:
+            await client.reverse_payment("RFP1")
+        assert "has refunds" in not_reversed.value.message
+        assert (await client.get_payment("RFP1")).state == pb.PAYMENT_STATE_SUCCEEDED
+        assert stack.wxpay.reverses("RFP1") == ()
+        status = await client.get_status()
+        assert (status.unfinished_refunds, status.needs_attention_refunds) == (0, 0)
     assert stack.wxpay.refund_desk.refunded_fee("RFP1") == 20_000
     no_double_refunds(stack)
 

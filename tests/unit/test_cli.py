@@ -176,6 +176,19 @@ class FakeTerminal(terminal_pb2_grpc.TerminalServiceServicer):
         await self._enter("ListPayments", request, context)
         return self.page
 
+    async def RefundPayment(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        await self._enter("RefundPayment", request, context)
+        recorded = terminal_pb2.RefundEvent(
+            out_refund_no=request.out_refund_no,
+            out_trade_no=request.out_trade_no,
+            seq=1,
+            state=terminal_pb2.REFUND_STATE_RECORDED,
+            recorded=terminal_pb2.RefundRecorded(refund_fee=request.refund_fee),
+        )
+        yield terminal_pb2.RefundPaymentResponse(event=recorded)
+        # The connection drops before the refund's end.
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset")
+
     async def CompleteServiceOrder(self, request: Any, context: Any) -> Any:
         await self._enter("CompleteServiceOrder", request, context)
         return terminal_pb2.CompleteServiceOrderResponse(
@@ -839,6 +852,39 @@ def test_interrupted_pay_says_what_happens_to_the_payment(
         assert text in err.getvalue()
     for text in absent:
         assert text not in err.getvalue()
+
+
+async def test_a_refund_cut_off_prints_the_exact_re_run_with_its_number(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = await daemon.run("payment", "refund", "T1", "--fee", "100", "--reason", "broken cup")
+    assert code != ExitCode.OK
+    captured = capsys.readouterr()
+    sent = daemon.fake.requests["RefundPayment"][0].out_refund_no
+    assert sent.startswith("RF")
+    assert sent in captured.out, "the number is printed up front"
+    rerun = shlex.join(
+        [
+            "facepay", "--socket", daemon.socket, "payment", "refund", "T1", "--fee", "100",
+            "--out-refund-no", sent, "--reason", "broken cup",
+        ]
+    )  # fmt: skip
+    assert rerun in captured.err
+    # Running it re-sends the same number, not a new refund.
+    await daemon.run(*shlex.split(rerun)[3:])
+    assert daemon.fake.requests["RefundPayment"][1].out_refund_no == sent
+    # Two genuine partial refunds of the same fee still get two numbers.
+    await daemon.run("payment", "refund", "T1", "--fee", "100", "--reason", "broken cup")
+    assert daemon.fake.requests["RefundPayment"][2].out_refund_no != sent
+
+
+def test_an_interrupted_refund_prints_the_exact_re_run() -> None:
+    args = _build_parser().parse_args(["--socket", "/s", "payment", "refund", "T1", "--fee", "5"])
+    args.refund_rerun = "facepay --socket /s payment refund T1 --fee 5 --out-refund-no RF1"
+    err = io.StringIO()
+    _interrupted(_Output(False, io.StringIO(), err), args, _Following())
+    assert "the refund may go on in facepayd" in err.getvalue()
+    assert args.refund_rerun in err.getvalue()
 
 
 # ---------------------------------------------------------------- completion

@@ -140,6 +140,18 @@ def test_values_are_typed() -> None:
         ({"log": {"level": "verbose"}}, "log.level: must be one of"),
         ({"payments": {"give_up_after": 5.0, "reverse_after": 15.0}}, "payments.give_up_after"),
         ({"payments": {"max_amount": 0}}, "payments.max_amount: must be an integer from 1"),
+        # No margin past the client's whole-request timeout: a resend could overtake the first.
+        (
+            {"wxpay": {"request_timeout": 30.0}},
+            "payments.in_flight_after: must be at least wxpay.request_timeout (30 s) plus a"
+            " margin of 7.5 s",
+        ),
+        (
+            {"wxpay": {"request_timeout": 2.5}, "payments": {"in_flight_after": 3.0}},
+            "payments.in_flight_after: must be at least wxpay.request_timeout (2.5 s) plus a"
+            " margin of 1 s, i.e. 3.5 s",
+        ),
+        ({"refunds": {"processing_attention_days": 0}}, "refunds.processing_attention_days: must"),
         ({"payscore": {"service_id": "5"}}, "payscore.private_key: is required"),
         ({"payscore": {"notify_url": "http://h/n"}}, "payscore.notify_url: must be an https://"),
         ({"server": "x"}, "server: must be a table"),
@@ -182,3 +194,13 @@ def test_overrides_from_the_command_line(tmp_path: Path) -> None:
     )
     assert loaded.server.socket == str(tmp_path / "s.sock")
     assert loaded.state_dir == tmp_path
+
+
+def test_the_in_flight_bound_leaves_a_margin_past_the_client_timeout() -> None:
+    loaded = config.from_mapping(
+        {**IDENTITY, "wxpay": {"request_timeout": 2.0}, "payments": {"in_flight_after": 3.0}}
+    )
+    assert loaded.payments.in_flight_after >= loaded.wxpay.request_timeout + 1.0
+    defaults = config.from_mapping(IDENTITY)
+    margin = config.in_flight_margin(defaults.wxpay.request_timeout)
+    assert defaults.payments.in_flight_after >= defaults.wxpay.request_timeout + margin

@@ -15,6 +15,7 @@ from facepayd.errors import BackendUnavailable, TerminalBusy
 from facepayd.face.authinfo import AuthinfoCache
 from facepayd.ops.config import Config, DeviceConfig, SdkMode
 from facepayd.ops.diagnose import Check, Diagnostics
+from facepayd.payments.refund_models import Refund, RefundRequest, RefundState
 from facepayd.wxpay.models import AuthinfoGrant
 from tests.helpers import settle
 from tests.unit.face_world import World, face_world
@@ -35,6 +36,7 @@ def diagnostics(
     device: DeviceConfig | None = None,
     under_systemd: bool = False,
     authinfo: AuthinfoCache | None = None,
+    refunds: object = None,
 ) -> Diagnostics:
     """The daemon's checks over the world's live objects."""
     return Diagnostics(
@@ -48,6 +50,7 @@ def diagnostics(
         client_certificate=None,
         sessions=world.sessions,
         under_systemd=under_systemd,
+        refunds=refunds,  # type: ignore[arg-type]
     )
 
 
@@ -271,3 +274,40 @@ async def test_no_session_starts_while_the_bridge_probe_runs(
         world.sessions.release_unused(session)
         await settle()
         assert world.sessions.active is None
+
+
+# ---------------------------------------------------------------- needs attention
+
+
+class AttentionRefunds:
+    """The refund service's view of refunds waiting for an operator."""
+
+    def __init__(self, *refunds: Refund) -> None:
+        self.refunds = list(refunds)
+
+    async def needing_attention(self) -> list[Refund]:
+        return self.refunds
+
+
+async def test_a_refund_needing_an_operator_is_a_failure_with_its_action(
+    tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    async with face_world(tmp_path) as world:
+        check = await diagnostics(world, http, refunds=AttentionRefunds()).needs_attention()
+        assert (check.ok, check.detail) == (True, "no payment or refund needs an operator")
+        stuck = Refund(
+            request=RefundRequest(out_refund_no="RF1", out_trade_no="T1", refund_fee=10),
+            state=RefundState.NEEDS_ATTENTION,
+            total_fee=100,
+            created_at=0.0,
+            updated_at=0.0,
+            last_seq=3,
+            attention_reason="UNRESOLVED",
+            attention_action="check the refund in the merchant platform",
+        )
+        check = await diagnostics(world, http, refunds=AttentionRefunds(stuck)).needs_attention()
+        assert not check.ok
+        assert check.detail == (
+            "1 refund(s): RF1 (payment T1): UNRESOLVED: check the refund in the merchant platform"
+        )
+        assert "facepay payment refunds" in check.fix

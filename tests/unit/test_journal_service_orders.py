@@ -150,3 +150,24 @@ async def test_a_service_order_starts_only_created_or_adopted(journal: Journal) 
         )
     assert await store.find_service_order("PSX") is None
     assert await store.find_service_order("PSY") is None
+
+
+async def test_sent_at_is_when_a_request_of_the_pending_call_may_last_have_left(
+    journal: Journal,
+) -> None:
+    store = journal.service_orders
+    clock = store._clock
+    assert isinstance(clock, ManualClock)
+    begun = await store.begin_service_order("PS1", PARAMS, 100, journal_state="CREATING")
+    assert begun.sent_at == clock.time()
+    await clock.advance(5)
+    kept = await store.mark_service_order(
+        "PS1", "CREATING", "refreshed_in_flight", pending="create", answer={"state": "x"}
+    )
+    assert kept.sent_at == begun.sent_at, "a query does not move the in-flight bound"
+    again = await store.mark_service_order(
+        "PS1", "CREATING", "outcome_unknown", pending="create", sent=True
+    )
+    assert again.sent_at == clock.time()
+    done = await store.mark_service_order("PS1", "RECORDED", "answered", answer={"state": "y"})
+    assert done.sent_at is None

@@ -19,6 +19,8 @@ from facepayd.errors import (
     AlreadyExists,
     BackendRejected,
     BackendUnavailable,
+    ConfigError,
+    InvalidArgument,
     JournalError,
     ResponseNotTrusted,
     WrongState,
@@ -334,6 +336,24 @@ async def test_orderpaid_is_queried_not_failed(rig: Rig, state: TradeState) -> N
     assert (await rig.final()).state is S.SUCCEEDED
 
 
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        InvalidArgument("body", "must not contain characters XML 1.0 cannot carry"),
+        ConfigError("unsupported sign_type"),
+    ],
+)
+async def test_micropay_refused_by_the_client_before_sending_fails_without_a_query(
+    rig: Rig, refusal: Exception
+) -> None:
+    rig.backend.micropay_answers = [refusal]
+    await rig.start()
+    payment = await rig.final()
+    assert (payment.state, payment.err_code) == (S.FAILED, "NOT_SENT")
+    assert "nothing was charged" in payment.err_code_des
+    assert rig.backend.count("orderquery") == rig.backend.count("reverse") == 0
+
+
 async def test_failed_without_a_listed_code_is_not_taken_as_unpaid(rig: Rig) -> None:
     rig.backend.micropay_answers = [TradeResult(TradeState.FAILED, err_code="SOMETHING_NEW")]
     rig.backend.query_answers = [_paid()]
@@ -561,6 +581,29 @@ async def test_reverse_expire_needs_attention_with_refund_as_the_action(rig: Rig
     await until(lambda: rig.clock.sleepers > 0)
     assert (await rig.journal.payments.get("T1")).state is S.NEEDS_ATTENTION
     assert rig.backend.count("reverse") == 1
+
+
+async def test_a_payment_too_old_to_reverse_settles_succeeded_once_refunded(rig: Rig) -> None:
+    rig.backend.micropay_answers = [USERPAYING]
+    rig.backend.query_answers = [*[USERPAYING] * 6, _paid()]
+    rig.backend.query_default = _paid()
+    rig.backend.reverse_default = ReverseResult(False, False, "REVERSE_EXPIRE", "too old")
+    await rig.start()
+    assert (await rig.final()).attention_reason == "REVERSE_EXPIRE"
+    # Refunded (the daemon's RefundPayment): orderquery now says REFUND.
+    rig.backend.query_default = _paid(state=TradeState.REFUND, trade_state="REFUND")
+    await rig.run_until(lambda: rig.service.unfinished_count() == 0, step=60)
+    payment = await rig.journal.payments.get("T1")
+    assert payment.state is S.SUCCEEDED
+    assert payment.attention_reason == ""
+    last = (await rig.journal.payments.events("T1"))[-1]
+    assert (last.kind, last.data["reason"], last.data["trade_state"]) == (
+        K.SUCCEEDED,
+        "REFUNDED",
+        "REFUND",
+    )
+    assert rig.backend.count("reverse") == 1
+    assert rig.service.needs_attention_count() == 0
 
 
 @pytest.mark.parametrize("rig", [{"reverse_backoff_max": 8.0}], indirect=True)

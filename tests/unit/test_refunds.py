@@ -15,6 +15,7 @@ from facepayd.clock import ManualClock
 from facepayd.errors import (
     AlreadyExists,
     BackendUnavailable,
+    ConfigError,
     InvalidArgument,
     NotFound,
     RefundExceedsPaid,
@@ -25,12 +26,16 @@ from facepayd.journal import Journal, Retention
 from facepayd.journal.retention import DAY
 from facepayd.payments.models import EventKind, PaymentOrder, PaymentState
 from facepayd.payments.refund_models import (
+    NOT_SENT,
+    OUT_REFUND_NO_USED,
+    PAYMENT_NOT_REFUNDABLE,
     REFUND_TRANSITIONS,
     RefundRequest,
     RefundState,
 )
 from facepayd.payments.refunds import (
     ACTIONS,
+    PROCESSING_UNRESOLVED,
     REFUND_CHANGE,
     UNRESOLVED,
     RefundService,
@@ -57,6 +62,8 @@ TIMINGS = RefundTimings(
     attention_after=120.0,
     attention_retry=30.0,
     attention_retry_max=240.0,
+    processing_attention_after=3600.0,
+    processing_attention_answers=3,
 )
 
 RefundAnswer = RefundResult | Exception
@@ -455,6 +462,29 @@ async def test_a_definite_error_fails_the_refund_and_frees_the_amount(rig: Rig, 
     await rig.service.refund(request("R2"))
 
 
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        InvalidArgument("refund_desc", "must not contain characters XML 1.0 cannot carry"),
+        ConfigError("refund needs the merchant API certificate"),
+    ],
+)
+async def test_a_refund_the_client_refuses_before_sending_fails_and_is_never_resent(
+    rig: Rig, refusal: Exception
+) -> None:
+    await rig.paid()
+    rig.backend.refund_answers = [refusal]
+    await rig.service.refund(request())
+    await rig.run(TIMINGS.attention_after * 2)
+    refund = await rig.service.get("R1")
+    assert (refund.state, refund.err_code) == (R.FAILED, NOT_SENT)
+    assert "nothing left the terminal" in refund.err_code_des
+    assert len(rig.backend.sends) == 1
+    assert rig.backend.queries == []
+    # Nothing was refunded: the amount is free again.
+    await rig.service.refund(request("R2"))
+
+
 async def test_a_refused_request_with_no_refund_at_wechat_fails(rig: Rig) -> None:
     await rig.paid()
     rig.backend.refund_answers = [RefundResult(RefundOutcome.REJECTED, err_code="SIGNERROR")]
@@ -520,6 +550,47 @@ async def test_an_answer_for_another_amount_is_never_taken_as_ours(rig: Rig) -> 
     assert (await rig.service.get("R1")).state is R.PROCESSING
 
 
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        {"out_trade_no": "T-OTHER-TILL"},
+        {"out_trade_no": "T1", "transaction_id": "4200-other"},
+    ],
+)
+async def test_a_refund_of_another_order_under_our_number_is_never_taken_as_ours(
+    rig: Rig, foreign: dict[str, str]
+) -> None:
+    await rig.paid()
+    # Our request's answer is lost; the number turns out to be another till's refund.
+    rig.backend.refund_answers = [BackendUnavailable("timed out")]
+    rig.backend.query_default = success(**foreign)
+    await rig.service.refund(request())
+    await rig.run(TIMINGS.attention_retry_max * 2)
+    refund = await rig.service.get("R1")
+    assert refund.state is R.FAILED
+    assert refund.err_code == OUT_REFUND_NO_USED
+    assert "new out_refund_no" in refund.err_code_des
+    assert len(rig.backend.sends) == 1, "nothing is sent again under a number that is not ours"
+    assert await rig.service.refunded_fee("T1") == 0
+    with pytest.raises(WrongState, match="new out_refund_no"):
+        await rig.service.refund(request(), retry_failed=True)
+    # The money is still refundable, under a number of our own.
+    rig.backend.query_default = success(out_trade_no="T1", transaction_id="42")
+    await rig.service.refund(request("R2"))
+    await rig.run(30)
+    assert (await rig.service.get("R2")).state is R.SUCCEEDED
+
+
+async def test_an_accepted_refund_ignores_a_row_for_another_order(rig: Rig) -> None:
+    await rig.paid()
+    rig.backend.query_answers = [success(out_trade_no="T-OTHER"), success(out_trade_no="T1")]
+    await rig.service.refund(request())
+    await rig.run(1.5)
+    assert (await rig.service.get("R1")).state is R.PROCESSING
+    await rig.run(5)
+    assert (await rig.service.get("R1")).state is R.SUCCEEDED
+
+
 async def test_unresolved_refund_needs_attention_and_is_still_retried(rig: Rig) -> None:
     await rig.paid()
     rig.backend.refund_default = BackendUnavailable("down")
@@ -531,6 +602,7 @@ async def test_unresolved_refund_needs_attention_and_is_still_retried(rig: Rig) 
     assert refund.attention_reason == UNRESOLVED
     assert refund.attention_action
     assert rig.service.needs_attention_count() == 1
+    assert [r.out_refund_no for r in await rig.service.needing_attention()] == ["R1"]
     assert len(rig.backend.sends) == 1, "never sent again without proof of absence"
     queries = len(rig.backend.queries)
     rig.backend.query_default = NOT_EXIST
@@ -542,6 +614,109 @@ async def test_unresolved_refund_needs_attention_and_is_still_retried(rig: Rig) 
     assert (await rig.service.get("R1")).state is R.SUCCEEDED
     assert len(rig.backend.sends) == 2
     assert rig.service.needs_attention_count() == 0
+    assert await rig.service.needing_attention() == []
+
+
+async def test_resends_from_needs_attention_back_off_to_the_slow_cap(rig: Rig) -> None:
+    await rig.paid()
+    # Never answered, never found: every resend ends in NEEDS_ATTENTION again.
+    rig.backend.refund_default = BackendUnavailable("timed out")
+    rig.backend.query_default = NOT_EXIST
+    await rig.service.refund(request())
+    await rig.run(TIMINGS.attention_after + 1)
+    assert (await rig.service.get("R1")).state is R.NEEDS_ATTENTION
+    start = len(rig.backend.sends)
+    await rig.run(TIMINGS.attention_retry_max * 6)
+    times = [t for _, t in rig.backend.sends[start - 1 :]]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(gaps) >= 4
+    assert gaps == sorted(gaps), "the cadence never speeds up again"
+    assert gaps[-1] >= TIMINGS.attention_retry_max
+    assert gaps[-1] < TIMINGS.attention_retry_max + TIMINGS.in_flight_after + 1
+
+
+class RefusingOnce:
+    """A refund journal whose first mark_sending is refused (WrongState), as after a race."""
+
+    def __init__(self, store: object) -> None:
+        self._store = store
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def mark_sending(self, out_refund_no: str, reason: str) -> object:
+        if not self.refused:
+            self.refused += 1
+            raise WrongState("refund R1 cannot go from RECORDED to SENDING")
+        return await self._store.mark_sending(out_refund_no, reason)  # type: ignore[attr-defined]
+
+
+async def test_a_refused_step_of_an_unfinished_refund_is_retried_not_abandoned(rig: Rig) -> None:
+    await rig.paid()
+    await rig.service.close(0)
+    journal = RefusingOnce(rig.journal.refunds)
+    rig.service = RefundService(journal, rig.backend, rig.clock, TIMINGS)  # type: ignore[arg-type]
+    await rig.service.refund(request())
+    await rig.run(1)
+    assert journal.refused == 1
+    assert rig.service.unfinished_count() == 1, "the task goes on while the refund is unfinished"
+    await rig.run(30)
+    assert (await rig.service.get("R1")).state is R.SUCCEEDED
+    assert len(rig.backend.sends) == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (NOT_EXIST, "REFUNDNOTEXIST"),
+        (success(refund_fee=1), "another amount"),
+        (RefundQueryResult(RefundStatus.UNKNOWN, err_code="SIGNERROR"), "SIGNERROR"),
+    ],
+)
+async def test_an_accepted_refund_answered_unsettled_in_a_row_needs_attention_never_resent(
+    rig: Rig, answer: RefundQueryResult, why: str
+) -> None:
+    await rig.paid()
+    rig.backend.query_default = answer
+    await rig.service.refund(request())
+    await rig.run(60)
+    refund = await rig.service.get("R1")
+    assert refund.state is R.NEEDS_ATTENTION
+    assert refund.attention_reason == PROCESSING_UNRESOLVED
+    assert refund.attention_action == ACTIONS[PROCESSING_UNRESOLVED]
+    events = await rig.journal.refunds.events("R1")
+    assert why in str(events[-1].data["description"])
+    # At the last of the answers in a row.
+    assert events[-1].time == rig.backend.queries[TIMINGS.processing_attention_answers - 1]
+    # Still queried at the slow cadence, and never sent again.
+    queries = len(rig.backend.queries)
+    await rig.run(TIMINGS.attention_retry_max * 3)
+    assert len(rig.backend.queries) > queries
+    assert len(rig.backend.sends) == 1
+    rig.backend.query_default = success()
+    await rig.run(TIMINGS.attention_retry_max + 1)
+    assert (await rig.service.get("R1")).state is R.SUCCEEDED
+
+
+async def test_an_accepted_refund_that_does_not_end_needs_attention_after_the_bound(
+    rig: Rig,
+) -> None:
+    await rig.paid()
+    rig.backend.query_default = PROCESSING
+    await rig.service.refund(request())
+    await rig.run(TIMINGS.processing_attention_after - TIMINGS.poll_max - 1)
+    assert (await rig.service.get("R1")).state is R.PROCESSING
+    # The first query at or past the bound decides.
+    await rig.run(2 * TIMINGS.poll_max + 2)
+    refund = await rig.service.get("R1")
+    assert (refund.state, refund.attention_reason) == (R.NEEDS_ATTENTION, PROCESSING_UNRESOLVED)
+    assert rig.service.needs_attention_count() == 1
+    # PROCESSING answers keep it there, without an event each.
+    seq = refund.last_seq
+    await rig.run(TIMINGS.attention_retry_max * 3)
+    assert (await rig.service.get("R1")).last_seq == seq
+    assert len(rig.backend.sends) == 1
 
 
 # ---------------------------------------------------------------- restarts
@@ -563,6 +738,27 @@ async def test_a_kill_between_journaling_and_sending_resumes_without_a_second_re
     await rig.run(5)
     assert len(rig.backend.sends) == 1
     assert (await rig.service.get("R1")).state is R.SUCCEEDED
+
+
+async def test_a_refund_whose_payment_was_reversed_before_sending_fails_unsent(
+    rig: Rig,
+) -> None:
+    await rig.paid()
+    await rig.journal.refunds.create_refund(request())
+    db = rig.journal.database
+
+    def reversed_meanwhile() -> None:
+        # Test set-up: the payment left SUCCEEDED behind the refund's back.
+        db.connection.execute("UPDATE payments SET state = 'REVERSED' WHERE out_trade_no = 'T1'")
+
+    await db.run(reversed_meanwhile)
+    await rig.restart()
+    await rig.run(60)
+    refund = await rig.service.get("R1")
+    assert (refund.state, refund.err_code) == (R.FAILED, PAYMENT_NOT_REFUNDABLE)
+    assert "REVERSED" in refund.err_code_des
+    assert rig.backend.sends == []
+    assert await states(rig, "R1") == [R.RECORDED, R.FAILED]
 
 
 async def test_a_refund_recorded_but_never_sent_is_sent_after_a_restart(rig: Rig) -> None:

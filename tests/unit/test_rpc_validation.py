@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -13,8 +15,11 @@ from google.rpc import error_details_pb2, status_pb2
 
 from facepay.terminal.v1 import terminal_pb2 as pb
 from facepayd.errors import InvalidArgument
+from facepayd.rpc.payments import payment_order
+from facepayd.rpc.refunds import refund_request_of
 from facepayd.rpc.server import SERVICE_NAME
 from facepayd.rpc.validation import MAX_VIOLATIONS, Rules
+from facepayd.wxpay.charset import NOT_XML_RULE
 from tests.unit.face_world import face_world, world_server
 
 Violations = list[tuple[str, str]]
@@ -140,3 +145,53 @@ def test_rules_cap_the_listed_violations_and_check_dates() -> None:
     dates.time14("paid_time", "20240229120000", required=True)
     dates.time14("start", "OnAccept", required=True, also=("OnAccept",))
     dates.check()
+
+
+# Characters XML 1.0 cannot carry; a v2 request holding one is refused by the XML builder on
+# every send, so the API refuses it first.
+NOT_XML_TEXT = ("ok\uffff", "ok\ufffe")
+
+
+@pytest.mark.parametrize("text", NOT_XML_TEXT)
+def test_free_text_that_xml_cannot_carry_is_refused_by_every_text_rule(text: str) -> None:
+    rules = Rules()
+    rules.max_bytes("a", text, 80)
+    rules.max_chars("b", text, 80)
+    rules.json_object("c", json.dumps({"k": text}, ensure_ascii=False), 600)
+    with pytest.raises(InvalidArgument) as caught:
+        rules.check()
+    assert caught.value.violations == [(name, NOT_XML_RULE) for name in ("a", "b", "c")]
+    # The same characters as JSON escapes are plain ASCII, which XML carries.
+    fine = Rules()
+    fine.json_object("c", json.dumps({"k": text}), 600)
+    fine.check()
+
+
+@pytest.mark.parametrize("text", NOT_XML_TEXT)
+def test_every_free_text_field_of_micropay_and_refund_refuses_what_xml_cannot_carry(
+    text: str,
+) -> None:
+    detail = json.dumps({"goods_detail": [{"goods_name": text}]}, ensure_ascii=False)
+    request = pb.StartCodePayRequest(
+        out_trade_no="T1",
+        total_fee=1,
+        body=text,
+        attach=text,
+        detail=detail,
+        goods_tag=text,
+        scene_info=json.dumps({"store_info": {"name": text}}, ensure_ascii=False),
+    )
+    domain = SimpleNamespace(payments=SimpleNamespace(now=lambda: 1_700_000_000.0))
+    rules = Rules()
+    payment_order(request, 100, rules, domain)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument) as caught:
+        rules.check()
+    assert caught.value.violations == [
+        (name, NOT_XML_RULE) for name in ("body", "attach", "detail", "goods_tag", "scene_info")
+    ]
+    refund = pb.RefundPaymentRequest(
+        out_trade_no="T1", out_refund_no="R1", refund_fee=1, refund_desc=text
+    )
+    with pytest.raises(InvalidArgument) as refused:
+        refund_request_of(refund, 100)
+    assert refused.value.violations == [("refund_desc", NOT_XML_RULE)]

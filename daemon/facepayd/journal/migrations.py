@@ -209,5 +209,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE payments ADD COLUMN source TEXT NOT NULL DEFAULT 'FACE'",
         "ALTER TABLE payments ADD COLUMN paid_details TEXT NOT NULL DEFAULT '{}'",
     ),
+    # 7: PayScore's in-flight bound. `sent_at` is the latest wall time a request of the pending
+    # call may have left (its journaling, or the end of the attempt that left it unknown); NULL
+    # for orders pending from before this version (the resolver then counts from its own start).
+    ("ALTER TABLE service_orders ADD COLUMN sent_at REAL",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -207,6 +207,11 @@ class PaymentStore:
         payments: PaymentList = await self._database.run(self._unfinished)
         return payments
 
+    async def refund_count(self, out_trade_no: str) -> int:
+        """How many refunds were ever recorded against the payment (any state)."""
+        count: int = await self._database.run(self._refund_count, out_trade_no)
+        return count
+
     # ------------------------------------------------------------------ worker thread
 
     def _mac(self, query: bytes, cursor: bytes) -> bytes:
@@ -487,6 +492,12 @@ class PaymentStore:
         if len(rows) <= page_size:
             return payments, None
         return payments, (payments[-1].created_at, payments[-1].out_trade_no)
+
+    def _refund_count(self, out_trade_no: str) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM refunds WHERE out_trade_no = ?", (out_trade_no,)
+        ).fetchone()
+        return int(row[0])
 
     def _unfinished(self) -> PaymentList:
         rows = self._db.execute(

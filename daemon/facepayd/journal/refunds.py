@@ -28,6 +28,8 @@ from facepayd.payments.models import PaymentState
 from facepayd.payments.refund_models import (
     KIND_OF_STATE,
     MAX_REFUNDS_PER_PAYMENT,
+    OUT_REFUND_NO_USED,
+    PAYMENT_NOT_REFUNDABLE,
     REFUND_TRANSITIONS,
     REFUNDABLE_ATTENTION_REASONS,
     REFUNDABLE_PAYMENT_STATES,
@@ -144,7 +146,12 @@ class RefundStore:
         return event
 
     async def mark_sending(self, out_refund_no: str, reason: str) -> Refund:
-        """Journal SENDING (sent_at now, one more attempt) before the refund request goes out."""
+        """Journal SENDING (sent_at now, one more attempt) before the refund request goes out.
+
+        A payment no longer refundable (reversed meanwhile) fails the refund instead
+        (FAILED, PAYMENT_NOT_REFUNDABLE): the returned refund is then not SENDING, and nothing
+        may be sent.
+        """
         now = self._clock.time()
         refund, event = await self._database.run(self._mark_sending, out_refund_no, reason, now)
         self._notify(event)
@@ -268,26 +275,15 @@ class RefundStore:
     def _check_refundable(self, out_trade_no: str, refund_fee: int) -> tuple[int, str]:
         """The payment's total_fee and transaction_id, if refund_fee more may be refunded."""
         row = self._db.execute(
-            "SELECT state, total_fee, attention_reason, transaction_id FROM payments"
-            " WHERE out_trade_no = ?",
+            "SELECT total_fee, transaction_id FROM payments WHERE out_trade_no = ?",
             (out_trade_no,),
         ).fetchone()
         if row is None:
             raise NotFound(f"no payment with out_trade_no {out_trade_no}")
-        state, total_fee, attention_reason, transaction_id = (
-            PaymentState(row[0]),
-            int(row[1]),
-            str(row[2]),
-            str(row[3]),
-        )
-        refundable = state in REFUNDABLE_PAYMENT_STATES and (
-            state is PaymentState.SUCCEEDED or attention_reason in REFUNDABLE_ATTENTION_REASONS
-        )
-        if not refundable:
-            why = f" ({attention_reason})" if attention_reason else ""
-            raise WrongState(
-                f"payment {out_trade_no} is {state}{why}; only a paid payment can be refunded"
-            )
+        total_fee, transaction_id = int(row[0]), str(row[1])
+        refusal = self._not_refundable(out_trade_no)
+        if refusal:
+            raise WrongState(refusal)
         marks = ", ".join("?" for _ in _NOT_COUNTED)
         committed, count = self._db.execute(
             "SELECT COALESCE(SUM(refund_fee), 0), COUNT(*) FROM refunds"  # noqa: S608
@@ -306,11 +302,33 @@ class RefundStore:
             )
         return total_fee, transaction_id
 
+    def _not_refundable(self, out_trade_no: str) -> str:
+        """Why the payment's money cannot be refunded now ("" when it can)."""
+        row = self._db.execute(
+            "SELECT state, attention_reason FROM payments WHERE out_trade_no = ?",
+            (out_trade_no,),
+        ).fetchone()
+        if row is None:
+            return f"no payment with out_trade_no {out_trade_no}"
+        state, attention_reason = PaymentState(row[0]), str(row[1])
+        refundable = state in REFUNDABLE_PAYMENT_STATES and (
+            state is PaymentState.SUCCEEDED or attention_reason in REFUNDABLE_ATTENTION_REASONS
+        )
+        if refundable:
+            return ""
+        why = f" ({attention_reason})" if attention_reason else ""
+        return f"payment {out_trade_no} is {state}{why}; only a paid payment can be refunded"
+
     def _retry(self, out_refund_no: str, now: float) -> RefundEvent:
         with transaction(self._db):
             refund = self._require(out_refund_no)
             if refund.state is not RefundState.FAILED:
                 raise WrongState(f"refund {out_refund_no} is {refund.state}, not FAILED")
+            if refund.err_code == OUT_REFUND_NO_USED:
+                raise WrongState(
+                    f"out_refund_no {out_refund_no} is used by a refund of another order;"
+                    " refund the payment with a new out_refund_no"
+                )
             self._check_refundable(refund.out_trade_no, refund.refund_fee)
             cleared = dict.fromkeys(("err_code", "err_code_des", *_ATTENTION_COLUMNS), "")
             data = {**_recorded_data(refund.request, refund.total_fee), "reason": "RETRY"}
@@ -332,8 +350,21 @@ class RefundStore:
     ) -> tuple[Refund, RefundEvent]:
         with transaction(self._db):
             refund = self._require(out_refund_no)
+            refusal = self._not_refundable(refund.out_trade_no)
+            if refusal:
+                # The payment changed since the refund was recorded (reversed, say): in the same
+                # transaction that would mark it sent, so nothing is sent.
+                log.warning("refund_payment_not_refundable", out_refund_no=out_refund_no)
+                failed = {"err_code": PAYMENT_NOT_REFUNDABLE, "err_code_des": refusal}
+                data: dict[str, str | int] = {
+                    "err_code": PAYMENT_NOT_REFUNDABLE,
+                    "description": refusal,
+                }
+                updates = {**failed, **dict.fromkeys(_ATTENTION_COLUMNS, "")}
+                event = self._change(refund, RefundState.FAILED, data, updates, now)
+                return self._require(out_refund_no), event
             attempt = refund.attempts + 1
-            data: dict[str, str | int] = {"attempt": attempt, "reason": reason}
+            data = {"attempt": attempt, "reason": reason}
             updates = dict.fromkeys(_ATTENTION_COLUMNS, "")
             event = self._change(refund, RefundState.SENDING, data, updates, now)
             self._db.execute(

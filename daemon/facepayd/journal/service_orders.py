@@ -89,8 +89,12 @@ class ServiceOrderStore:
         pending: str = "",
         answer: Mapping[str, Any] | None = None,
         only_if_changed: bool = False,
+        sent: bool = False,
     ) -> ServiceOrderRecord:
-        """Set the order's state, pending call and (if given) latest answer, with its event."""
+        """Set the order's state, pending call and (if given) latest answer, with its event.
+
+        sent: a request of the pending call may have left just now (sent_at is set to now).
+        """
         now = self._clock.time()
         record: ServiceOrderRecord = await self._database.run(
             self._mark_service_order,
@@ -101,6 +105,7 @@ class ServiceOrderStore:
             pending,
             None if answer is None else dict(answer),
             only_if_changed,
+            sent,
             now,
         )
         return record
@@ -149,14 +154,15 @@ class ServiceOrderStore:
             if existing is None:
                 self._db.execute(
                     "INSERT INTO service_orders (out_order_no, params, params_hash, journal_state,"
-                    " pending, risk_fund_amount, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, 'create', ?, ?, ?)",
+                    " pending, risk_fund_amount, created_at, updated_at, sent_at)"
+                    " VALUES (?, ?, ?, ?, 'create', ?, ?, ?, ?)",
                     (
                         out_order_no,
                         params_json,
                         params_hash,
                         journal_state,
                         risk_fund_amount,
+                        now,
                         now,
                         now,
                     ),
@@ -166,9 +172,17 @@ class ServiceOrderStore:
                 # corrected create may reuse the number.
                 self._db.execute(
                     "UPDATE service_orders SET params = ?, params_hash = ?, journal_state = ?,"
-                    " pending = 'create', risk_fund_amount = ?, updated_at = ?"
+                    " pending = 'create', risk_fund_amount = ?, updated_at = ?, sent_at = ?"
                     " WHERE out_order_no = ?",
-                    (params_json, params_hash, journal_state, risk_fund_amount, now, out_order_no),
+                    (
+                        params_json,
+                        params_hash,
+                        journal_state,
+                        risk_fund_amount,
+                        now,
+                        now,
+                        out_order_no,
+                    ),
                 )
             else:
                 keys = set(params) | set(existing.params)
@@ -214,6 +228,7 @@ class ServiceOrderStore:
         pending: str,
         answer: dict[str, Any] | None,
         only_if_changed: bool,
+        sent: bool,
         now: float,
     ) -> ServiceOrderRecord:
         with transaction(self._db):
@@ -225,12 +240,16 @@ class ServiceOrderStore:
                 and current.pending == pending
                 and (answer is None or current.answer == json.loads(answer_json or "null"))
             )
-            if only_if_changed and unchanged:
+            if only_if_changed and unchanged and not sent:
                 return current
+            # Nothing pending: nothing in flight. A call still pending keeps its sent_at unless
+            # a request of it may have left now.
+            sent_at = "?" if sent else ("sent_at" if pending else "NULL")
             self._db.execute(
-                "UPDATE service_orders SET journal_state = ?, pending = ?,"
-                " answer = COALESCE(?, answer), updated_at = ? WHERE out_order_no = ?",
-                (journal_state, pending, answer_json, now, out_order_no),
+                "UPDATE service_orders SET journal_state = ?, pending = ?,"  # noqa: S608
+                f" answer = COALESCE(?, answer), updated_at = ?, sent_at = {sent_at}"
+                " WHERE out_order_no = ?",
+                (journal_state, pending, answer_json, now, *((now,) if sent else ()), out_order_no),
             )
             self._service_order_event(out_order_no, journal_state, kind, data, now)
             return self._require_service_order(out_order_no)
@@ -298,12 +317,12 @@ class ServiceOrderStore:
 
 _SERVICE_ORDER_COLUMNS = (
     "out_order_no, params, journal_state, pending, risk_fund_amount, answer, created_at,"
-    " updated_at, last_seq"
+    " updated_at, last_seq, sent_at"
 )
 
 
 def _service_order(row: tuple[Any, ...]) -> ServiceOrderRecord:
-    no, params, state, pending, risk, answer, created_at, updated_at, last_seq = row
+    no, params, state, pending, risk, answer, created_at, updated_at, last_seq, sent_at = row
     return ServiceOrderRecord(
         out_order_no=no,
         params=json.loads(params),
@@ -314,6 +333,7 @@ def _service_order(row: tuple[Any, ...]) -> ServiceOrderRecord:
         created_at=float(created_at),
         updated_at=float(updated_at),
         last_seq=int(last_seq),
+        sent_at=None if sent_at is None else float(sent_at),
     )
 
 

@@ -88,6 +88,9 @@ class WxPayConfig:
     ca_file: str = ""
     connect_timeout: float = 5.0
     read_timeout: float = 10.0
+    # The v2 client gives up on a whole request (connect, send, every read) after this long.
+    # payments.in_flight_after must leave a margin past it (see in_flight_margin).
+    request_timeout: float = 20.0
     max_response_bytes: int = 65536
 
 
@@ -153,14 +156,26 @@ class PaymentsConfig:
     give_up_after: float = 30.0
     reverse_backoff: float = 1.0
     reverse_backoff_max: float = 30.0
-    # No micropay can still reach WeChat Pay this long after it was sent (at least the WeChat
-    # Pay client's whole-request timeout, 30 s): only then is ORDERNOTEXIST "never reached".
+    # No micropay or refund can still reach WeChat Pay this long after it was sent: at least
+    # wxpay.request_timeout plus a margin (checked at load): only then is ORDERNOTEXIST "never
+    # reached" and REFUNDNOTEXIST a reason to send a refund again.
     in_flight_after: float = 30.0
     # Not settled this long after micropay: NEEDS_ATTENTION, retried every attention_retry
     # seconds, doubling up to attention_retry_max.
     attention_after: float = 120.0
     attention_retry: float = 60.0
     attention_retry_max: float = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class RefundsConfig:
+    """Refunds accepted by WeChat Pay (PROCESSING) that do not end: when an operator is asked."""
+
+    # Refunds to a bank card take days: NEEDS_ATTENTION only this many days after the first send.
+    processing_attention_days: int = 3
+    # Or after this many answers in a row that cannot settle it (REFUNDNOTEXIST, another amount,
+    # a definite query error). Either way it is still queried, slowly, and never sent again.
+    processing_attention_answers: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +199,9 @@ class PayScoreConfig:
     resolve_wait: float = 10.0
     resolve_backoff: float = 2.0
     resolve_backoff_max: float = 60.0
+    # A query says a call whose outcome is unknown did NOT land (a create answered 404, say) only
+    # this long after its last request may have left; at a restart, counted from the start.
+    in_flight_after: float = 30.0
 
     @property
     def enabled(self) -> bool:
@@ -217,6 +235,7 @@ class Config:
     sdk: SdkConfig = field(default_factory=SdkConfig)
     authinfo: AuthinfoConfig = field(default_factory=AuthinfoConfig)
     payments: PaymentsConfig = field(default_factory=PaymentsConfig)
+    refunds: RefundsConfig = field(default_factory=RefundsConfig)
     payscore: PayScoreConfig = field(default_factory=PayScoreConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
@@ -240,6 +259,8 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "wxpay.max_response_bytes": (1024, 16 << 20),
     "payments.max_amount": (1, 2**31 - 1),
     "payscore.max_attempts": (1, 20),
+    "refunds.processing_attention_days": (1, 60),
+    "refunds.processing_attention_answers": (1, 1000),
 }
 
 Rule = typing.Callable[[str], str | None]
@@ -468,6 +489,7 @@ def _validate(config: Config) -> None:
     _check_values(config, "")
     _validate_sdk(config.sdk)
     _validate_payments(config.payments)
+    _validate_in_flight(config)
     _validate_payscore(config.payscore)
 
 
@@ -507,6 +529,26 @@ def _check_string(key: str, value: str) -> None:
 def _validate_sdk(sdk: SdkConfig) -> None:
     if sdk.init_retry_backoff_max < sdk.init_retry_backoff:
         raise ConfigError("sdk.init_retry_backoff_max: must not be less than init_retry_backoff")
+
+
+def in_flight_margin(request_timeout: float) -> float:
+    """How far past the client's request timeout a request may still be worked on at WeChat Pay.
+
+    Our client gives up at request_timeout, but a request that reached WeChat Pay may still be
+    processed after that: a quarter of the timeout, at least one second.
+    """
+    return max(1.0, request_timeout / 4)
+
+
+def _validate_in_flight(config: Config) -> None:
+    timeout = config.wxpay.request_timeout
+    needed = timeout + in_flight_margin(timeout)
+    if config.payments.in_flight_after < needed:
+        raise ConfigError(
+            f"payments.in_flight_after: must be at least wxpay.request_timeout ({timeout:g} s)"
+            f" plus a margin of {in_flight_margin(timeout):g} s, i.e. {needed:g} s: a refund or a"
+            " micropay may still arrive at WeChat Pay until then"
+        )
 
 
 def _validate_payments(payments: PaymentsConfig) -> None:

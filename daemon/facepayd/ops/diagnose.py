@@ -22,6 +22,7 @@ from facepayd.face.sessions import FaceSessions
 from facepayd.ops import logs
 from facepayd.ops.config import Config, SdkMode
 from facepayd.payments.models import PaymentState
+from facepayd.payments.refunds import RefundService
 from facepayd.payments.service import PaymentService
 
 log = structlog.get_logger(__name__)
@@ -63,6 +64,7 @@ class Diagnostics:
         client_certificate: x509.Certificate | None,
         sessions: FaceSessions | None = None,
         under_systemd: bool = False,
+        refunds: RefundService | None = None,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -76,6 +78,7 @@ class Diagnostics:
         self._sessions = sessions
         # Under systemd the adb server is adb.service's: its fix names the unit.
         self._under_systemd = under_systemd
+        self._refunds = refunds
 
     async def run(self) -> list[Check]:
         """Every check, in the order an engineer works through them."""
@@ -409,10 +412,10 @@ class Diagnostics:
         return Check("journal", True, f"writable, {detail}")
 
     async def needs_attention(self) -> Check:
-        """Payments an operator must settle by hand."""
+        """Payments and refunds an operator must settle by hand."""
         count = self._payments.needs_attention_count()
         if count == 0:
-            return Check("needs_attention", True, "no payment needs an operator")
+            return await self._refunds_needing_attention()
         try:
             page, _ = await self._payments.list([PaymentState.NEEDS_ATTENTION], page_size=LISTED)
         except FacepayError as exc:
@@ -428,6 +431,24 @@ class Diagnostics:
             f"{count} payment(s){count_note}: {listed}",
             "do each payment's action (`facepay payment list --state NEEDS_ATTENTION`); the"
             " daemon keeps querying them and clears them once WeChat Pay settles",
+        )
+
+    async def _refunds_needing_attention(self) -> Check:
+        """Refunds an operator must settle by hand (checked once no payment needs one)."""
+        refunds = [] if self._refunds is None else await self._refunds.needing_attention()
+        if not refunds:
+            return Check("needs_attention", True, "no payment or refund needs an operator")
+        listed = "; ".join(
+            f"{r.out_refund_no} (payment {r.out_trade_no}): {r.attention_reason}:"
+            f" {r.attention_action}"
+            for r in refunds[:LISTED]
+        )
+        return Check(
+            "needs_attention",
+            False,
+            f"{len(refunds)} refund(s): {listed}",
+            "do each refund's action (`facepay payment refunds OUT_TRADE_NO`); the daemon keeps"
+            " querying them and clears them once WeChat Pay settles",
         )
 
     def recent_errors(self) -> Check:

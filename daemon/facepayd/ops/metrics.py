@@ -52,6 +52,11 @@ class Metrics:
             "Payments now waiting for an operator (NEEDS_ATTENTION).",
             registry=r,
         )
+        self._refunds_needs_attention = Gauge(
+            "facepayd_refunds_needs_attention",
+            "Refunds now waiting for an operator (NEEDS_ATTENTION).",
+            registry=r,
+        )
         self._sessions = Counter(
             "facepayd_face_sessions",
             "Face sessions that ended, by why their face UI closed.",
@@ -121,9 +126,11 @@ class Metrics:
         needs_attention: Callable[[], int],
         journal_size: Callable[[], int],
         reconnects: Callable[[], int],
+        refunds_needs_attention: Callable[[], int] = lambda: 0,
     ) -> None:
         """Read these values at every render (they live in the domain already)."""
         self._needs_attention.set_function(needs_attention)
+        self._refunds_needs_attention.set_function(refunds_needs_attention)
         self._journal.set_function(journal_size)
         self._reconnects.read = reconnects
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import structlog
 
 from facepayd.clock import Clock, wait_event
-from facepayd.errors import BackendRejected, FacepayError, WrongState
+from facepayd.errors import BackendRejected, ConfigError, FacepayError, InvalidArgument, WrongState
 from facepayd.payments.models import (
     Coupon,
     EventKind,
@@ -69,6 +69,10 @@ RESPONSE_MISMATCH = "RESPONSE_MISMATCH"
 ORDER_NOT_FOUND = "ORDER_NOT_FOUND"  # reversing: orderquery says WeChat Pay has no such order
 NEVER_REACHED = "NEVER_REACHED_WECHAT_PAY"
 OUT_TRADE_NO_USED = "OUT_TRADE_NO_USED"
+# SUCCEEDED from NEEDS_ATTENTION(REVERSE_EXPIRE): orderquery says REFUND, the refund was made.
+REFUNDED = "REFUNDED"
+# FAILED err_code: the WeChat Pay client refused micropay before sending it; nothing was sent.
+NOT_SENT = "NOT_SENT"
 
 # NEEDS_ATTENTION reasons; UNRESOLVED keeps calling reverse, the others keep querying.
 REVERSE_EXPIRE = "REVERSE_EXPIRE"
@@ -309,7 +313,7 @@ class PaymentMachine:
     # ------------------------------------------------------------------ micropay
 
     async def _send_micropay(self, payment: Payment, code: str) -> TradeResult | FacepayError:
-        """The verified answer, or the error that leaves the outcome unknown."""
+        """The verified answer, or the error: unknown outcome, or refused before sending."""
         order = payment.order
         request = MicropayOrder(
             out_trade_no=order.out_trade_no,
@@ -336,12 +340,20 @@ class PaymentMachine:
             return TradeResult(
                 TradeState.REJECTED, order.out_trade_no, exc.code or exc.reason, exc.message
             )
+        except (InvalidArgument, ConfigError) as exc:
+            # The client's own checks, before the POST: nothing reached WeChat Pay.
+            self._log.error("micropay_not_sent", reason=exc.reason, error=str(exc))
+            return exc
         except FacepayError as exc:
             # Sent or not, we cannot know: BackendUnavailable, ResponseNotTrusted.
             self._log.warning("micropay_outcome_unknown", reason=exc.reason, error=str(exc))
             return exc
 
     async def _after_micropay(self, payment: Payment, outcome: TradeResult | FacepayError) -> _Step:
+        if isinstance(outcome, InvalidArgument | ConfigError):
+            # Refused before the POST: not an unknown outcome, nothing to query or reverse.
+            description = f"refused before sending; nothing was charged: {outcome}"
+            return _Done(await self._fail(NOT_SENT, description))
         if isinstance(outcome, FacepayError):
             return await self._pending(outcome.reason, 0.0)
         if outcome.state is TradeState.SUCCESS:
@@ -605,6 +617,11 @@ class PaymentMachine:
             return await self._reverse_once(self._history.reversing_reason) or _Attend(later)
         verdict, result = await self._ask()
         if verdict is _Verdict.PAID and payment.attention_reason == REVERSE_EXPIRE:
+            if result is not None and result.state is TradeState.REFUND:
+                # Refunded (through the daemon or the merchant platform): what the operator was
+                # asked to do is done. Paid it was; its refunds (refunded_fee) tell the rest.
+                self._log.info("payment_refunded_after_reverse_expired")
+                return _Done(await self._succeed(result, reason=REFUNDED))
             return _Attend(later)  # still paid: the refund is the operator's
         done = await self._conclude(verdict, result)
         if done is not None:
@@ -631,7 +648,9 @@ class PaymentMachine:
 
     # ------------------------------------------------------------------ final states
 
-    async def _succeed(self, result: TradeResult, refusal: ReverseResult | None = None) -> Payment:
+    async def _succeed(
+        self, result: TradeResult, refusal: ReverseResult | None = None, *, reason: str = ""
+    ) -> Payment:
         data: dict[str, str | int] = {
             "transaction_id": result.transaction_id,
             "total_fee": result.total_fee,
@@ -655,6 +674,8 @@ class PaymentMachine:
         for name, value in paid_event_fields(paid).items():
             data[name] = value
         updates["paid_details"] = paid_to_json(paid)
+        if reason:
+            data["reason"] = reason
         if refusal is not None:
             # Why a reverse did not happen stays next to the paid order.
             updates["err_code"] = refusal.err_code or REVERSE_REFUSED

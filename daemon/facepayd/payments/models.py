@@ -84,7 +84,9 @@ TRANSITIONS: dict[PaymentState, frozenset[PaymentState]] = {
     # else NEEDS_ATTENTION; so is a reverse still unconfirmed at the attention bound.
     _S.REVERSING: frozenset({_S.REVERSED, _S.SUCCEEDED, _S.FAILED, _S.CLOSED, _S.NEEDS_ATTENTION}),
     # Still retried slowly: any answer that settles it ends it; a new reason replaces the old
-    # one (NEEDS_ATTENTION again); a manual reverse journals REVERSING first.
+    # one (NEEDS_ATTENTION again); a manual reverse journals REVERSING first. SUCCEEDED also
+    # settles a paid order too old to reverse (REVERSE_EXPIRE) once orderquery says REFUND:
+    # the refund it waited for was made (through the daemon or the merchant platform).
     _S.NEEDS_ATTENTION: frozenset(
         {_S.NEEDS_ATTENTION, _S.SUCCEEDED, _S.FAILED, _S.REVERSED, _S.CLOSED, _S.REVERSING}
     ),

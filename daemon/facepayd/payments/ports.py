@@ -73,6 +73,8 @@ class PaymentJournal(Protocol):
 
     async def unfinished(self) -> PaymentList: ...
 
+    async def refund_count(self, out_trade_no: str) -> int: ...
+
 
 class PaymentBackend(Protocol):
     """The three WeChat Pay v2 calls a payment needs (WxPayV2Client implements them)."""
@@ -107,7 +109,9 @@ class RefundJournal(Protocol):
         **row_updates: str | int,
     ) -> RefundEvent: ...
 
-    async def mark_sending(self, out_refund_no: str, reason: str) -> Refund: ...
+    async def mark_sending(self, out_refund_no: str, reason: str) -> Refund:
+        """Journal SENDING, or FAILED if the payment is no longer refundable (then send nothing)."""
+        ...
 
     async def get(self, out_refund_no: str) -> Refund: ...
 

@@ -17,6 +17,14 @@ from facepayd.payments.models import PaymentState
 MAX_REFUNDS_PER_PAYMENT = 50
 # NEEDS_ATTENTION of a payment with this reason is paid and too old to reverse: a refund is the way.
 REFUNDABLE_ATTENTION_REASONS = frozenset({"REVERSE_EXPIRE"})
+# FAILED err_code: refundquery shows our out_refund_no on another order (another till of the
+# same mch_id used the number): that refund is not ours, and ours can never be sent under it.
+OUT_REFUND_NO_USED = "OUT_REFUND_NO_USED"
+# FAILED err_code: the WeChat Pay client refused the request before sending it (a field it cannot
+# carry, a missing certificate): nothing left the terminal.
+NOT_SENT = "NOT_SENT"
+# FAILED err_code: the payment stopped being refundable (reversed, say) before the request left.
+PAYMENT_NOT_REFUNDABLE = "PAYMENT_NOT_REFUNDABLE"
 # Payment states whose money can be refunded (NEEDS_ATTENTION only with a reason above).
 REFUNDABLE_PAYMENT_STATES = frozenset({PaymentState.SUCCEEDED, PaymentState.NEEDS_ATTENTION})
 

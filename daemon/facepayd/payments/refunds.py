@@ -13,7 +13,9 @@ Every refund ends SUCCEEDED, CLOSED (REFUNDCLOSE), CHANGE (the money went to an 
 an operator settles it) or FAILED (a definite error: nothing refunded), or, not accepted by
 WeChat Pay within attention_after of its first send, NEEDS_ATTENTION, still queried (and sent
 again when proven absent) at a slow, capped cadence. An accepted refund (PROCESSING) is queried
-until it ends: refunds to a bank card can take days, so it never becomes NEEDS_ATTENTION.
+until it ends: refunds to a bank card can take days, so it becomes NEEDS_ATTENTION only past
+processing_attention_after (days) or after processing_attention_answers answers in a row that
+cannot settle it; it is then still queried at the slow cadence, and never sent again.
 """
 
 from __future__ import annotations
@@ -27,15 +29,31 @@ from typing import Any
 import structlog
 
 from facepayd.clock import Clock, race
-from facepayd.errors import ConfigError, FacepayError, NotFound, Unavailable, WrongState
+from facepayd.errors import (
+    ConfigError,
+    FacepayError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    WrongState,
+)
 from facepayd.payments.ports import RefundBackend, RefundJournal, RefundList
-from facepayd.payments.refund_models import Refund, RefundEvent, RefundRequest, RefundState
+from facepayd.payments.refund_models import (
+    NOT_SENT,
+    OUT_REFUND_NO_USED,
+    Refund,
+    RefundEvent,
+    RefundRequest,
+    RefundState,
+)
 from facepayd.tasks import TaskOwner
 from facepayd.wxpay.codes import Api, Disposition, classify
 from facepayd.wxpay.models import RefundOrder, RefundOutcome, RefundQueryResult, RefundStatus
 
 __all__ = [
     "ACTIONS",
+    "OUT_REFUND_NO_USED",
+    "PROCESSING_UNRESOLVED",
     "REFUND_CHANGE",
     "UNRESOLVED",
     "RefundMachine",
@@ -55,10 +73,13 @@ INTERNAL_ERROR = "INTERNAL_ERROR"
 
 # Attention reasons (NEEDS_ATTENTION, CHANGE) and the operator's action for each.
 UNRESOLVED = "REFUND_UNRESOLVED"
+PROCESSING_UNRESOLVED = "REFUND_PROCESSING_UNRESOLVED"
 REFUND_CHANGE = "REFUND_CHANGE"
 ACTIONS = {
     UNRESOLVED: "check the refund in the merchant platform; the daemon keeps querying it and sends"
     " it again, with the same out_refund_no, only while WeChat Pay has no such refund",
+    PROCESSING_UNRESOLVED: "WeChat Pay accepted the refund but it has not ended: check it in the"
+    " merchant platform; the daemon keeps querying it slowly and never sends it again",
     REFUND_CHANGE: "the refund went to an abnormal account (the payer's card is closed or frozen):"
     " settle it in the merchant platform's abnormal refunds (退款异常), to the payer's balance or"
     " by another route",
@@ -81,12 +102,18 @@ class RefundTimings:
     attention_after: float = 120.0  # not accepted this long after the first send
     attention_retry: float = 60.0
     attention_retry_max: float = 900.0
+    # Accepted (PROCESSING) but not ended this long after the first send (bank cards take
+    # days), or after this many answers in a row that cannot settle it: NEEDS_ATTENTION.
+    processing_attention_after: float = 3 * 86_400.0
+    processing_attention_answers: int = 10
 
     def __post_init__(self) -> None:
         # A zero wait would turn a retry loop into a tight one.
         for name in ("poll_interval", "retry_backoff", "attention_retry"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be greater than 0")
+        if self.processing_attention_answers < 1:
+            raise ValueError("processing_attention_answers must be at least 1")
 
 
 class RefundMachine:
@@ -136,6 +163,9 @@ class RefundMachine:
     async def _send(self, reason: str) -> Refund:
         """Journal SENDING, then send the refund once."""
         refund = await self._journal.mark_sending(self._no, reason)
+        if refund.state is not RefundState.SENDING:
+            # The journal failed it: the payment is no longer refundable. Nothing is sent.
+            return refund
         self._answered, self._rejected, self._wait = False, "", 0.0
         order = RefundOrder(
             out_refund_no=self._no,
@@ -148,6 +178,13 @@ class RefundMachine:
         )
         try:
             result = await self._backend.refund(order)
+        except (InvalidArgument, ConfigError) as exc:
+            # The client's own checks, before the POST: nothing was sent, and sending it again
+            # would be refused the same way. Never "may have arrived".
+            self._log.error("refund_not_sent", reason=exc.reason, error=str(exc))
+            return await self._fail(
+                NOT_SENT, f"refused before sending; nothing left the terminal: {exc}"
+            )
         except FacepayError as exc:
             # No answer we can use: the request may have arrived. Only a query may follow.
             self._log.warning("refund_request_failed", reason=exc.reason, error=str(exc))
@@ -210,20 +247,57 @@ class RefundMachine:
                 self._wait = min(self._wait, max(t.in_flight_after - since_sent, 0.0) + 0.001)
 
     async def _poll(self) -> Refund:
-        """PROCESSING: query at a doubling, capped interval until the refund ends."""
-        delay = self._timings.poll_interval
+        """PROCESSING: query at a doubling, capped interval until the refund ends.
+
+        Not ended within processing_attention_after of the first send, or answered in a way
+        that cannot settle it processing_attention_answers times in a row: NEEDS_ATTENTION,
+        still queried (slowly, by _attend), never sent again.
+        """
+        t = self._timings
+        delay = t.poll_interval
+        unsettling = 0
         while True:
             await self._clock.sleep(delay)
             answer = await self._ask()
+            refund = await self._journal.get(self._no)
             done = await self._conclude(answer)
             if done is not None and done.state is not RefundState.PROCESSING:
                 return done
-            if answer.status is RefundStatus.NOT_EXIST:
-                self._log.warning("accepted_refund_not_found")
-            delay = min(delay * 2, self._timings.poll_max)
+            why = self._cannot_settle(refund, answer)
+            if why:
+                unsettling += 1
+                self._log.warning("accepted_refund_unsettled", why=why, in_a_row=unsettling)
+            elif answer.status is not RefundStatus.UNKNOWN:
+                unsettling = 0
+            if unsettling >= t.processing_attention_answers:
+                return await self._attention(
+                    PROCESSING_UNRESOLVED,
+                    f"WeChat Pay accepted the refund, then answered {unsettling} times in a row:"
+                    f" {why}",
+                )
+            if self._since(refund.first_sent_at) >= t.processing_attention_after:
+                return await self._attention(
+                    PROCESSING_UNRESOLVED, "WeChat Pay accepted the refund; it has not ended"
+                )
+            delay = min(delay * 2, t.poll_max)
+
+    @staticmethod
+    def _cannot_settle(refund: Refund, answer: RefundQueryResult) -> str:
+        """Why a query answer about an accepted refund can never settle it ("" when it can)."""
+        if answer.status is RefundStatus.NOT_EXIST:
+            return "no such refund (REFUNDNOTEXIST)"
+        definite = classify(Api.REFUNDQUERY, answer.err_code) is Disposition.FAILED
+        if answer.status is RefundStatus.UNKNOWN and answer.err_code and definite:
+            return f"a definite query error ({answer.err_code})"
+        if answer.refund_fee not in (0, refund.refund_fee):
+            return "a refund of another amount"
+        return ""
 
     async def _attend(self) -> Refund:
-        """NEEDS_ATTENTION: one slow query; a refund proven absent is sent again."""
+        """NEEDS_ATTENTION: one slow query; a refund proven absent is sent again.
+
+        Never for one WeChat Pay accepted (PROCESSING_UNRESOLVED): that one is only queried.
+        """
         t = self._timings
         delay = self._attend_delay
         await self._clock.sleep(delay)
@@ -233,6 +307,8 @@ class RefundMachine:
         if done is not None:
             return done
         refund = await self._journal.get(self._no)
+        if refund.attention_reason == PROCESSING_UNRESOLVED:
+            return refund
         if answer.status is RefundStatus.NOT_EXIST and (
             self._answered or self._since(refund.sent_at) >= t.in_flight_after
         ):
@@ -256,6 +332,19 @@ class RefundMachine:
     async def _conclude(self, answer: RefundQueryResult) -> Refund | None:
         """The state a query answer decides, journaled; None when it decides nothing new."""
         refund = await self._journal.get(self._no)
+        if self._foreign(refund, answer):
+            if refund.state is RefundState.PROCESSING:
+                # WeChat Pay accepted our request for our order under this number: the row is
+                # not one we can trust, and it is never taken as ours.
+                self._log.warning("refund_answer_for_another_order")
+                return None
+            self._log.warning("refund_number_used_by_another_order")
+            return await self._fail(
+                OUT_REFUND_NO_USED,
+                "WeChat Pay has a refund of another order under this out_refund_no (another"
+                " till of the merchant used it); nothing of this payment was refunded: refund"
+                " it again with a new out_refund_no",
+            )
         if answer.status in (
             RefundStatus.SUCCESS,
             RefundStatus.CHANGE,
@@ -307,7 +396,10 @@ class RefundMachine:
                     attention_action=action,
                 )
             case RefundStatus.PROCESSING:
-                if refund.state is RefundState.PROCESSING:
+                if refund.state is RefundState.PROCESSING or (
+                    refund.attention_reason == PROCESSING_UNRESOLVED
+                ):
+                    # Still processing: nothing new (an operator was already asked to look).
                     return None
                 return await self._to(
                     RefundState.PROCESSING, {**amounts, "refund_fee": refund.refund_fee}, **amounts
@@ -315,13 +407,27 @@ class RefundMachine:
             case _:
                 return None
 
+    @staticmethod
+    def _foreign(refund: Refund, answer: RefundQueryResult) -> bool:
+        """A found refund row whose order (out_trade_no, transaction_id) is not our payment's."""
+        if answer.status in (RefundStatus.NOT_EXIST, RefundStatus.UNKNOWN):
+            return False
+        if answer.out_trade_no and answer.out_trade_no != refund.out_trade_no:
+            return True
+        return bool(
+            answer.transaction_id
+            and refund.transaction_id
+            and answer.transaction_id != refund.transaction_id
+        )
+
     async def _attention(self, reason: str, description: str) -> Refund:
         refund = await self._journal.get(self._no)
         if refund.state is RefundState.NEEDS_ATTENTION and refund.attention_reason == reason:
             return refund
         action = ACTIONS[reason]
         self._log.warning("refund_needs_attention", reason=reason, action=action)
-        self._attend_delay = self._timings.attention_retry
+        # _attend_delay is not reset: a resend that ends here again keeps the backed-off
+        # cadence, doubling to attention_retry_max.
         return await self._to(
             RefundState.NEEDS_ATTENTION,
             {"reason": reason, "action": action, "description": description},
@@ -465,6 +571,12 @@ class RefundService:
         """Refunds in NEEDS_ATTENTION."""
         return len(self._needs_attention)
 
+    async def needing_attention(self) -> RefundList:
+        """The refunds in NEEDS_ATTENTION, oldest first."""
+        return [
+            r for r in await self._journal.unfinished() if r.state is RefundState.NEEDS_ATTENTION
+        ]
+
     async def close(self, grace: float) -> None:
         """Let refund tasks finish for up to grace seconds, then cancel them (resumable)."""
         self._closed = True
@@ -512,8 +624,13 @@ class RefundService:
             try:
                 return await self._machine(out_refund_no).run(reason)
             except WrongState as exc:
-                log.warning("refund_step_refused", error=str(exc))
-                return await self._journal.get(out_refund_no)
+                # A refused transition is a bug or a race (the table logged it at error): the
+                # refund is left only once the journal says it is final, else tried again.
+                refund = await self._journal.get(out_refund_no)
+                if refund.final:
+                    log.warning("refund_step_refused", error=str(exc), state=refund.state.value)
+                    return refund
+                log.exception("refund_step_refused", state=refund.state.value, retry_in=delay)
             except NotFound:
                 log.exception("refund_missing_from_journal")
                 raise

@@ -319,6 +319,9 @@ class PaymentService:
             raise WrongState(
                 f"payment {no}: its number is used by another order, which is never reversed"
             )
+        if await self._journal.refund_count(no):
+            # WeChat Pay refuses to reverse a refunded order; what is left goes back by refund.
+            raise WrongState(f"payment {no} has refunds: refund what is left instead of reversing")
 
     async def _next_settled(
         self, out_trade_no: str, after_seq: int, task: asyncio.Task[Payment]

@@ -25,8 +25,10 @@ _J = JournalState
 _ANSWERED = frozenset({_J.RECORDED, _J.CHARGING})
 _CALLS = frozenset({_J.COMPLETING, _J.SYNCING, _J.CANCELLING})
 # The allowed changes, checked in the store's one setter. A state may repeat (a new answer, an
-# outcome still unknown). A call in flight ends answered, refused (the state before it: a
-# refused create is NOT_CREATED) or, for a create, not found; a known order takes a new call.
+# outcome still unknown). A call in flight ends answered (RECORDED, or CHARGING while WeChat Pay
+# collects), refused (back to the state before it: a refused create is NOT_CREATED, a refused
+# complete/sync/cancel of an order awaiting its charge is CHARGING again, so it stays watched)
+# or, for a create, not found; a known order takes a new call.
 JOURNAL_TRANSITIONS: dict[JournalState, frozenset[JournalState]] = {
     _J.CREATING: frozenset({_J.CREATING, _J.NOT_CREATED}) | _ANSWERED,
     _J.COMPLETING: frozenset({_J.COMPLETING}) | _ANSWERED,
@@ -57,6 +59,8 @@ class ServiceOrderRecord:
     created_at: float
     updated_at: float
     last_seq: int
+    # The latest wall time a request of the pending call may have left; None when not known.
+    sent_at: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

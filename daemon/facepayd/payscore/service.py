@@ -6,6 +6,12 @@ complete, sync and cancel is committed to the journal (pending = that call) befo
 sent and its answer recorded after; an order whose call may have been sent but whose answer
 was not recorded (a crash, a lost connection, an untrusted answer) is resolved by a query, at
 start and in the background, so WeChat Pay never holds an order the journal does not know of.
+
+A query decides that a pending call did NOT land (a create answered 404, a complete whose order
+is still plain DOING...) only once in_flight_after has passed since a request of it may last
+have left (the journaled sent_at; for a call pending from an earlier run, since this run began,
+as the v3 client retries and the dead run's last attempt is not journaled). Until then an answer
+that shows the call's effect resolves it, and any other answer is kept with the call pending.
 """
 
 from __future__ import annotations
@@ -34,10 +40,10 @@ from facepayd.errors import (
     Unavailable,
 )
 from facepayd.payscore.models import JournalState, ServiceOrderRecord
-from facepayd.payscore.ports import ServiceOrderJournal
+from facepayd.payscore.ports import PayScoreBackend, ServiceOrderJournal
+from facepayd.tasks import TaskOwner
 from facepayd.wxpay import payscore_models as m
 from facepayd.wxpay import v3
-from facepayd.wxpay.v3 import PayScoreClient
 
 __all__ = [
     "JournalState",
@@ -107,13 +113,14 @@ class PayScoreService:
         self,
         *,
         journal: ServiceOrderJournal,
-        client: PayScoreClient | None,
+        client: PayScoreBackend | None,
         clock: Clock,
         service_id: str,
         notify_url: str = "",
         service_risk_cap: int | None = None,
         resolve_backoff: float = 1.0,
         resolve_backoff_max: float = 60.0,
+        in_flight_after: float = 30.0,
     ) -> None:
         self._journal = journal
         self._client = client
@@ -125,10 +132,16 @@ class PayScoreService:
         self._resolve_backoff_max = resolve_backoff_max
         self._locks: dict[str, _OrderLock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The resolver's owner: a crash is logged at once, and close() never re-raises it.
+        self._owner = TaskOwner("payscore")
         self._resolver: asyncio.Task[None] | None = None
         self._first_pass = asyncio.Event()
         self._rescan = False
         self._closed = False
+        # No request of a pending call can still land in_flight_after past its sent_at, nor,
+        # for a call pending from an earlier run, past this run's start.
+        self._in_flight_after = in_flight_after
+        self._started = clock.time()
 
     @property
     def configured(self) -> bool:
@@ -241,10 +254,7 @@ class PayScoreService:
     async def close(self, grace: float) -> None:
         """Let in-flight calls record their answers (up to grace s), then stop."""
         self._closed = True
-        if self._resolver is not None:
-            self._resolver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resolver
+        await self._owner.close()
         if self._tasks:
             everything = asyncio.gather(*self._tasks, return_exceptions=True)
             await race(self._clock, everything, grace)
@@ -257,7 +267,7 @@ class PayScoreService:
 
     # ------------------------------------------------------------------ private
 
-    def _require_client(self) -> PayScoreClient:
+    def _require_client(self) -> PayScoreBackend:
         if self._closed:
             raise Unavailable("the daemon is stopping")
         if self._client is None:
@@ -292,7 +302,7 @@ class PayScoreService:
 
     async def _create(
         self,
-        client: PayScoreClient,
+        client: PayScoreBackend,
         no: str,
         order: m.NewServiceOrder,
         params: dict[str, Any],
@@ -312,7 +322,8 @@ class PayScoreService:
                 journal_state=JournalState.CREATING,
                 data={"openid": order.openid, "need_user_confirm": order.need_user_confirm},
             )
-            return await self._send(no, "create", client.create_service_order(order))
+            call = client.create_service_order(order)
+            return await self._send(no, "create", call, before=JournalState.NOT_CREATED)
 
     async def _act(
         self,
@@ -328,9 +339,10 @@ class PayScoreService:
                 # Before the journal marks anything pending: a refused call is never sent.
                 check(record)
             await self._journal.mark_service_order(
-                no, _PENDING_STATE[op], f"{op}_requested", data, pending=op
+                no, _PENDING_STATE[op], f"{op}_requested", data, pending=op, sent=True
             )
-            return await self._send(no, op, send(record))
+            before = JournalState(record.journal_state)
+            return await self._send(no, op, send(record), before=before)
 
     async def _known(self, no: str) -> ServiceOrderRecord:
         """The journaled order with nothing pending; adopted or resolved by a query if needed."""
@@ -345,23 +357,32 @@ class PayScoreService:
         return record
 
     async def _send(
-        self, no: str, op: str, call: Awaitable[m.ServiceOrderResult]
+        self,
+        no: str,
+        op: str,
+        call: Awaitable[m.ServiceOrderResult],
+        *,
+        before: JournalState,
     ) -> ServiceOrderView:
-        """Await a journaled call and record its answer (or leave it pending if unknown)."""
-        settled = JournalState.NOT_CREATED if op == "create" else JournalState.RECORDED
+        """Await a journaled call and record its answer (or leave it pending if unknown).
+
+        A call refused (by WeChat Pay or the client's own checks) changed nothing: the order goes
+        back to the state before it (NOT_CREATED for a create), so an order awaiting its charge
+        (CHARGING) stays watched until the charge settles.
+        """
         try:
             result = await call
         except (BackendRejected, NotFound) as exc:
             code = exc.code if isinstance(exc, BackendRejected) else "NOT_FOUND"
-            await self._journal.mark_service_order(
-                no, settled, "rejected", {"op": op, "code": code}
-            )
+            await self._journal.mark_service_order(no, before, "rejected", {"op": op, "code": code})
+            self._watch_if_charging(before)
             raise
         except InvalidArgument as exc:
             # Refused by the client's own checks: nothing was sent.
             await self._journal.mark_service_order(
-                no, settled, "refused", {"op": op, "field": exc.field}
+                no, before, "refused", {"op": op, "field": exc.field}
             )
+            self._watch_if_charging(before)
             raise
         except (BackendUnavailable, ResponseNotTrusted) as exc:
             await self._journal.mark_service_order(
@@ -370,6 +391,9 @@ class PayScoreService:
                 "outcome_unknown",
                 {"op": op, "reason": exc.reason},
                 pending=op,
+                # The call's last attempt left no later than now: the in-flight bound runs
+                # from here.
+                sent=True,
             )
             self._start_resolver(first_delay=self._resolve_backoff)
             raise
@@ -404,6 +428,12 @@ class PayScoreService:
         try:
             result = await self._client.get_service_order(no)
         except NotFound:
+            if record is not None and record.pending and self._may_be_in_flight(record):
+                # Not there yet is not "never": the call may still land.
+                raise BackendUnavailable(
+                    f"service order {no}: its {record.pending} may still be on its way;"
+                    f" resolved within {self._in_flight_after:g} s"
+                ) from None
             if record is not None and record.pending == "create":
                 record = await self._journal.mark_service_order(
                     no, JournalState.NOT_CREATED, "not_found", {"op": "query"}
@@ -420,6 +450,23 @@ class PayScoreService:
         state = _answered_state(result)
         if state is JournalState.CHARGING:
             self._start_resolver(first_delay=self._resolve_backoff)
+        if (
+            record is not None
+            and record.pending
+            and not _landed(record.pending, result)
+            and self._may_be_in_flight(record)
+        ):
+            # The call may still land: the answer is kept, the call stays pending.
+            record = await self._journal.mark_service_order(
+                no,
+                _PENDING_STATE[record.pending],
+                "refreshed_in_flight",
+                {"state": result.state.value, "state_description": result.state_description},
+                pending=record.pending,
+                answer=answer,
+                only_if_changed=True,
+            )
+            return _view(record)
         if record is None:
             risk = result.risk_fund.amount if result.risk_fund is not None else None
             record = await self._journal.adopt_service_order(no, answer, risk, journal_state=state)
@@ -437,6 +484,11 @@ class PayScoreService:
         )
         return _view(record)
 
+    def _watch_if_charging(self, state: JournalState) -> None:
+        """An order back in CHARGING is followed to its charge's end by the resolver."""
+        if state is JournalState.CHARGING:
+            self._start_resolver(first_delay=self._resolve_backoff)
+
     def _start_resolver(self, *, first_delay: float) -> None:
         if self._closed:
             return
@@ -444,31 +496,58 @@ class PayScoreService:
             # The running pass may have listed the orders before this one: go round again.
             self._rescan = True
             return
-        self._resolver = asyncio.get_running_loop().create_task(self._resolve_loop(first_delay))
+        self._resolver = self._owner.spawn(
+            self._resolve_loop(first_delay), name="payscore resolver"
+        )
 
     async def _resolve_loop(self, first_delay: float) -> None:
         delay = self._resolve_backoff
         if first_delay:
             await self._clock.sleep(first_delay)
         while True:
-            left = 0
             self._rescan = False
-            for record in await self._journal.pending_service_orders():
-                try:
-                    await self._locked(record.out_order_no, self._resolve(record.out_order_no))
-                except FacepayError as exc:
-                    left += isinstance(exc, BackendError)
-                    log.warning(
-                        "service_order_unresolved",
-                        out_order_no=record.out_order_no,
-                        reason=exc.reason,
-                    )
-            left += await self._watch_charges()
+            wake: float | None = None
+            try:
+                left, wake = await self._resolve_pass()
+            except Exception:
+                # A bug or a journal that cannot answer: logged, and tried again later, never
+                # the end of the watch over what WeChat Pay may hold.
+                log.exception("payscore_resolve_pass_failed", retry_in=delay)
+                left = 1
             self._first_pass.set()
             if not left and not self._rescan:
                 return
-            await self._clock.sleep(delay)
+            pause = delay
+            if wake is not None:
+                # Ask again as soon as the in-flight bound passes, not a backoff later.
+                pause = min(pause, max(wake - self._clock.time(), 0.0) + 0.001)
+            await self._clock.sleep(pause)
             delay = min(delay * 2, self._resolve_backoff_max)
+
+    async def _resolve_pass(self) -> tuple[int, float | None]:
+        """Try every pending order and every charge once.
+
+        How many are still unresolved, and the earliest in-flight bound among them (None when
+        none waits for one).
+        """
+        left = 0
+        wake: float | None = None
+        for record in await self._journal.pending_service_orders():
+            try:
+                await self._locked(record.out_order_no, self._resolve(record.out_order_no))
+            except FacepayError as exc:
+                left += isinstance(exc, BackendError)
+                log.warning(
+                    "service_order_unresolved",
+                    out_order_no=record.out_order_no,
+                    reason=exc.reason,
+                )
+            after = await self._journal.find_service_order(record.out_order_no)
+            if after is not None and after.pending:
+                due = self._in_flight_due(after)
+                if due > self._clock.time():
+                    wake = due if wake is None else min(wake, due)
+        return left + await self._watch_charges(), wake
 
     async def _watch_charges(self) -> int:
         """Query each order awaiting its charge once; how many still await it."""
@@ -508,7 +587,20 @@ class PayScoreService:
         if record is None or not record.pending:
             return
         view = await self._refresh(no)
+        if view.journal_state is _PENDING_STATE[record.pending]:
+            raise _StillInFlight(f"service order {no}: its {record.pending} may still land")
         log.info("service_order_resolved", out_order_no=no, journal_state=view.journal_state.value)
+
+    def _in_flight_due(self, record: ServiceOrderRecord) -> float:
+        """Wall time after which no request of the order's pending call can still land."""
+        return max(record.sent_at or 0.0, self._started) + self._in_flight_after
+
+    def _may_be_in_flight(self, record: ServiceOrderRecord) -> bool:
+        return self._clock.time() < self._in_flight_due(record)
+
+
+class _StillInFlight(BackendUnavailable):
+    """A pending call is neither seen to have landed nor past its in-flight bound."""
 
 
 @dataclass(slots=True)
@@ -522,6 +614,22 @@ def _answered_state(result: m.ServiceOrderResult) -> JournalState:
     if result.state is m.ServiceOrderState.DOING and result.state_description == m.MCH_COMPLETE:
         return JournalState.CHARGING
     return JournalState.RECORDED
+
+
+def _landed(op: str, result: m.ServiceOrderResult) -> bool:
+    """Whether an answer shows the effect of call op (then the call needs no more waiting)."""
+    match op:
+        case "create":
+            return True  # the order exists
+        case "complete":
+            return result.state is m.ServiceOrderState.DONE or (
+                _answered_state(result) is JournalState.CHARGING
+            )
+        case "sync":
+            return result.state is m.ServiceOrderState.DONE
+        case "cancel":
+            return result.state is m.ServiceOrderState.REVOKED
+    return False
 
 
 def _risk_fund(record: ServiceOrderRecord) -> m.RiskFund | None:

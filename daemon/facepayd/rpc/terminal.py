@@ -59,6 +59,9 @@ class TerminalArea(Area):
             needs_attention_payments=d.payments.needs_attention_count(),
             journal_bytes=d.payments.journal_bytes(),
         )
+        if d.refunds is not None:
+            status.unfinished_refunds = d.refunds.unfinished_count()
+            status.needs_attention_refunds = d.refunds.needs_attention_count()
         if d.authinfo.expires_at is not None:
             status.authinfo_expires_at.CopyFrom(timestamp(d.authinfo.expires_at))
         return status

@@ -11,6 +11,7 @@ from collections.abc import Sized
 from google.protobuf import timestamp_pb2
 
 from facepayd.errors import InvalidArgument
+from facepayd.wxpay.charset import NOT_XML, NOT_XML_RULE
 
 # micropay's charset; "@" is orderquery's only, and every order here starts with micropay.
 OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_\-|*]{1,32}")
@@ -144,7 +145,7 @@ class Rules:
             raise InvalidArgument(first[0], first[1], *rest)
 
     def _text(self, field: str, value: str, *, required: bool) -> bool:
-        """Presence and control characters of free text; True when there is text to measure."""
+        """Presence and characters of free text; True when there is text to measure."""
         if not value:
             if required:
                 self.fail(field, "is required")
@@ -152,6 +153,10 @@ class Rules:
         # Cc: C0, DEL and C1. None belongs in a receipt, a toast or a signed WeChat Pay request.
         if any(unicodedata.category(ch) == "Cc" for ch in value):
             self.fail(field, "must not contain control characters")
+        elif NOT_XML.search(value):
+            # Free text may go into a v2 XML request (micropay, refund), where the builder
+            # refuses it on every send: refused here, before anything is journaled.
+            self.fail(field, NOT_XML_RULE)
         return True
 
 

@@ -171,7 +171,10 @@ class RefundQueryResult:
     status: RefundStatus
     out_refund_no: str = ""
     refund_id: str = ""
+    # The refunded order as the answer names it: a row under our out_refund_no for another
+    # order is another till's refund (the caller compares; "" when the answer names none).
     transaction_id: str = ""
+    out_trade_no: str = ""
     refund_fee: int = 0
     settlement_refund_fee: int = 0
     cash_refund_fee: int = 0

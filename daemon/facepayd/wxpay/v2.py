@@ -364,6 +364,7 @@ class WxPayV2Client:
                 out_refund_no=out_refund_no,
                 refund_id=fields.get(f"refund_id_{n}", ""),
                 transaction_id=fields.get("transaction_id", ""),
+                out_trade_no=fields.get("out_trade_no", ""),
                 refund_fee=refund_fee,
                 settlement_refund_fee=_int_field(
                     fields, f"settlement_refund_fee_{n}", "refundquery"

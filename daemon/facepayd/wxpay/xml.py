@@ -11,13 +11,12 @@ from defusedxml import ElementTree as SafeElementTree
 from defusedxml.common import DefusedXmlException
 
 from facepayd.errors import InvalidArgument, ResponseNotTrusted
+from facepayd.wxpay.charset import NOT_XML, NOT_XML_RULE
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024
 MAX_FIELDS = 256
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Characters XML 1.0 cannot carry at all; sending them would make the peer reject the document.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 # A bare CR would be normalised to LF by the receiving parser and break the signature.
 _ENTITIES = {"\r": "&#13;"}
 
@@ -28,8 +27,8 @@ def build_xml(params: Mapping[str, str]) -> bytes:
     for name, value in params.items():
         if not _NAME.fullmatch(name):
             raise InvalidArgument(name, "is not a plain XML element name")
-        if _NOT_XML.search(value):
-            raise InvalidArgument(name, "contains characters XML cannot carry")
+        if NOT_XML.search(value):
+            raise InvalidArgument(name, NOT_XML_RULE)
         parts.append(f"<{name}>{escape(value, _ENTITIES)}</{name}>")
     parts.append("</xml>")
     return "".join(parts).encode("utf-8")

@@ -224,7 +224,7 @@ class TerminalCounters(_message.Message):
     def __init__(self, inits: _Optional[int] = ..., releases: _Optional[int] = ..., authinfo_fetches: _Optional[int] = ..., captures: _Optional[int] = ..., bridge_calls: _Optional[int] = ..., reconnects: _Optional[int] = ...) -> None: ...
 
 class TerminalStatus(_message.Message):
-    __slots__ = ("state", "mode", "device", "fault", "active_session_id", "firewall_enabled", "authinfo_expires_at", "counters", "daemon_version", "unfinished_payments", "needs_attention_payments", "journal_bytes")
+    __slots__ = ("state", "mode", "device", "fault", "active_session_id", "firewall_enabled", "authinfo_expires_at", "counters", "daemon_version", "unfinished_payments", "needs_attention_payments", "journal_bytes", "unfinished_refunds", "needs_attention_refunds")
     STATE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +237,8 @@ class TerminalStatus(_message.Message):
     UNFINISHED_PAYMENTS_FIELD_NUMBER: _ClassVar[int]
     NEEDS_ATTENTION_PAYMENTS_FIELD_NUMBER: _ClassVar[int]
     JOURNAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UNFINISHED_REFUNDS_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_ATTENTION_REFUNDS_FIELD_NUMBER: _ClassVar[int]
     state: LifecycleState
     mode: SdkMode
     device: DeviceInfo
@@ -249,7 +251,9 @@ class TerminalStatus(_message.Message):
     unfinished_payments: int
     needs_attention_payments: int
     journal_bytes: int
-    def __init__(self, state: _Optional[_Union[LifecycleState, str]] = ..., mode: _Optional[_Union[SdkMode, str]] = ..., device: _Optional[_Union[DeviceInfo, _Mapping]] = ..., fault: _Optional[str] = ..., active_session_id: _Optional[str] = ..., firewall_enabled: _Optional[bool] = ..., authinfo_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., counters: _Optional[_Union[TerminalCounters, _Mapping]] = ..., daemon_version: _Optional[str] = ..., unfinished_payments: _Optional[int] = ..., needs_attention_payments: _Optional[int] = ..., journal_bytes: _Optional[int] = ...) -> None: ...
+    unfinished_refunds: int
+    needs_attention_refunds: int
+    def __init__(self, state: _Optional[_Union[LifecycleState, str]] = ..., mode: _Optional[_Union[SdkMode, str]] = ..., device: _Optional[_Union[DeviceInfo, _Mapping]] = ..., fault: _Optional[str] = ..., active_session_id: _Optional[str] = ..., firewall_enabled: _Optional[bool] = ..., authinfo_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., counters: _Optional[_Union[TerminalCounters, _Mapping]] = ..., daemon_version: _Optional[str] = ..., unfinished_payments: _Optional[int] = ..., needs_attention_payments: _Optional[int] = ..., journal_bytes: _Optional[int] = ..., unfinished_refunds: _Optional[int] = ..., needs_attention_refunds: _Optional[int] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()
