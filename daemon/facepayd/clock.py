@@ -6,20 +6,30 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 T = TypeVar("T")
 
 
+class Timer(Protocol):
+    """A callback scheduled with Clock.call_later."""
+
+    def cancel(self) -> object: ...
+
+
 class Clock(Protocol):
-    """Wall time, monotonic time and sleeping."""
+    """Wall time, monotonic time, sleeping and timers."""
 
     def time(self) -> float: ...
 
     def monotonic(self) -> float: ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Timer:
+        """Run callback on the running loop after seconds, unless cancelled first (no task)."""
+        ...
 
 
 async def race(clock: Clock, awaited: asyncio.Future[T], seconds: float) -> bool:
@@ -69,6 +79,9 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Timer:
+        return asyncio.get_running_loop().call_later(seconds, callback)
+
 
 class ManualClock:
     """A clock that moves only when a test advances it."""
@@ -89,6 +102,12 @@ class ManualClock:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._now + max(seconds, 0.0), next(self._order), future))
         await future
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Timer:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self._now + max(seconds, 0.0), next(self._order), future))
+        future.add_done_callback(lambda done: None if done.cancelled() else callback())
+        return future
 
     @property
     def sleepers(self) -> int:

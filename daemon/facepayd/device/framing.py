@@ -11,6 +11,7 @@ from facepayd.errors import DeviceError, DeviceLost
 
 __all__ = [
     "MAX_FRAME_SIZE",
+    "FrameReader",
     "decode_varint",
     "encode_frame",
     "encode_varint",
@@ -24,6 +25,8 @@ MAX_FRAME_SIZE = 1 << 20
 
 # A 64-bit varint never needs more than ten bytes.
 _MAX_VARINT_BYTES = 10
+# One read takes whatever the stream holds up to this: several frames, or a frame and a half.
+_READ_CHUNK = 64 * 1024
 
 
 def encode_varint(value: int) -> bytes:
@@ -114,3 +117,63 @@ async def _read_length(reader: asyncio.StreamReader) -> int | None:
         if not byte & 0x80:
             return value
     raise DeviceError("bridge frame length prefix is not a valid varint")
+
+
+class FrameReader:
+    """Frames from one stream, read buffered: one read of what has arrived, every frame parsed.
+
+    read_frame() reads the length prefix a byte at a time so it never takes bytes past its
+    frame; a long-lived reader (the bridge client, the simulated bridge) owns its stream and
+    parses frames out of one buffer instead.
+    """
+
+    __slots__ = ("_buffer", "_max_size", "_reader")
+
+    def __init__(self, reader: asyncio.StreamReader, *, max_size: int = MAX_FRAME_SIZE) -> None:
+        self._reader = reader
+        self._max_size = max_size
+        self._buffer = bytearray()
+
+    async def read(self) -> bridge_pb2.Frame | None:
+        """The next frame: None at a clean end, DeviceLost mid-frame, DeviceError if invalid."""
+        while (frame := self._parse()) is None:
+            try:
+                data = await self._reader.read(_READ_CHUNK)
+            except (ConnectionError, OSError) as exc:
+                raise DeviceLost("bridge stream broke while reading") from exc
+            if not data:
+                if not self._buffer:
+                    return None
+                raise DeviceLost("bridge stream ended inside a frame")
+            self._buffer += data
+        return frame
+
+    def _parse(self) -> bridge_pb2.Frame | None:
+        """One whole frame off the front of the buffer, or None until more has arrived."""
+        buffer = self._buffer
+        value = 0
+        used = 0
+        for index, byte in enumerate(buffer[:_MAX_VARINT_BYTES]):
+            value |= (byte & 0x7F) << (7 * index)
+            if not byte & 0x80:
+                used = index + 1
+                break
+        else:
+            if len(buffer) >= _MAX_VARINT_BYTES:
+                raise DeviceError("bridge frame length prefix is not a valid varint")
+            return None
+        if value > self._max_size:
+            raise DeviceError(
+                f"bridge frame of {value} bytes exceeds the {self._max_size}-byte limit"
+            )
+        end = used + value
+        if len(buffer) < end:
+            return None
+        body = bytes(buffer[used:end])
+        del buffer[:end]
+        frame = bridge_pb2.Frame()
+        try:
+            frame.ParseFromString(body)
+        except DecodeError as exc:
+            raise DeviceError("bridge frame is not a valid Frame message") from exc
+        return frame

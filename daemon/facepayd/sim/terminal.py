@@ -19,7 +19,7 @@ from typing import Any
 
 from facepay.bridge.v1 import bridge_pb2
 from facepayd.clock import Clock
-from facepayd.device.framing import read_frame, write_frame
+from facepayd.device.framing import FrameReader, write_frame
 from facepayd.errors import SDK_INITIALIZING, SDK_NOT_INITIALIZED, DeviceError
 from facepayd.ops.logs import get_logger
 
@@ -285,10 +285,11 @@ class SimTerminal:
         if handler is not None:
             self._handlers.add(handler)
         self.connections_served += 1
+        frames = FrameReader(reader)
         try:
             await self._send(peer, bridge_pb2.Frame(hello=self._hello()))
             while not peer.closed.is_set():
-                frame = await read_frame(reader)
+                frame = await frames.read()
                 if frame is None or not await self._gate(peer):
                     break
                 kind = frame.WhichOneof("body")
@@ -337,7 +338,8 @@ class SimTerminal:
         return not peer.closed.is_set()
 
     async def _send(self, peer: _Peer, frame: bridge_pb2.Frame) -> None:
-        if not await self._gate(peer):
+        # The gate is a coroutine and an Event check; only a frozen terminal needs to wait.
+        if (self._frozen or peer.closed.is_set()) and not await self._gate(peer):
             return
         with contextlib.suppress(DeviceError):
             await write_frame(peer.writer, frame)
@@ -345,8 +347,13 @@ class SimTerminal:
     async def _callback(
         self, peer: _Peer, call_id: int, info: _Info, kind: bridge_pb2.CallbackKind
     ) -> None:
-        callback = bridge_pb2.Callback(call_id=call_id, kind=kind, info=info)
-        await self._send(peer, bridge_pb2.Frame(callback=callback))
+        # Filled in place: Frame(callback=Callback(...)) would build the Callback twice.
+        frame = bridge_pb2.Frame()
+        callback = frame.callback
+        callback.call_id = call_id
+        callback.kind = kind
+        callback.info.update(info)
+        await self._send(peer, frame)
 
     async def _serve_call(self, peer: _Peer, call: bridge_pb2.Call) -> None:
         method = call.method
