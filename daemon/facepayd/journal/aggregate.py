@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import enum
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import structlog
 
-__all__ = ["delete_marked", "notify", "set_columns"]
+from facepayd.errors import WrongState
+
+__all__ = ["delete_marked", "notify", "refuse_transition", "set_columns"]
 
 log = structlog.get_logger(__name__)
 
@@ -22,6 +25,17 @@ def notify(listeners: Iterable[Callable[[E], None]], event: E, **context: str) -
             listener(event)
         except Exception:
             log.exception("journal_listener_failed", **context)
+
+
+def refuse_transition(
+    noun: str, key_name: str, key: str, current: enum.StrEnum, wanted: enum.StrEnum
+) -> NoReturn:
+    """Log a change the transition table does not allow at error, and refuse it (WrongState)."""
+    # A caller that asks for this has a bug: say so loudly, change nothing.
+    log.error(
+        f"{noun}_transition_refused", **{key_name: key}, current=current.value, wanted=wanted.value
+    )
+    raise WrongState(f"{noun} {key} cannot go from {current} to {wanted}")
 
 
 def set_columns(

@@ -17,7 +17,7 @@ import structlog
 
 from facepayd.clock import Clock
 from facepayd.errors import AlreadyExists, InvalidArgument, NotFound, WrongState
-from facepayd.journal.aggregate import delete_marked, notify, set_columns
+from facepayd.journal.aggregate import delete_marked, notify, refuse_transition, set_columns
 from facepayd.journal.db import Database, canonical, transaction
 from facepayd.journal.health import JournalHealth
 from facepayd.payments.models import (
@@ -363,16 +363,8 @@ class PaymentStore:
         self, out_trade_no: str, current: PaymentState, wanted: PaymentState, reason: str
     ) -> None:
         """The one check of the transition table; an illegal change is logged and refused."""
-        if transition_allowed(current, wanted, reason):
-            return
-        # A caller that asks for this has a bug: say so loudly, change nothing.
-        log.error(
-            "payment_transition_refused",
-            out_trade_no=out_trade_no,
-            current=current.value,
-            wanted=wanted.value,
-        )
-        raise WrongState(f"payment {out_trade_no} cannot go from {current} to {wanted}")
+        if not transition_allowed(current, wanted, reason):
+            refuse_transition("payment", "out_trade_no", out_trade_no, current, wanted)
 
     def _append(
         self,

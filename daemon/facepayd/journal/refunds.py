@@ -23,7 +23,7 @@ from facepayd.errors import (
     RefundExceedsPaid,
     WrongState,
 )
-from facepayd.journal.aggregate import delete_marked, notify, set_columns
+from facepayd.journal.aggregate import delete_marked, notify, refuse_transition, set_columns
 from facepayd.journal.db import Database, canonical, transaction
 from facepayd.payments.models import PaymentState
 from facepayd.payments.refund_models import (
@@ -381,16 +381,7 @@ class RefundStore:
     ) -> RefundEvent:
         """The one check of REFUND_TRANSITIONS, then the row and the event (in a transaction)."""
         if state not in REFUND_TRANSITIONS[refund.state]:
-            # A caller that asks for this has a bug: say so loudly, change nothing.
-            log.error(
-                "refund_transition_refused",
-                out_refund_no=refund.out_refund_no,
-                current=refund.state.value,
-                wanted=state.value,
-            )
-            raise WrongState(
-                f"refund {refund.out_refund_no} cannot go from {refund.state} to {state}"
-            )
+            refuse_transition("refund", "out_refund_no", refund.out_refund_no, refund.state, state)
         seq = refund.last_seq + 1
         assignments, values = set_columns(row_updates, _INT_COLUMNS)
         # Column names come from the _ROW_UPDATES allowlist, never from input.
