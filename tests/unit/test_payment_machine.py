@@ -996,4 +996,4 @@ async def test_finished_watches_leave_nothing_behind(rig: Rig) -> None:
     await rig.final()
     await asyncio.wait_for(asyncio.gather(*watchers), 5)
     assert [e.seq async for e in rig.service.watch("T1")] == [1, 2, 3, 4]
-    assert rig.service._watchers == {}
+    assert rig.service._owned.watchers == {}

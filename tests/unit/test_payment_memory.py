@@ -35,8 +35,8 @@ async def test_watched_payments_leave_no_watcher_event_task_or_flow_entry(tmp_pa
             replay = [event async for event in world.payments.watch(f"M{index}", 0)]
             assert replay[-1].state.final
         payments = world.payments
-        assert payments._watchers == {}
-        assert payments._tasks == {}
+        assert payments._owned.watchers == {}
+        assert payments._owned.tasks == {}
         assert payments._reverse_requests == {}
         assert world.flows._paying == {}
         assert world.flows.running == 0

@@ -24,7 +24,6 @@ from it. For every run:
 from __future__ import annotations
 
 import asyncio
-import math
 import shutil
 import tempfile
 from collections import Counter
@@ -45,6 +44,7 @@ from facepayd.payments.models import Payment, PaymentOrder, PaymentSource, Payme
 from facepayd.payments.service import PaymentService
 from facepayd.wxpay.codes import Api, Disposition, codes_with
 from facepayd.wxpay.models import MicropayOrder, ReverseResult, TradeResult, TradeState
+from tests.unit.manual_time import quiesce, run_timers
 
 S = PaymentState
 TIMINGS = PaymentTimings(
@@ -409,36 +409,13 @@ class PaymentProperties(RuleBasedStateMachine):
     # ------------------------------------------------------------------ time
 
     async def _quiesce(self) -> None:
-        """Until every payment task waits on the clock (the journal's worker is a thread)."""
+        """Until every payment task waits on the clock."""
         assert self.service is not None
-        stable = 0
-        for _ in range(50_000):
-            await asyncio.sleep(0)
-            if self.clock.sleepers == self.service.unfinished_count():
-                stable += 1
-                if stable >= 3:
-                    return
-            else:
-                stable = 0
-                await asyncio.sleep(0.0002)
-        raise AssertionError("the payment tasks never came to rest")
+        await quiesce(self.clock, self.service.unfinished_count, "payment")
 
     async def _run_for(self, seconds: float) -> None:
         """Move the clock timer by timer, checking the properties at each one."""
-        target = self.clock.time() + seconds
-        while True:
-            await self._quiesce()
-            await self._check()
-            # The next deadline of a sleeping payment (ManualClock keeps them in a heap).
-            due = min(
-                (deadline for deadline, _, f in self.clock._sleepers if not f.done()),
-                default=math.inf,
-            )
-            if due > target:
-                await self.clock.advance(target - self.clock.time())
-                await self._quiesce()
-                return
-            await self.clock.advance(max(0.0, due - self.clock.time()))
+        await run_timers(self.clock, seconds, self._quiesce, self._check)
 
 
 PaymentProperties.TestCase.settings = settings(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from facepayd.payscore.service import PayScoreService
 from facepayd.wxpay import payscore_models as m
 from facepayd.wxpay.v3 import CompletionLimits
 from tests.helpers import settle
+from tests.unit.manual_time import run_timers
 
 J = JournalState
 SERVICE_ID = "00000000000000000000000000000001"
@@ -140,15 +140,7 @@ class Rig:
 
     async def run(self, seconds: float) -> None:
         """Move the clock timer by timer up to seconds from now, letting every task run."""
-        target = self.clock.time() + seconds
-        while True:
-            await _quiet()
-            due = min((d for d, _, f in self.clock._sleepers if not f.done()), default=math.inf)
-            if due > target:
-                break
-            await self.clock.advance(max(0.0, due - self.clock.time()))
-        await self.clock.advance(max(0.0, target - self.clock.time()))
-        await _quiet()
+        await run_timers(self.clock, seconds, _quiet)
 
     async def restart(self) -> None:
         await self.service.close(0)

@@ -20,7 +20,6 @@ For every run:
 from __future__ import annotations
 
 import asyncio
-import math
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from facepayd.wxpay.models import (
     RefundResult,
     RefundStatus,
 )
+from tests.unit.manual_time import quiesce, run_timers
 
 R = RefundState
 PAID = 1000
@@ -322,35 +322,13 @@ class RefundProperties(RuleBasedStateMachine):
     # ------------------------------------------------------------------ time
 
     async def _quiesce(self) -> None:
-        """Until every refund task waits on the clock (the journal's worker is a thread)."""
+        """Until every refund task waits on the clock."""
         assert self.service is not None
-        stable = 0
-        for _ in range(50_000):
-            await asyncio.sleep(0)
-            if self.clock.sleepers == self.service.unfinished_count():
-                stable += 1
-                if stable >= 3:
-                    return
-            else:
-                stable = 0
-                await asyncio.sleep(0.0002)
-        raise AssertionError("the refund tasks never came to rest")
+        await quiesce(self.clock, self.service.unfinished_count, "refund")
 
     async def _run_for(self, seconds: float) -> None:
         """Move the clock timer by timer, checking the properties at each one."""
-        target = self.clock.time() + seconds
-        while True:
-            await self._quiesce()
-            await self._check()
-            due = min(
-                (deadline for deadline, _, f in self.clock._sleepers if not f.done()),
-                default=math.inf,
-            )
-            if due > target:
-                await self.clock.advance(target - self.clock.time())
-                await self._quiesce()
-                return
-            await self.clock.advance(max(0.0, due - self.clock.time()))
+        await run_timers(self.clock, seconds, self._quiesce, self._check)
 
 
 RefundProperties.TestCase.settings = settings(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from facepayd.wxpay.models import (
     RefundResult,
     RefundStatus,
 )
+from tests.unit.manual_time import quiesce, run_timers
 
 R = RefundState
 FEE = 1000
@@ -133,18 +133,11 @@ class Rig:
 
     async def run(self, seconds: float = 0.0) -> None:
         """Let tasks run, moving the clock timer by timer up to seconds from now."""
-        target = self.clock.time() + seconds
-        while True:
-            await _quiesce(self)
-            due = min(
-                (d for d, _, f in self.clock._sleepers if not f.done()),
-                default=math.inf,
-            )
-            if due > target:
-                await self.clock.advance(target - self.clock.time())
-                await _quiesce(self)
-                return
-            await self.clock.advance(max(0.0, due - self.clock.time()))
+        await run_timers(self.clock, seconds, self.quiesce)
+
+    async def quiesce(self) -> None:
+        """Until every refund task waits on the clock."""
+        await quiesce(self.clock, lambda: self.service.unfinished_count(), "refund")
 
     async def restart(self) -> None:
         await self.service.close(0)
@@ -152,21 +145,6 @@ class Rig:
         self.journal = await Journal.open(self.path, clock=self.clock)
         self.service = RefundService(self.journal.refunds, self.backend, self.clock, TIMINGS)
         await self.service.resume_unfinished()
-
-
-async def _quiesce(rig: Rig) -> None:
-    """Until every refund task waits on the clock (the journal's worker is a thread)."""
-    stable = 0
-    for _ in range(50_000):
-        await asyncio.sleep(0)
-        if rig.clock.sleepers == rig.service.unfinished_count():
-            stable += 1
-            if stable >= 3:
-                return
-        else:
-            stable = 0
-            await asyncio.sleep(0.0002)
-    raise AssertionError("the refund tasks never came to rest")
 
 
 @pytest.fixture

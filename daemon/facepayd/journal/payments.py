@@ -17,6 +17,7 @@ import structlog
 
 from facepayd.clock import Clock
 from facepayd.errors import AlreadyExists, InvalidArgument, NotFound, WrongState
+from facepayd.journal.aggregate import delete_marked, notify, refuse_transition, set_columns
 from facepayd.journal.db import Database, canonical, transaction
 from facepayd.journal.health import JournalHealth
 from facepayd.payments.models import (
@@ -241,11 +242,7 @@ class PaymentStore:
                 raise InvalidArgument("page_token", _PAGE_CURSOR_RULE)
 
     def _notify(self, event: PaymentEvent) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("journal_listener_failed", out_trade_no=event.out_trade_no)
+        notify(self._listeners, event, out_trade_no=event.out_trade_no)
 
     def _create_payment(
         self, order: PaymentOrder, data: dict[str, str | int], now: float
@@ -366,16 +363,8 @@ class PaymentStore:
         self, out_trade_no: str, current: PaymentState, wanted: PaymentState, reason: str
     ) -> None:
         """The one check of the transition table; an illegal change is logged and refused."""
-        if transition_allowed(current, wanted, reason):
-            return
-        # A caller that asks for this has a bug: say so loudly, change nothing.
-        log.error(
-            "payment_transition_refused",
-            out_trade_no=out_trade_no,
-            current=current.value,
-            wanted=wanted.value,
-        )
-        raise WrongState(f"payment {out_trade_no} cannot go from {current} to {wanted}")
+        if not transition_allowed(current, wanted, reason):
+            refuse_transition("payment", "out_trade_no", out_trade_no, current, wanted)
 
     def _append(
         self,
@@ -396,11 +385,7 @@ class PaymentStore:
             # Leaving CANCELLED is only a code payment's continuation, which switches the
             # source in the same step (begin_code_payment): here it is always refused.
             self._check_transition(out_trade_no, current, state, "")
-            columns = sorted(row_updates)
-            assignments = "".join(f", {column} = ?" for column in columns)
-            values = [
-                int(row_updates[c]) if c in _INT_COLUMNS else str(row_updates[c]) for c in columns
-            ]
+            assignments, values = set_columns(row_updates, _INT_COLUMNS)
             # Column names come from the _ROW_UPDATES allowlist, never from input.
             self._db.execute(
                 "UPDATE payments SET state = ?, final = ?, last_seq = ?, updated_at = ?"  # noqa: S608
@@ -519,20 +504,7 @@ class PaymentStore:
             ]
             if not numbers:
                 return 0
-            marks = ", ".join("?" for _ in numbers)
-            # Placeholders only; the triggers let events go only for rows marked pruning.
-            self._db.execute(
-                f"UPDATE payments SET pruning = 1 WHERE out_trade_no IN ({marks})",  # noqa: S608
-                numbers,
-            )
-            self._db.execute(
-                f"DELETE FROM payment_events WHERE out_trade_no IN ({marks})",  # noqa: S608
-                numbers,
-            )
-            self._db.execute(
-                f"DELETE FROM payments WHERE out_trade_no IN ({marks})",  # noqa: S608
-                numbers,
-            )
+            delete_marked(self._db, "payments", "payment_events", "out_trade_no", numbers)
             return len(numbers)
 
     def _insert_event(self, event: PaymentEvent) -> None:

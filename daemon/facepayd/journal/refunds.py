@@ -23,6 +23,7 @@ from facepayd.errors import (
     RefundExceedsPaid,
     WrongState,
 )
+from facepayd.journal.aggregate import delete_marked, notify, refuse_transition, set_columns
 from facepayd.journal.db import Database, canonical, transaction
 from facepayd.payments.models import PaymentState
 from facepayd.payments.refund_models import (
@@ -215,11 +216,7 @@ class RefundStore:
     # ------------------------------------------------------------------ worker thread
 
     def _notify(self, event: RefundEvent) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("journal_listener_failed", out_refund_no=event.out_refund_no)
+        notify(self._listeners, event, out_refund_no=event.out_refund_no)
 
     def _create(self, request: RefundRequest, now: float) -> tuple[Refund, RefundEvent | None]:
         params = request.to_dict()
@@ -384,22 +381,9 @@ class RefundStore:
     ) -> RefundEvent:
         """The one check of REFUND_TRANSITIONS, then the row and the event (in a transaction)."""
         if state not in REFUND_TRANSITIONS[refund.state]:
-            # A caller that asks for this has a bug: say so loudly, change nothing.
-            log.error(
-                "refund_transition_refused",
-                out_refund_no=refund.out_refund_no,
-                current=refund.state.value,
-                wanted=state.value,
-            )
-            raise WrongState(
-                f"refund {refund.out_refund_no} cannot go from {refund.state} to {state}"
-            )
+            refuse_transition("refund", "out_refund_no", refund.out_refund_no, refund.state, state)
         seq = refund.last_seq + 1
-        columns = sorted(row_updates)
-        assignments = "".join(f", {column} = ?" for column in columns)
-        values = [
-            int(row_updates[c]) if c in _INT_COLUMNS else str(row_updates[c]) for c in columns
-        ]
+        assignments, values = set_columns(row_updates, _INT_COLUMNS)
         # Column names come from the _ROW_UPDATES allowlist, never from input.
         self._db.execute(
             "UPDATE refunds SET state = ?, final = ?, last_seq = ?, updated_at = ?"  # noqa: S608
@@ -516,14 +500,7 @@ class RefundStore:
             ]
             if not numbers:
                 return 0
-            marks = ", ".join("?" for _ in numbers)
-            # Placeholders only; the triggers let events go only for rows marked pruning.
-            for statement in (
-                f"UPDATE refunds SET pruning = 1 WHERE out_refund_no IN ({marks})",  # noqa: S608
-                f"DELETE FROM refund_events WHERE out_refund_no IN ({marks})",  # noqa: S608
-                f"DELETE FROM refunds WHERE out_refund_no IN ({marks})",  # noqa: S608
-            ):
-                self._db.execute(statement, numbers)
+            delete_marked(self._db, "refunds", "refund_events", "out_refund_no", numbers)
             return len(numbers)
 
     def _insert_event(self, event: RefundEvent) -> None:

@@ -21,14 +21,13 @@ cannot settle it; it is then still queried at the slow cadence, and never sent a
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from facepayd.clock import Clock, race
+from facepayd.clock import Clock
 from facepayd.errors import (
     ConfigError,
     FacepayError,
@@ -37,6 +36,7 @@ from facepayd.errors import (
     Unavailable,
     WrongState,
 )
+from facepayd.payments.owned import OwnedTasks
 from facepayd.payments.ports import RefundBackend, RefundJournal, RefundList
 from facepayd.payments.refund_models import (
     NOT_SENT,
@@ -46,7 +46,6 @@ from facepayd.payments.refund_models import (
     RefundRequest,
     RefundState,
 )
-from facepayd.tasks import TaskOwner
 from facepayd.wxpay.codes import Api, Disposition, classify
 from facepayd.wxpay.models import RefundOrder, RefundOutcome, RefundQueryResult, RefundStatus
 
@@ -484,11 +483,8 @@ class RefundService:
         self._timings = timings
         # False without the merchant certificate: refund is a /secapi call.
         self._available = available
-        self._owner = TaskOwner("refunds")
-        self._tasks: dict[str, asyncio.Task[Refund]] = {}
-        self._watchers: dict[str, set[asyncio.Event]] = {}
-        self._needs_attention: set[str] = set()
-        self._closed = False
+        # The refund tasks by out_refund_no, their watchers, and the refunds in NEEDS_ATTENTION.
+        self._owned: OwnedTasks[str, Refund] = OwnedTasks("refund", clock, RefundServiceClosed)
         journal.add_listener(self._on_event)
 
     async def refund(self, request: RefundRequest, *, retry_failed: bool = False) -> Refund:
@@ -497,7 +493,7 @@ class RefundService:
         retry_failed: a FAILED refund with these parameters is recorded and sent again, with
         the same out_refund_no, as WeChat Pay asks after a failure.
         """
-        self._check_open()
+        self._owned.check_open()
         if not self._available:
             raise ConfigError("refunds need the merchant API certificate (merchant.cert)")
         refund, created = await self._journal.create_refund(request)
@@ -505,7 +501,7 @@ class RefundService:
             await self._journal.retry_failed(refund.out_refund_no)
             refund = await self._journal.get(refund.out_refund_no)
             created = True
-        if not refund.final and refund.out_refund_no not in self._tasks:
+        if not refund.final and refund.out_refund_no not in self._owned.tasks:
             reason = (RETRY if retry_failed else FIRST) if created else DAEMON_RESTARTED
             self._spawn(refund.out_refund_no, reason)
         return refund
@@ -524,52 +520,26 @@ class RefundService:
         """What the payment's SUCCEEDED refunds gave back, in fen."""
         return await self._journal.refunded_fee(out_trade_no)
 
-    async def watch(self, out_refund_no: str, after_seq: int = 0) -> AsyncIterator[RefundEvent]:
+    def watch(self, out_refund_no: str, after_seq: int = 0) -> AsyncIterator[RefundEvent]:
         """Events after after_seq from the journal, then live ones; ends once settled."""
-        last = after_seq
-        with self._watching(out_refund_no) as changed:
-            while True:
-                # Cleared before reading, so an event committed after the read still wakes us.
-                changed.clear()
-                events = await self._journal.events(out_refund_no, last)
-                if events:
-                    for event in events:
-                        yield event
-                        last = event.seq
-                    if events[-1].state.settled:
-                        return
-                    continue
-                refund = await self._journal.get(out_refund_no)
-                if refund.last_seq > last:
-                    continue
-                if refund.settled:
-                    return
-                if self._closed:
-                    raise RefundServiceClosed(f"stopped watching refund {out_refund_no}")
-                await changed.wait()
+        return self._owned.watch(out_refund_no, after_seq, self._journal.events, self._journal.get)
 
     async def resume_unfinished(self) -> int:
         """Start a task for every unfinished journaled refund; call before reporting ready."""
-        self._check_open()
-        started = 0
-        for refund in await self._journal.unfinished():
-            if refund.state is RefundState.NEEDS_ATTENTION:
-                self._needs_attention.add(refund.out_refund_no)
-            if refund.out_refund_no in self._tasks:
-                continue
-            self._spawn(refund.out_refund_no, DAEMON_RESTARTED)
-            started += 1
-        if started:
-            log.info("refunds_resumed", count=started)
-        return started
+        self._owned.check_open()
+        unfinished = [
+            (r.out_refund_no, r.state is RefundState.NEEDS_ATTENTION)
+            for r in await self._journal.unfinished()
+        ]
+        return self._owned.resume(unfinished, lambda no: self._drive(no, DAEMON_RESTARTED))
 
     def unfinished_count(self) -> int:
         """Refunds being settled in the background."""
-        return len(self._tasks)
+        return len(self._owned.tasks)
 
     def needs_attention_count(self) -> int:
         """Refunds in NEEDS_ATTENTION."""
-        return len(self._needs_attention)
+        return len(self._owned.needs_attention)
 
     async def needing_attention(self) -> RefundList:
         """The refunds in NEEDS_ATTENTION, oldest first."""
@@ -579,24 +549,9 @@ class RefundService:
 
     async def close(self, grace: float) -> None:
         """Let refund tasks finish for up to grace seconds, then cancel them (resumable)."""
-        self._closed = True
-        tasks = list(self._tasks.values())
-        if tasks and grace > 0:
-            everything: asyncio.Future[Any] = asyncio.gather(*tasks, return_exceptions=True)
-            await race(self._clock, everything, grace)
-        pending = [task for task in tasks if not task.done()]
-        await self._owner.close()
-        if pending:
-            log.info("refunds_left_for_resume", count=len(pending))
-        for events in self._watchers.values():
-            for event in events:
-                event.set()
+        await self._owned.close(grace)
 
     # ------------------------------------------------------------------ internals
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RefundServiceClosed("the refund service is stopping")
 
     def _machine(self, out_refund_no: str) -> RefundMachine:
         return RefundMachine(
@@ -608,10 +563,7 @@ class RefundService:
         )
 
     def _spawn(self, out_refund_no: str, reason: str) -> asyncio.Task[Refund]:
-        task = self._owner.spawn(self._drive(out_refund_no, reason), name=f"refund {out_refund_no}")
-        self._tasks[out_refund_no] = task
-        task.add_done_callback(lambda done: self._task_done(out_refund_no, done))
-        return task
+        return self._owned.spawn(out_refund_no, self._drive(out_refund_no, reason))
 
     async def _drive(self, out_refund_no: str, reason: str) -> Refund:
         """Run the machine; after a failure, resume from the journal with capped backoff.
@@ -640,23 +592,6 @@ class RefundService:
             delay = min(delay * 2, self._timings.retry_backoff_max)
             reason = INTERNAL_ERROR
 
-    def _task_done(self, out_refund_no: str, task: asyncio.Task[Refund]) -> None:
-        if self._tasks.get(out_refund_no) is task:
-            del self._tasks[out_refund_no]
-
-    @contextlib.contextmanager
-    def _watching(self, out_refund_no: str) -> Iterator[asyncio.Event]:
-        changed = asyncio.Event()
-        self._watchers.setdefault(out_refund_no, set()).add(changed)
-        try:
-            yield changed
-        finally:
-            watchers = self._watchers.get(out_refund_no)
-            if watchers is not None:
-                watchers.discard(changed)
-                if not watchers:
-                    del self._watchers[out_refund_no]
-
     def _on_event(self, event: RefundEvent) -> None:
         """Journal listener: one log line per state change, and wake the refund's watchers."""
         log.info(
@@ -668,9 +603,4 @@ class RefundService:
             kind=event.kind.value,
             **event.data,
         )
-        if event.state is RefundState.NEEDS_ATTENTION:
-            self._needs_attention.add(event.out_refund_no)
-        else:
-            self._needs_attention.discard(event.out_refund_no)
-        for changed in self._watchers.get(event.out_refund_no, ()):
-            changed.set()
+        self._owned.notify(event.out_refund_no, event.state is RefundState.NEEDS_ATTENTION)

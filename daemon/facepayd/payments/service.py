@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any
 
 import structlog
 
-from facepayd.clock import Clock, race
+from facepayd.clock import Clock
 from facepayd.errors import BackendRejected, JournalError, NotFound, Unavailable, WrongState
 from facepayd.payments.machine import (
     DAEMON_RESTARTED,
@@ -28,9 +27,9 @@ from facepayd.payments.models import (
     PaymentOrder,
     PaymentState,
 )
+from facepayd.payments.owned import OwnedTasks
 from facepayd.payments.ports import EventList, PaymentBackend, PaymentJournal, PaymentList
 from facepayd.payments.progress import ProgressHub
-from facepayd.tasks import TaskOwner
 
 __all__ = ["PaymentService", "PaymentServiceClosed"]
 
@@ -64,18 +63,18 @@ class PaymentService:
         self._timings = timings
         self._spbill_ip = merchant_spbill_ip
         self._device_info = device_info
-        # Strong references, exceptions logged, awaited at close; _tasks finds one by order.
-        self._owner = TaskOwner("payments")
-        self._tasks: dict[str, asyncio.Task[Payment]] = {}
         self._reverse_requests: dict[str, asyncio.Event] = {}
-        # The wake-up events of the watchers of each payment, dropped when a watcher leaves.
-        self._watchers: dict[str, set[asyncio.Event]] = {}
-        self._needs_attention: set[str] = set()
+        # The payment tasks by order, their watchers, and the orders in NEEDS_ATTENTION.
+        self._owned: OwnedTasks[str, Payment] = OwnedTasks(
+            "payment",
+            clock,
+            PaymentServiceClosed,
+            on_finish=lambda out_trade_no: self._reverse_requests.pop(out_trade_no, None),
+        )
         # The machines' live progress notices, for the watchers attached now (nothing is kept).
         self.progress = ProgressHub()
         # Serializes check-then-journal steps taken outside payment tasks.
         self._lock = asyncio.Lock()
-        self._closed = False
         journal.add_listener(self._on_event)
 
     @property
@@ -102,7 +101,7 @@ class PaymentService:
         Returns the payment and whether this call started its micropay. The auth_code is
         never journaled: it lives only in the payment task's coroutine, for one request.
         """
-        self._check_open()
+        self._owned.check_open()
         self.require_journal()
         async with self._lock:
             payment, start = await self._journal.begin_code_payment(order)
@@ -115,7 +114,7 @@ class PaymentService:
 
     async def begin(self, order: PaymentOrder, session_id: str = "") -> tuple[Payment, bool]:
         """Journal a new payment (CAPTURING); re-attach when the same parameters exist."""
-        self._check_open()
+        self._owned.check_open()
         data: dict[str, str | int] = {"session_id": session_id} if session_id else {}
         return await self._journal.create_payment(order, data=data)
 
@@ -152,7 +151,7 @@ class PaymentService:
             unsent = payment.state is PaymentState.CAPTURING or (
                 payment.state is PaymentState.PAYING and payment.pay_sent_at is None
             )
-            if not unsent or out_trade_no in self._tasks:
+            if not unsent or out_trade_no in self._owned.tasks:
                 raise WrongState(
                     f"payment {out_trade_no} is {payment.state} and may have been sent;"
                     " it cannot be cancelled"
@@ -167,15 +166,15 @@ class PaymentService:
 
     def pay(self, out_trade_no: str, face_code: str) -> None:
         """Start the daemon-owned task that sends micropay once and settles the order."""
-        self._check_open()
-        if out_trade_no in self._tasks:
+        self._owned.check_open()
+        if out_trade_no in self._owned.tasks:
             raise WrongState(f"payment {out_trade_no} is already in progress")
         # The face code lives only in this coroutine, for the one micropay request.
         self._spawn(out_trade_no, lambda machine: machine.pay(face_code))
 
     async def reverse(self, out_trade_no: str) -> Payment:
         """Reverse a paid or unfinished payment; returns it once final or NEEDS_ATTENTION."""
-        self._check_open()
+        self._owned.check_open()
         first = True
         while True:
             async with self._lock:
@@ -186,7 +185,7 @@ class PaymentService:
                 await self._check_reversible(payment)
                 first = False
                 start = payment.last_seq
-                task = self._tasks.get(out_trade_no)
+                task = self._owned.tasks.get(out_trade_no)
                 if task is None:
                     task = self._spawn(out_trade_no, lambda machine: machine.reverse(MANUAL))
                 else:
@@ -226,34 +225,13 @@ class PaymentService:
             states, created_after, created_before, page_size, page_token
         )
 
-    async def watch(self, out_trade_no: str, after_seq: int = 0) -> AsyncIterator[PaymentEvent]:
+    def watch(self, out_trade_no: str, after_seq: int = 0) -> AsyncIterator[PaymentEvent]:
         """Events after after_seq from the journal, then live ones; ends once settled.
 
         Settled: the newest event is final or NEEDS_ATTENTION (a later change, such as a manual
         reverse, is seen by watching again).
         """
-        last = after_seq
-        with self._watching(out_trade_no) as changed:
-            while True:
-                # Cleared before reading, so an event committed after the read still wakes us.
-                changed.clear()
-                events = await self._journal.events(out_trade_no, last)
-                if events:
-                    for event in events:
-                        yield event
-                        last = event.seq
-                    # Settled at its newest event (a replay goes past an earlier SUCCEEDED).
-                    if events[-1].state.settled:
-                        return
-                    continue
-                payment = await self._journal.get(out_trade_no)
-                if payment.last_seq > last:
-                    continue
-                if payment.settled:
-                    return
-                if self._closed:
-                    raise PaymentServiceClosed(f"stopped watching payment {out_trade_no}")
-                await changed.wait()
+        return self._owned.watch(out_trade_no, after_seq, self._journal.events, self._journal.get)
 
     async def wait_final(self, out_trade_no: str) -> Payment:
         """Wait until the payment is final or NEEDS_ATTENTION and return it."""
@@ -264,47 +242,28 @@ class PaymentService:
 
     async def resume_unfinished(self) -> int:
         """Start a task for every unfinished journaled payment; call before reporting ready."""
-        self._check_open()
-        started = 0
-        for payment in await self._journal.unfinished():
-            if payment.state is PaymentState.NEEDS_ATTENTION:
-                self._needs_attention.add(payment.out_trade_no)
-            if payment.out_trade_no in self._tasks:
-                continue
-            self._spawn(payment.out_trade_no, lambda machine: machine.resume(DAEMON_RESTARTED))
-            started += 1
-        if started:
-            log.info("payments_resumed", count=started)
-        return started
+        self._owned.check_open()
+        unfinished = [
+            (p.out_trade_no, p.state is PaymentState.NEEDS_ATTENTION)
+            for p in await self._journal.unfinished()
+        ]
+        return self._owned.resume(
+            unfinished, lambda no: self._drive(no, lambda machine: machine.resume(DAEMON_RESTARTED))
+        )
 
     def unfinished_count(self) -> int:
         """Payments being settled in the background (NEEDS_ATTENTION ones included)."""
-        return len(self._tasks)
+        return len(self._owned.tasks)
 
     def needs_attention_count(self) -> int:
         """Payments in NEEDS_ATTENTION: an operator has to act."""
-        return len(self._needs_attention)
+        return len(self._owned.needs_attention)
 
     async def close(self, grace: float) -> None:
         """Let payment tasks finish for up to grace seconds, then cancel them (resumable)."""
-        self._closed = True
-        tasks = list(self._tasks.values())
-        if tasks and grace > 0:
-            everything: asyncio.Future[Any] = asyncio.gather(*tasks, return_exceptions=True)
-            await race(self._clock, everything, grace)
-        pending = [task for task in tasks if not task.done()]
-        await self._owner.close()
-        if pending:
-            log.info("payments_left_for_resume", count=len(pending))
-        for events in self._watchers.values():
-            for event in events:
-                event.set()
+        await self._owned.close(grace)
 
     # ------------------------------------------------------------------ internals
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise PaymentServiceClosed("the payment service is stopping")
 
     async def _check_reversible(self, payment: Payment) -> None:
         """Refuse (WrongState) a reverse that cannot or must not happen."""
@@ -327,7 +286,7 @@ class PaymentService:
         self, out_trade_no: str, after_seq: int, task: asyncio.Task[Payment]
     ) -> EventList:
         """Events after after_seq up to the first settled one, or all once the task ended."""
-        with self._watching(out_trade_no) as changed:
+        with self._owned.watching(out_trade_no) as changed:
             while True:
                 changed.clear()
                 events = await self._journal.events(out_trade_no, after_seq)
@@ -336,28 +295,14 @@ class PaymentService:
                         return events[: index + 1]
                 if task.done():
                     return events
-                if self._closed:
-                    raise PaymentServiceClosed(f"stopped waiting for payment {out_trade_no}")
+                if self._owned.closed:
+                    raise self._owned.stopped("waiting for", out_trade_no)
                 waiter = asyncio.ensure_future(changed.wait())
                 try:
                     # asyncio.wait: a caller that goes away does not cancel the payment's task.
                     await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     waiter.cancel()
-
-    @contextlib.contextmanager
-    def _watching(self, out_trade_no: str) -> Iterator[asyncio.Event]:
-        """A wake-up event for one watcher; nothing is left behind when it leaves."""
-        changed = asyncio.Event()
-        self._watchers.setdefault(out_trade_no, set()).add(changed)
-        try:
-            yield changed
-        finally:
-            watchers = self._watchers.get(out_trade_no)
-            if watchers is not None:
-                watchers.discard(changed)
-                if not watchers:
-                    del self._watchers[out_trade_no]
 
     def _reverse_event(self, out_trade_no: str) -> asyncio.Event:
         return self._reverse_requests.setdefault(out_trade_no, asyncio.Event())
@@ -380,10 +325,7 @@ class PaymentService:
         out_trade_no: str,
         start: Callable[[PaymentMachine], Coroutine[Any, Any, Payment]],
     ) -> asyncio.Task[Payment]:
-        task = self._owner.spawn(self._drive(out_trade_no, start), name=f"payment {out_trade_no}")
-        self._tasks[out_trade_no] = task
-        task.add_done_callback(lambda done: self._task_done(out_trade_no, done))
-        return task
+        return self._owned.spawn(out_trade_no, self._drive(out_trade_no, start))
 
     async def _drive(
         self, out_trade_no: str, start: Callable[[PaymentMachine], Coroutine[Any, Any, Payment]]
@@ -415,11 +357,6 @@ class PaymentService:
             delay = min(delay * 2, self._timings.reverse_backoff_max)
             step = self._machine(out_trade_no).resume(INTERNAL_ERROR)
 
-    def _task_done(self, out_trade_no: str, task: asyncio.Task[Payment]) -> None:
-        if self._tasks.get(out_trade_no) is task:
-            del self._tasks[out_trade_no]
-            self._reverse_requests.pop(out_trade_no, None)
-
     def _on_event(self, event: PaymentEvent) -> None:
         """Journal listener: one log line per state change, and wake the payment's watchers."""
         log.info(
@@ -430,9 +367,4 @@ class PaymentService:
             kind=event.kind.value,
             **{k: v for k, v in event.data.items() if k not in ("face_code", "auth_code")},
         )
-        if event.state is PaymentState.NEEDS_ATTENTION:
-            self._needs_attention.add(event.out_trade_no)
-        else:
-            self._needs_attention.discard(event.out_trade_no)
-        for changed in self._watchers.get(event.out_trade_no, ()):
-            changed.set()
+        self._owned.notify(event.out_trade_no, event.state is PaymentState.NEEDS_ATTENTION)

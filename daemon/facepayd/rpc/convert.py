@@ -31,7 +31,7 @@ PAYMENT_STATE_BACK = {value: state for state, value in PAYMENT_STATE.items()}
 PAYMENT_SOURCE: dict[PaymentSource, Any] = {
     source: pb.PaymentSource.Value(f"PAYMENT_SOURCE_{source.name}") for source in PaymentSource
 }
-_INT_TYPES = frozenset({3, 4, 5, 13, 17, 18})  # the protobuf int32/int64/uint* field types
+INT_TYPES = frozenset({3, 4, 5, 13, 17, 18})  # the protobuf int32/int64/uint* field types
 
 
 def timestamp(unix: float) -> timestamp_pb2.Timestamp:
@@ -64,7 +64,7 @@ def event_message(event: PaymentEvent) -> pb.PaymentEvent:
             setattr(kind, field.name, PAYMENT_SOURCE[PaymentSource(str(value))])
         elif field.type == field.TYPE_BOOL:
             setattr(kind, field.name, bool(value))
-        elif field.type in _INT_TYPES:
+        elif field.type in INT_TYPES:
             setattr(kind, field.name, int(value))
         else:
             setattr(kind, field.name, str(value))

@@ -21,8 +21,6 @@ from facepayd.rpc.convert import (
 from facepayd.rpc.handlers import Area, Domain, stream, unary
 
 _MAX_PAGE_SIZE = 200
-# Event seqs are SQLite INTEGERs: anything above cannot name one (and would not bind).
-_MAX_SEQ = 2**63 - 1
 
 
 class PaymentsArea(Area):
@@ -53,7 +51,7 @@ class PaymentsArea(Area):
         """Replay after after_seq, then follow to the final state, with live progress."""
         rules = v.Rules()
         v.out_trade_no(rules, "out_trade_no", request.out_trade_no)
-        rules.int_range("after_seq", request.after_seq, 0, _MAX_SEQ)
+        v.after_seq(rules, request.after_seq)
         rules.check()
         payments = self._d.payments
         await payments.get(request.out_trade_no)

@@ -19,15 +19,13 @@ from facepayd.payments.refund_models import (
 )
 from facepayd.payments.refunds import RefundService
 from facepayd.rpc import validation as v
-from facepayd.rpc.convert import timestamp
+from facepayd.rpc.convert import INT_TYPES, timestamp
 from facepayd.rpc.handlers import Area, stream, unary
 
 # refund's charset for out_refund_no (wider than micropay's out_trade_no: "@" is allowed).
 OUT_REFUND_NO = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
 _OUT_REFUND_NO_RULE = "must match [0-9A-Za-z_-|*@]{1,64}"
 REFUND_ACCOUNTS = ("REFUND_SOURCE_UNSETTLED_FUNDS", "REFUND_SOURCE_RECHARGE_FUNDS")
-# Event seqs are SQLite INTEGERs: anything above cannot name one.
-_MAX_SEQ = 2**63 - 1
 
 REFUND_STATE: dict[RefundState, Any] = {
     state: pb.RefundState.Value(f"REFUND_STATE_{state.name}") for state in RefundState
@@ -55,7 +53,7 @@ class RefundsArea(Area):
         """Replay after after_seq, then follow to the end."""
         rules = v.Rules()
         out_refund_no(rules, "out_refund_no", request.out_refund_no)
-        rules.int_range("after_seq", request.after_seq, 0, _MAX_SEQ)
+        v.after_seq(rules, request.after_seq)
         rules.check()
         refunds = self._refunds()
         await refunds.get(request.out_refund_no)
@@ -151,14 +149,6 @@ def refund_message(refund: Refund) -> pb.Refund:
     )
 
 
-_INTEGER_TYPES = frozenset(
-    {
-        pb.RefundSending.DESCRIPTOR.fields_by_name["attempt"].type,
-        pb.RefundRecorded.DESCRIPTOR.fields_by_name["refund_fee"].type,
-    }
-)
-
-
 def refund_event_message(event: RefundEvent) -> pb.RefundEvent:
     """A journaled refund event; its data fills the kind's fields of the same names."""
     message = pb.RefundEvent(
@@ -172,6 +162,6 @@ def refund_event_message(event: RefundEvent) -> pb.RefundEvent:
     for field in kind.DESCRIPTOR.fields:
         if field.name in event.data:
             value = event.data[field.name]
-            setattr(kind, field.name, int(value) if field.type in _INTEGER_TYPES else str(value))
+            setattr(kind, field.name, int(value) if field.type in INT_TYPES else str(value))
     kind.SetInParent()
     return message

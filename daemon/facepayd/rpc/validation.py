@@ -165,6 +165,11 @@ def out_trade_no(rules: Rules, field: str, value: str, *, required: bool = True)
     rules.pattern(field, value, OUT_TRADE_NO, "must match [0-9A-Za-z_-|*]{1,32}", required=required)
 
 
+def after_seq(rules: Rules, value: int) -> None:
+    """A watch's after_seq: event seqs are SQLite INTEGERs, so nothing above 2**63 - 1 names one."""
+    rules.int_range("after_seq", value, 0, 2**63 - 1)
+
+
 def require_out_trade_no(value: str) -> None:
     """Raise InvalidArgument unless out_trade_no is a valid merchant order number."""
     rules = Rules()
