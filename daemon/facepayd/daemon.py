@@ -407,6 +407,7 @@ class Daemon:
             resolve_backoff=config.payscore.resolve_backoff,
             resolve_backoff_max=config.payscore.resolve_backoff_max,
             in_flight_after=config.payscore.in_flight_after,
+            service_risk_cap=config.payscore.service_risk_cap or None,
         )
         diagnostics = Diagnostics(
             config=config,

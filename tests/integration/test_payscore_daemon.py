@@ -327,6 +327,24 @@ async def test_complete_that_does_not_add_up_is_refused_before_anything_is_sent(
     assert (await client.get_service_order("PSSUM1")).journal_state == "RECORDED"
 
 
+async def test_an_estimate_order_completes_up_to_the_configured_service_cap_only(
+    stack: SimStack, make_daemon: DaemonFactory
+) -> None:
+    sim = sims(stack)
+    daemon = await make_daemon(stack, payscore={**FAST_PAYSCORE, "service_risk_cap": 15_000})
+    estimate = pb.RiskFund(name="ESTIMATE_ORDER_COST", amount=10_000, description="a meal")
+    async with daemon.client() as client:
+        await client.create_service_order(create_request("PSCAP1", risk_fund=estimate))
+        before = sum(sim.calls.values())
+        with pytest.raises(InvalidArgumentError) as over_cap:
+            await client.complete_service_order(complete_request("PSCAP1", [15_001]))
+        assert over_cap.value.field_violations[0][0] == "total_amount"
+        assert sum(sim.calls.values()) == before, "a complete over the cap reached WeChat Pay"
+        # Past the order's own estimate but within the service's cap: sent, as WeChat allows.
+        done = await client.complete_service_order(complete_request("PSCAP1", [15_000]))
+        assert done.total_amount == 15_000
+
+
 async def test_request_fields_are_validated(client: TerminalClient) -> None:
     with pytest.raises(InvalidArgumentError) as bad:
         await client.create_service_order(

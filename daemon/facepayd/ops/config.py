@@ -202,6 +202,9 @@ class PayScoreConfig:
     # A query says a call whose outcome is unknown did NOT land (a create answered 404, say) only
     # this long after its last request may have left; at a restart, counted from the start.
     in_flight_after: float = 30.0
+    # The service ID's own risk cap in fen (from the merchant platform), which bounds what an
+    # ESTIMATE_ORDER_COST order may charge; 0: unknown here, so only WeChat Pay enforces it.
+    service_risk_cap: int = 0
 
     @property
     def enabled(self) -> bool:
@@ -259,6 +262,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "wxpay.max_response_bytes": (1024, 16 << 20),
     "payments.max_amount": (1, 2**31 - 1),
     "payscore.max_attempts": (1, 20),
+    "payscore.service_risk_cap": (0, 2**31 - 1),
     "refunds.processing_attention_days": (1, 60),
     "refunds.processing_attention_answers": (1, 1000),
 }
