@@ -178,6 +178,12 @@ class BenchOptions:
     load_seconds: float = 4.0
     load_idle_calls: int = 600
     load_rounds: int = 2
+    # The figures to run ("P1", ... "P7"; P6 brings the RTT row); empty: every figure.
+    only: frozenset[str] = frozenset()
+
+    def wants(self, figure: str) -> bool:
+        """Whether this run measures figure."""
+        return not self.only or figure in self.only
 
     @classmethod
     def tiny(cls) -> BenchOptions:
@@ -605,169 +611,179 @@ async def run(options: BenchOptions, workdir: Path, *, log: Callable[[str], None
     world = World(workdir)
     await world.start()
     try:
-        log("P1 time-to-camera")
-        for rpc in ("CaptureFaceCode", "StartFacePay"):
-            row = Row(
-                "P1",
-                f"warm time-to-camera, {rpc}",
-                "bare gRPC unary RTT + bare bridge echo RTT",
-                "ms",
-                "≤ 1.0x",
-                at_most(1.0),
-            )
-            await camera_round(world, rpc, 2)  # warm-up
-            await interleave(
-                o.rounds,
-                lambda rpc=rpc: camera_round(world, rpc, o.camera_calls),  # type: ignore[misc]
-                lambda: floor_round(world, o.calls),
-                row,
-            )
-            rows.append(row)
+        if o.wants("P1"):
+            log("P1 time-to-camera")
+            for rpc in ("CaptureFaceCode", "StartFacePay"):
+                row = Row(
+                    "P1",
+                    f"warm time-to-camera, {rpc}",
+                    "bare gRPC unary RTT + bare bridge echo RTT",
+                    "ms",
+                    "≤ 1.0x",
+                    at_most(1.0),
+                )
+                await camera_round(world, rpc, 2)  # warm-up
+                await interleave(
+                    o.rounds,
+                    lambda rpc=rpc: camera_round(world, rpc, o.camera_calls),  # type: ignore[misc]
+                    lambda: floor_round(world, o.calls),
+                    row,
+                )
+                rows.append(row)
 
-        log("P2 naive per-sale flow")
-        p2 = Row(
-            "P2",
-            "naive sale (init, rawdata, authinfo HTTPS, getWxpayfaceCode)",
-            "warm StartFacePay time-to-camera",
-            "ms",
-            "≥ 20x",
-            at_least(20.0),
-        )
-        naive_daemon = Daemon(
-            world.stack.daemon_config(socket=workdir / "unused.sock", state_dir=workdir / "naive"),
-            build_outside(
+        if o.wants("P2"):
+            log("P2 naive per-sale flow")
+            p2 = Row(
+                "P2",
+                "naive sale (init, rawdata, authinfo HTTPS, getWxpayfaceCode)",
+                "warm StartFacePay time-to-camera",
+                "ms",
+                "≥ 20x",
+                at_least(20.0),
+            )
+            naive_daemon = Daemon(
                 world.stack.daemon_config(
                     socket=workdir / "unused.sock", state_dir=workdir / "naive"
+                ),
+                build_outside(
+                    world.stack.daemon_config(
+                        socket=workdir / "unused.sock", state_dir=workdir / "naive"
+                    )
+                ),
+            )
+            transport = world.adb_transport(BRIDGE_SOCKET)
+            bridge = BridgeClient(transport, SystemClock(), heartbeat_interval=60.0)
+            await bridge.connect()
+            assert bridge.hello is not None
+            sdk = Sdk(
+                bridge.call,
+                SdkVersion.parse(bridge.hello.sdk_version),
+                call_timeout=10.0,
+                face_timeout=10.0,
+            )
+            try:
+
+                async def naive() -> float:
+                    samples = [
+                        await naive_sale(world, sdk, naive_daemon.wxpay)
+                        for _ in range(o.naive_calls)
+                    ]
+                    return statistics.median(samples) * 1000
+
+                await interleave(
+                    o.rounds, naive, lambda: camera_round(world, "StartFacePay", o.camera_calls), p2
                 )
-            ),
-        )
-        transport = world.adb_transport(BRIDGE_SOCKET)
-        bridge = BridgeClient(transport, SystemClock(), heartbeat_interval=60.0)
-        await bridge.connect()
-        assert bridge.hello is not None
-        sdk = Sdk(
-            bridge.call,
-            SdkVersion.parse(bridge.hello.sdk_version),
-            call_timeout=10.0,
-            face_timeout=10.0,
-        )
-        try:
+            finally:
+                await bridge.close()
+                await transport.close()
+                await naive_daemon._outside.http.aclose()
+            rows.append(p2)
 
-            async def naive() -> float:
-                samples = [
-                    await naive_sale(world, sdk, naive_daemon.wxpay) for _ in range(o.naive_calls)
-                ]
-                return statistics.median(samples) * 1000
+        if o.wants("P3"):
+            log("P3 GetStatus throughput")
+            for callers in (1, 32):
+                row = Row(
+                    "P3",
+                    f"GetStatus throughput, {callers} caller{'s' if callers > 1 else ''}",
+                    "bare grpc.aio empty method",
+                    "calls/s",
+                    "≥ 0.8x",
+                    at_least(0.8),
+                )
+                await interleave(
+                    o.rounds,
+                    lambda c=callers: throughput(
+                        world.unary("GetStatus"), b"", c, o.throughput_seconds
+                    ),  # type: ignore[misc]
+                    lambda c=callers: throughput(world.bare_unary(), b"", c, o.throughput_seconds),  # type: ignore[misc]
+                    row,
+                )
+                rows.append(row)
 
-            await interleave(
-                o.rounds, naive, lambda: camera_round(world, "StartFacePay", o.camera_calls), p2
+        if o.wants("P4"):
+            log("P4 face captured to micropay")
+            p4 = Row(
+                "P4",
+                "face code sent by the terminal → micropay at WeChat Pay",
+                "one SQLite synchronous=FULL commit",
+                "ms",
+                "≤ 1.5x",
+                at_most(1.5),
             )
-        finally:
-            await bridge.close()
-            await transport.close()
-            await naive_daemon._outside.http.aclose()
-        rows.append(p2)
-
-        log("P3 GetStatus throughput")
-        for callers in (1, 32):
-            row = Row(
-                "P3",
-                f"GetStatus throughput, {callers} caller{'s' if callers > 1 else ''}",
-                "bare grpc.aio empty method",
-                "calls/s",
-                "≥ 0.8x",
-                at_least(0.8),
-            )
+            commit_path = world.daemon.state_dir / "bench-commit.sqlite3"
             await interleave(
                 o.rounds,
-                lambda c=callers: throughput(
-                    world.unary("GetStatus"), b"", c, o.throughput_seconds
-                ),  # type: ignore[misc]
-                lambda c=callers: throughput(world.bare_unary(), b"", c, o.throughput_seconds),  # type: ignore[misc]
-                row,
+                lambda: face_to_micropay_round(world, o.payments_p4),
+                lambda: asyncio.to_thread(commit_round, commit_path, o.commits),
+                p4,
             )
-            rows.append(row)
+            rows.append(p4)
 
-        log("P4 face captured to micropay")
-        p4 = Row(
-            "P4",
-            "face code sent by the terminal → micropay at WeChat Pay",
-            "one SQLite synchronous=FULL commit",
-            "ms",
-            "≤ 1.5x",
-            at_most(1.5),
-        )
-        commit_path = world.daemon.state_dir / "bench-commit.sqlite3"
-        await interleave(
-            o.rounds,
-            lambda: face_to_micropay_round(world, o.payments_p4),
-            lambda: asyncio.to_thread(commit_round, commit_path, o.commits),
-            p4,
-        )
-        rows.append(p4)
+        if o.wants("P5"):
+            log(f"P5 memory over {o.payments_p5} payments")
+            rows.extend(await memory_rows(world, o))
 
-        log(f"P5 memory over {o.payments_p5} payments")
-        rows.extend(await memory_rows(world, o))
-
-        log("P7 GetStatus p99 under load")
-        p7 = Row(
-            "P7",
-            f"GetStatus p99 with {o.load_clients} busy clients",
-            "idle p99 (before and after)",
-            "ms",
-            "≤ 3x",
-            at_most(3.0),
-        )
-        load = bench_load.LoadOptions(
-            clients=o.load_clients, seconds=o.load_seconds, idle_calls=o.load_idle_calls
-        )
-        for _ in range(o.load_rounds):
-            report = await bench_load._measure(world.daemon.socket, load)
-            p7.a.append(bench_load.percentile(report.loaded, 99))
-            p7.b.append(bench_load.percentile(report.idle, 99))
-            if report.status_errors:
-                p7.note = f"{report.status_errors} status errors"
-        rows.append(p7)
+        if o.wants("P7"):
+            log("P7 GetStatus p99 under load")
+            p7 = Row(
+                "P7",
+                f"GetStatus p99 with {o.load_clients} busy clients",
+                "idle p99 (before and after)",
+                "ms",
+                "≤ 3x",
+                at_most(3.0),
+            )
+            load = bench_load.LoadOptions(
+                clients=o.load_clients, seconds=o.load_seconds, idle_calls=o.load_idle_calls
+            )
+            for _ in range(o.load_rounds):
+                report = await bench_load._measure(world.daemon.socket, load)
+                p7.a.append(bench_load.percentile(report.loaded, 99))
+                p7.b.append(bench_load.percentile(report.idle, 99))
+                if report.status_errors:
+                    p7.note = f"{report.status_errors} status errors"
+            rows.append(p7)
     finally:
         await world.stop()
 
-    log("P6 bridge call overhead, and the bridge RTT over adb vs TCP")
-    async with BridgeWorld() as bw:
-        adb_client = await bw.bridge(bw.adb())
-        tcp_client = await bw.bridge(TcpTransport("127.0.0.1", bw.port))
-        echo_transport = bw.adb(ECHO_SOCKET)
-        reader, writer = await echo_transport.open(5.0)
-        p6 = Row(
-            "P6",
-            "bridge call (rawdata, instant SDK)",
-            "raw echo, same adb server and fake adbd",
-            "ms",
-            "≤ 1.25x",
-            at_most(1.25),
-        )
-        await interleave(
-            o.rounds,
-            lambda: bridge_calls_ms(adb_client, o.calls),
-            lambda: raw_echo_ms(reader, writer, o.calls),
-            p6,
-        )
-        rows.append(p6)
-        rtt = Row(
-            "RTT",
-            "bridge call over adb server + adbd",
-            "the same over plain TCP",
-            "ms",
-            "(a figure to read)",
-            lambda _ratio: True,
-        )
-        await interleave(
-            o.rounds,
-            lambda: bridge_calls_ms(adb_client, o.calls),
-            lambda: bridge_calls_ms(tcp_client, o.calls),
-            rtt,
-        )
-        rows.append(rtt)
-        writer.close()
+    if o.wants("P6"):
+        log("P6 bridge call overhead, and the bridge RTT over adb vs TCP")
+        async with BridgeWorld() as bw:
+            adb_client = await bw.bridge(bw.adb())
+            tcp_client = await bw.bridge(TcpTransport("127.0.0.1", bw.port))
+            echo_transport = bw.adb(ECHO_SOCKET)
+            reader, writer = await echo_transport.open(5.0)
+            p6 = Row(
+                "P6",
+                "bridge call (rawdata, instant SDK)",
+                "raw echo, same adb server and fake adbd",
+                "ms",
+                "≤ 1.25x",
+                at_most(1.25),
+            )
+            await interleave(
+                o.rounds,
+                lambda: bridge_calls_ms(adb_client, o.calls),
+                lambda: raw_echo_ms(reader, writer, o.calls),
+                p6,
+            )
+            rows.append(p6)
+            rtt = Row(
+                "RTT",
+                "bridge call over adb server + adbd",
+                "the same over plain TCP",
+                "ms",
+                "(a figure to read)",
+                lambda _ratio: True,
+            )
+            await interleave(
+                o.rounds,
+                lambda: bridge_calls_ms(adb_client, o.calls),
+                lambda: bridge_calls_ms(tcp_client, o.calls),
+                rtt,
+            )
+            rows.append(rtt)
+            writer.close()
     return rows
 
 
@@ -835,6 +851,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=BenchOptions().rounds)
     parser.add_argument("--long", action="store_true", help="P5 over 10,000 payments")
     parser.add_argument("--tiny", action="store_true", help="a few samples of each (smoke test)")
+    parser.add_argument(
+        "--only",
+        metavar="FIGURES",
+        default="",
+        help="comma-separated figures to run, e.g. P1 or P1,P6 (default: all)",
+    )
     parser.add_argument("--bare-server", metavar="SOCKET", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.bare_server:
@@ -844,6 +866,9 @@ def main(argv: list[str] | None = None) -> int:
     options = BenchOptions.tiny() if args.tiny else BenchOptions(rounds=args.rounds)
     if args.long:
         options = dataclasses.replace(options, payments_p5=10_000)
+    if args.only:
+        figures = frozenset(f.strip().upper() for f in args.only.split(",") if f.strip())
+        options = dataclasses.replace(options, only=figures)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fpd-bench") as directory:
         rows = asyncio.run(

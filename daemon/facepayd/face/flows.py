@@ -611,7 +611,9 @@ class FaceFlows:
             raise
 
         def cleanup(_task: asyncio.Task[None]) -> None:
-            # A task cancelled before it ran never entered hold(): free its claim here.
+            # A task cancelled before it ran never entered hold(): free its claim here, and
+            # close the flow it never started (a no-op for one that ran).
+            work.close()
             if self._sessions.active is session:
                 self._sessions.release_unused(session)
             _resolve(outcome, FlowCrashed())

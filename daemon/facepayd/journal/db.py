@@ -1,5 +1,9 @@
 """The journal's database: one SQLite file (WAL, synchronous=FULL) used from one worker thread.
 
+Every write, and every read while a statement is queued on the worker, runs on that thread; a
+point read while the worker is idle may run on the event loop through a read-only connection
+(Database.read), which then sees exactly what the worker would.
+
 Every SQLite failure (a full disk, an I/O error, a locked or corrupt file) leaves here as one
 JournalError, so the domain decides what an unwritable journal means, not sqlite3. Write
 listeners hear of every storage failure and of every committed change (JournalHealth).
@@ -44,11 +48,15 @@ class Database:
         path: Path,
         executor: concurrent.futures.ThreadPoolExecutor,
         connection: sqlite3.Connection,
+        reader: sqlite3.Connection | None = None,
     ) -> None:
         """Use Database.open."""
         self._path = path
         self._executor = executor
         self._connection = connection
+        self._reader = reader
+        # Statements submitted to the worker and not yet finished (counted on the loop).
+        self._pending = 0
         self._closed = False
         self._write_listeners: list[WriteListener] = []
 
@@ -68,7 +76,13 @@ class Database:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(db_path, executor, connection)
+        try:
+            reader = await loop.run_in_executor(executor, _connect_reader, db_path)
+        except sqlite3.Error as exc:
+            # Only a shortcut: every read still works through the worker.
+            log.warning("journal_reader_unavailable", error=type(exc).__name__)
+            reader = None
+        return cls(db_path, executor, connection, reader)
 
     @property
     def path(self) -> Path:
@@ -91,6 +105,8 @@ class Database:
         loop = asyncio.get_running_loop()
         # Shielded: a cancelled caller must not lose track of a write the worker completes.
         future = loop.run_in_executor(self._executor, self._counted, fn, args)
+        self._pending += 1
+        future.add_done_callback(self._finished)
         try:
             result, wrote = await asyncio.shield(future)
         except sqlite3.Error as exc:
@@ -101,6 +117,26 @@ class Database:
         if wrote:
             self._tell_writers(ok=True)
         return result
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(connection, *args) for a short read-only point lookup; SQLite errors: JournalError.
+
+        While nothing is queued on the worker, every statement it was given has committed (or
+        failed), so the read-only connection's snapshot (one per statement, in WAL) is the
+        worker's view: fn runs on the loop, without two thread hops. Otherwise, and if the
+        reader fails, fn runs on the worker with its connection, in order with the rest.
+        """
+        if self._closed:
+            raise JournalError("the journal is closed")
+        reader = self._reader
+        if reader is not None and self._pending == 0:
+            try:
+                return fn(reader, *args)
+            except sqlite3.Error as exc:
+                # BUSY (busy_timeout 0: the loop never waits on a lock) or worse; the worker
+                # answers, and reports a storage failure if there is one.
+                log.warning("journal_reader_fallback", error=type(exc).__name__)
+        return await self.run(lambda: fn(self._connection, *args))
 
     async def probe(self) -> None:
         """Commit one tiny write: JournalError unless the storage takes writes now."""
@@ -124,6 +160,10 @@ class Database:
         if self._closed:
             return
         self._closed = True
+        if self._reader is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._reader.close()
+            self._reader = None
         loop = asyncio.get_running_loop()
         try:
             await asyncio.shield(loop.run_in_executor(self._executor, self._connection.close))
@@ -135,6 +175,9 @@ class Database:
         before = self._connection.total_changes
         result = fn(*args)
         return result, self._connection.total_changes != before
+
+    def _finished(self, _future: asyncio.Future[Any]) -> None:
+        self._pending -= 1
 
     def _tell_writers(self, *, ok: bool) -> None:
         # A listener's bug must never turn a committed write into an error for its caller.
@@ -185,6 +228,26 @@ def _connect(path: Path) -> sqlite3.Connection:
     try:
         _configure(db)
         migrate(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _connect_reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the migrated file (WAL, set by _connect), used on the loop."""
+    db = sqlite3.connect(
+        f"{path.resolve().as_uri()}?mode=ro",
+        uri=True,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    try:
+        db.execute("PRAGMA query_only = ON")
+        # Never block the loop on a lock: BUSY falls back to the worker at once.
+        db.execute("PRAGMA busy_timeout = 0")
+        # Point lookups touch a handful of pages: 128 KiB, not SQLite's 2 MiB default (RSS, P5).
+        db.execute("PRAGMA cache_size = -128")
     except BaseException:
         db.close()
         raise

@@ -10,6 +10,7 @@ import hmac
 import json
 import math
 import secrets
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -169,7 +170,7 @@ class PaymentStore:
 
     async def find(self, out_trade_no: str) -> Payment | None:
         """The payment, or None."""
-        payment: Payment | None = await self._database.run(self._find, out_trade_no)
+        payment: Payment | None = await self._database.read(_find_payment, out_trade_no)
         return payment
 
     async def events(self, out_trade_no: str, after_seq: int = 0) -> EventList:
@@ -414,11 +415,7 @@ class PaymentStore:
             return payment
 
     def _find(self, out_trade_no: str) -> Payment | None:
-        row = self._db.execute(
-            f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE out_trade_no = ?",  # noqa: S608
-            (out_trade_no,),
-        ).fetchone()
-        return None if row is None else _payment(row)
+        return _find_payment(self._db, out_trade_no)
 
     def _require(self, out_trade_no: str) -> Payment:
         payment = self._find(out_trade_no)
@@ -520,6 +517,16 @@ class PaymentStore:
                 canonical(event.data),
             ),
         )
+
+
+def _find_payment(db: sqlite3.Connection, out_trade_no: str) -> Payment | None:
+    """One payment by its primary key, on whichever connection runs it."""
+    # fetchall steps the statement to its end, so the read snapshot ends here too.
+    rows = db.execute(
+        f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE out_trade_no = ?",  # noqa: S608
+        (out_trade_no,),
+    ).fetchall()
+    return _payment(rows[0]) if rows else None
 
 
 def _payment(row: tuple[Any, ...]) -> Payment:
