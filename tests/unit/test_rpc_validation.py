@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -15,11 +16,13 @@ from google.rpc import error_details_pb2, status_pb2
 
 from facepay.terminal.v1 import terminal_pb2 as pb
 from facepayd.errors import InvalidArgument
+from facepayd.payments.models import PaymentOrder, PaymentState
 from facepayd.rpc.payments import payment_order
 from facepayd.rpc.refunds import refund_request_of
 from facepayd.rpc.server import SERVICE_NAME
-from facepayd.rpc.validation import MAX_VIOLATIONS, Rules
+from facepayd.rpc.validation import MAX_VIOLATIONS, Rules, existing_out_trade_no
 from facepayd.wxpay.charset import NOT_XML_RULE
+from tests.helpers import settle
 from tests.unit.face_world import face_world, world_server
 
 Violations = list[tuple[str, str]]
@@ -195,3 +198,78 @@ def test_every_free_text_field_of_micropay_and_refund_refuses_what_xml_cannot_ca
     with pytest.raises(InvalidArgument) as refused:
         refund_request_of(refund, 100)
     assert refused.value.violations == [("refund_desc", NOT_XML_RULE)]
+
+
+async def _stream_refusal(ch: grpc.aio.Channel, rpc: str, data: bytes) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in ch.unary_stream(f"/{SERVICE_NAME}/{rpc}")(data, timeout=10):
+            pass
+    return caught.value
+
+
+async def test_an_order_with_at_sign_from_an_older_release_stays_reachable_but_no_new_one(
+    tmp_path: Path,
+) -> None:
+    old = "OLD@1"
+    async with (
+        face_world(tmp_path) as world,
+        world_server(world) as socket,
+        grpc.aio.insecure_channel(f"unix:{socket}") as ch,
+    ):
+        # An older release accepted "@" in new orders: one is in the journal, paid.
+        order = PaymentOrder(out_trade_no=old, total_fee=1, body="x")
+        await world.payments.start_code_pay(order, "134567890123456789")
+        assert (await world.payments.wait_final(old)).state is PaymentState.SUCCEEDED
+        got = pb.GetPaymentResponse.FromString(
+            await ch.unary_unary(f"/{SERVICE_NAME}/GetPayment")(
+                pb.GetPaymentRequest(out_trade_no=old).SerializeToString(), timeout=10
+            )
+        )
+        assert got.payment.out_trade_no == old
+        watched = [
+            pb.WatchPaymentResponse.FromString(raw)
+            async for raw in ch.unary_stream(f"/{SERVICE_NAME}/WatchPayment")(
+                pb.WatchPaymentRequest(out_trade_no=old).SerializeToString(), timeout=10
+            )
+        ]
+        assert watched
+        reverse = asyncio.ensure_future(
+            ch.unary_unary(f"/{SERVICE_NAME}/ReversePayment")(
+                pb.ReversePaymentRequest(out_trade_no=old).SerializeToString(), timeout=10
+            )
+        )
+        while not reverse.done():  # the reverse's own waits run on the manual clock
+            await world.clock.advance(1.0)
+            await settle()
+        reversed_ = pb.ReversePaymentResponse.FromString(reverse.result())
+        assert reversed_.payment.state == pb.PAYMENT_STATE_REVERSED
+        # The refund RPCs pass validation to the (here unconfigured) refund service.
+        with pytest.raises(grpc.aio.AioRpcError) as listed:
+            await ch.unary_unary(f"/{SERVICE_NAME}/ListRefunds")(
+                pb.ListRefundsRequest(out_trade_no=old).SerializeToString(), timeout=10
+            )
+        assert listed.value.code() is not grpc.StatusCode.INVALID_ARGUMENT
+        refund = pb.RefundPaymentRequest(out_trade_no=old, out_refund_no="R1", refund_fee=1)
+        error = await _stream_refusal(ch, "RefundPayment", refund.SerializeToString())
+        assert error.code() is not grpc.StatusCode.INVALID_ARGUMENT
+        # A new order keeps micropay's rule.
+        new = "NEW@1"
+        for rpc, data in (
+            (
+                "StartCodePay",
+                pb.StartCodePayRequest(
+                    out_trade_no=new, total_fee=1, body="x", auth_code="134567890123456789"
+                ),
+            ),
+            ("StartFacePay", pb.StartFacePayRequest(out_trade_no=new, total_fee=1, body="x")),
+            ("CaptureFaceCode", pb.CaptureFaceCodeRequest(out_trade_no=new)),
+        ):
+            error = await _stream_refusal(ch, rpc, data.SerializeToString())
+            assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, rpc
+        assert await world.payments.find(new) is None
+    # A lookup keeps orderquery's rule: "#" is in neither.
+    rules = Rules()
+    existing_out_trade_no(rules, "out_trade_no", "A#1")
+    with pytest.raises(InvalidArgument) as refused:
+        rules.check()
+    assert refused.value.violations == [("out_trade_no", "must match [0-9A-Za-z_-|*@]{1,32}")]

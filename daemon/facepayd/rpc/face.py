@@ -67,7 +67,7 @@ class FaceArea(Area):
         rules.choice("face_code_type", request.face_code_type, ("0", "1"))
         # The reference: out_trade_no and total_fee may be left out for face_code_type "1".
         required = code_type == "0"
-        v.out_trade_no(rules, "out_trade_no", request.out_trade_no, required=required)
+        v.new_out_trade_no(rules, "out_trade_no", request.out_trade_no, required=required)
         if required or request.total_fee:
             rules.int_range("total_fee", request.total_fee, 1, self._d.config.payments.max_amount)
         options = face_options(request.face, "face", rules, face_code_type=code_type)

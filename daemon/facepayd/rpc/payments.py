@@ -50,7 +50,7 @@ class PaymentsArea(Area):
     ) -> AsyncIterator[pb.WatchPaymentResponse]:
         """Replay after after_seq, then follow to the final state, with live progress."""
         rules = v.Rules()
-        v.out_trade_no(rules, "out_trade_no", request.out_trade_no)
+        v.existing_out_trade_no(rules, "out_trade_no", request.out_trade_no)
         v.after_seq(rules, request.after_seq)
         rules.check()
         payments = self._d.payments
@@ -68,7 +68,7 @@ class PaymentsArea(Area):
         self, request: pb.GetPaymentRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetPaymentResponse:
         """One payment from the journal."""
-        v.require_out_trade_no(request.out_trade_no)
+        v.require_existing_out_trade_no(request.out_trade_no)
         payment = payment_message(await self._d.payments.get(request.out_trade_no))
         await self._refunded(payment)
         return pb.GetPaymentResponse(payment=payment)
@@ -118,7 +118,7 @@ class PaymentsArea(Area):
         self, request: pb.ReversePaymentRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReversePaymentResponse:
         """Reverse a payment."""
-        v.require_out_trade_no(request.out_trade_no)
+        v.require_existing_out_trade_no(request.out_trade_no)
         return pb.ReversePaymentResponse(
             payment=payment_message(await self._d.payments.reverse(request.out_trade_no))
         )
@@ -151,7 +151,7 @@ def payment_order(
     domain: Domain,
 ) -> PaymentOrder:
     """The order of a StartFacePay or StartCodePay, its violations recorded into rules."""
-    v.out_trade_no(rules, "out_trade_no", request.out_trade_no)
+    v.new_out_trade_no(rules, "out_trade_no", request.out_trade_no)
     rules.int_range("total_fee", request.total_fee, 1, max_amount)
     rules.max_bytes("body", request.body, 128, required=True)
     rules.max_bytes("attach", request.attach, 127)

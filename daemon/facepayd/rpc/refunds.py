@@ -77,7 +77,7 @@ class RefundsArea(Area):
     ) -> pb.ListRefundsResponse:
         """A payment's refunds, oldest first, paged."""
         rules = v.Rules()
-        v.out_trade_no(rules, "out_trade_no", request.out_trade_no)
+        v.existing_out_trade_no(rules, "out_trade_no", request.out_trade_no)
         rules.int_range("page_size", request.page_size, 0, MAX_REFUNDS_PER_PAYMENT)
         out_refund_no(rules, "page_token", request.page_token, required=False)
         rules.check()
@@ -103,7 +103,7 @@ def out_refund_no(rules: v.Rules, field: str, value: str, *, required: bool = Tr
 def refund_request_of(request: pb.RefundPaymentRequest, max_amount: int) -> RefundRequest:
     """The refund a RefundPayment asks for; InvalidArgument listing every broken rule."""
     rules = v.Rules()
-    v.out_trade_no(rules, "out_trade_no", request.out_trade_no)
+    v.existing_out_trade_no(rules, "out_trade_no", request.out_trade_no)
     out_refund_no(rules, "out_refund_no", request.out_refund_no)
     # The upper bound that matters, what is left of the payment, is the journal's to check.
     rules.int_range("refund_fee", request.refund_fee, 1, max_amount)

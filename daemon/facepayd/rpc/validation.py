@@ -13,8 +13,12 @@ from google.protobuf import timestamp_pb2
 from facepayd.errors import InvalidArgument
 from facepayd.wxpay.charset import NOT_XML, NOT_XML_RULE
 
-# micropay's charset; "@" is orderquery's only, and every order here starts with micropay.
-OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_\-|*]{1,32}")
+# A new order goes to micropay, whose charset has no "@"; an existing order is looked up with
+# orderquery's, which has it: an older release journaled "@" numbers that must stay reachable.
+NEW_OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_\-|*]{1,32}")
+NEW_OUT_TRADE_NO_RULE = "must match [0-9A-Za-z_-|*]{1,32}"
+EXISTING_OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_\-|*@]{1,32}")
+EXISTING_OUT_TRADE_NO_RULE = "must match [0-9A-Za-z_-|*@]{1,32}"
 OPENID = re.compile(r"[0-9A-Za-z_\-]{1,128}")
 SESSION_ID = re.compile(r"fs_[0-9a-f]{16}")
 FEE_TYPE = re.compile(r"[A-Z]{3}")
@@ -160,9 +164,14 @@ class Rules:
         return True
 
 
-def out_trade_no(rules: Rules, field: str, value: str, *, required: bool = True) -> None:
-    """A merchant order number as micropay takes it: [0-9A-Za-z_-|*]{1,32}."""
-    rules.pattern(field, value, OUT_TRADE_NO, "must match [0-9A-Za-z_-|*]{1,32}", required=required)
+def new_out_trade_no(rules: Rules, field: str, value: str, *, required: bool = True) -> None:
+    """The number of a new order, as micropay takes it: [0-9A-Za-z_-|*]{1,32}."""
+    rules.pattern(field, value, NEW_OUT_TRADE_NO, NEW_OUT_TRADE_NO_RULE, required=required)
+
+
+def existing_out_trade_no(rules: Rules, field: str, value: str) -> None:
+    """The number of an existing order, as orderquery takes it: [0-9A-Za-z_-|*@]{1,32}."""
+    rules.pattern(field, value, EXISTING_OUT_TRADE_NO, EXISTING_OUT_TRADE_NO_RULE, required=True)
 
 
 def after_seq(rules: Rules, value: int) -> None:
@@ -170,10 +179,10 @@ def after_seq(rules: Rules, value: int) -> None:
     rules.int_range("after_seq", value, 0, 2**63 - 1)
 
 
-def require_out_trade_no(value: str) -> None:
-    """Raise InvalidArgument unless out_trade_no is a valid merchant order number."""
+def require_existing_out_trade_no(value: str) -> None:
+    """Raise InvalidArgument unless out_trade_no can name an existing order."""
     rules = Rules()
-    out_trade_no(rules, "out_trade_no", value)
+    existing_out_trade_no(rules, "out_trade_no", value)
     rules.check()
 
 
