@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 
 import httpx
+import structlog
 
 from facepayd.clock import Clock
 from facepayd.errors import (
@@ -77,6 +78,9 @@ _MICROPAY_STATES: Mapping[Disposition, TradeState] = {
 
 def _default_nonce() -> str:
     return secrets.token_hex(16)
+
+
+log = structlog.get_logger(__name__)
 
 
 class WxPayV2Client:
@@ -481,6 +485,17 @@ def _int_field(fields: Mapping[str, str], name: str, api: str) -> int:
     return int(raw)
 
 
+def _informational_int(fields: Mapping[str, str], name: str, api: str) -> int:
+    """A reply amount that decides nothing (coupons, settlement, cash): 0 when malformed."""
+    raw = fields.get(name, "")
+    if raw and (not raw.isascii() or not raw.isdigit() or len(raw) > 12):
+        # Distrusting a paid answer over a field that only informs would fail every query
+        # alike and reverse a sale the customer paid; the value itself is not logged.
+        log.warning("wxpay_field_not_a_whole_number", api=api, field=name)
+        return 0
+    return int(raw) if raw else 0
+
+
 def _coupons(fields: Mapping[str, str], api: str) -> tuple[TradeCoupon, ...]:
     """The coupon_*_$n rows, $n from 0 while any of the three is present."""
     rows: list[TradeCoupon] = []
@@ -492,7 +507,7 @@ def _coupons(fields: Mapping[str, str], api: str) -> tuple[TradeCoupon, ...]:
             TradeCoupon(
                 coupon_id=fields.get(names[0], ""),
                 coupon_type=fields.get(names[1], ""),
-                coupon_fee=_int_field(fields, names[2], api),
+                coupon_fee=_informational_int(fields, names[2], api),
             )
         )
     return tuple(rows)
@@ -511,13 +526,13 @@ def _trade_result(
         sub_openid=fields.get("sub_openid", ""),
         bank_type=fields.get("bank_type", ""),
         total_fee=_int_field(fields, "total_fee", api),
-        cash_fee=_int_field(fields, "cash_fee", api),
+        cash_fee=_informational_int(fields, "cash_fee", api),
         fee_type=fields.get("fee_type", ""),
         time_end=fields.get("time_end", ""),
         attach=fields.get("attach", ""),
-        settlement_total_fee=_int_field(fields, "settlement_total_fee", api),
-        coupon_fee=_int_field(fields, "coupon_fee", api),
-        coupon_count=_int_field(fields, "coupon_count", api),
+        settlement_total_fee=_informational_int(fields, "settlement_total_fee", api),
+        coupon_fee=_informational_int(fields, "coupon_fee", api),
+        coupon_count=_informational_int(fields, "coupon_count", api),
         coupons=_coupons(fields, api),
         cash_fee_type=fields.get("cash_fee_type", ""),
         promotion_detail=fields.get("promotion_detail", ""),
