@@ -3,6 +3,8 @@ before micropay cancels the order exactly as it does a face payment's."""
 
 from __future__ import annotations
 
+import gc
+import inspect
 from pathlib import Path
 
 import httpx
@@ -14,7 +16,7 @@ from facepayd.errors import InvalidArgument
 from facepayd.journal import Journal
 from facepayd.payments.machine import DAEMON_RESTARTED
 from facepayd.payments.models import CodeStart, EventKind, PaymentOrder, PaymentSource, PaymentState
-from facepayd.wxpay.models import Merchant, MicropayOrder
+from facepayd.wxpay.models import Merchant, MicropayOrder, TradeResult, TradeState
 from facepayd.wxpay.v2 import WxPayV2Client
 from tests.helpers import until
 from tests.unit.test_payment_machine import FakeBackend, _paid, _service
@@ -100,3 +102,33 @@ async def test_micropay_refuses_a_device_info_longer_than_the_reference_allows()
         order = MicropayOrder("C1", 1, "goods", auth_code=CODE, device_info="D" * 33)
         with pytest.raises(InvalidArgument, match="device_info"):
             await client.micropay(order)
+
+
+@pytest.mark.parametrize("source", [PaymentSource.CODE, PaymentSource.FACE])
+async def test_the_code_is_referenced_by_nothing_once_micropay_was_sent(
+    tmp_path: Path, source: PaymentSource
+) -> None:
+    clock = ManualClock()
+    backend = FakeBackend(clock)
+    # WeChat Pay keeps the order open: the payment task lives on, querying.
+    backend.micropay_answers = [TradeResult(TradeState.USERPAYING, "C1")]
+    journal = await Journal.open(tmp_path / "j.db", clock=clock)
+    service = _service(journal.payments, backend, clock)
+    code = "".join(["1340", "00000000000077"])  # a string object of this test alone
+    try:
+        if source is PaymentSource.CODE:
+            await service.start_code_pay(ORDER, code)
+        else:
+            await service.begin(ORDER)
+            service.pay("C1", code)
+        await until(lambda: backend.count("micropay") == 1, 10, "micropay")
+        # Settling: the machine sleeps on the clock before its first query.
+        await until(lambda: clock.sleepers > 0, 10, "the settle wait")
+        assert service.unfinished_count() == 1  # the task still runs
+        assert backend.orders.pop().auth_code == code  # the fake's own record of the request
+        gc.collect()
+        here = inspect.currentframe()
+        assert [r for r in gc.get_referrers(code) if r is not here] == []
+    finally:
+        await service.close(0)
+        await journal.close()

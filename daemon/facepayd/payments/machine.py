@@ -184,6 +184,34 @@ class _Done:
 _Step = _Settle | _Reverse | _Attend | _Done
 
 
+class OneShotCode:
+    """A face or auth code for the one micropay request: taken once, then held nowhere."""
+
+    __slots__ = ("__weakref__", "_code")
+
+    def __init__(self, code: str) -> None:
+        self._code: str | None = code
+
+    def take(self) -> str:
+        """The code, emptying the holder; WrongState when it was taken already."""
+        code, self._code = self._code, None
+        if code is None:
+            raise WrongState("the code was already used for its one micropay request")
+        return code
+
+    def clear(self) -> None:
+        """Forget the code (after its request, or when it will never be sent)."""
+        self._code = None
+
+    @property
+    def empty(self) -> bool:
+        """True once the code was taken or cleared."""
+        return self._code is None
+
+    def __repr__(self) -> str:
+        return f"OneShotCode(empty={self.empty})"
+
+
 class PaymentMachine:
     """Drives one order from its journaled state to a final one (or NEEDS_ATTENTION)."""
 
@@ -220,24 +248,27 @@ class PaymentMachine:
         self._why = ""
         self._attempts: dict[Activity, int] = {}
 
-    async def pay(self, code: str) -> Payment:
+    async def pay(self, code: OneShotCode) -> Payment:
         """Send micropay once with code (a face code or a scanned one), then settle the order.
 
         A face payment arrives CAPTURING and is moved to PAYING here; a code payment was
-        journaled PAYING by begin_code_payment. Either way the code lives only in this call.
+        journaled PAYING by begin_code_payment. The holder is emptied before the order is
+        settled (queries and reverses may take days), whatever happens to the one request.
         """
-        payment = await self._journal.get(self._out_trade_no)
-        if payment.state is PaymentState.CAPTURING:
-            await self._journal.append(
-                self._out_trade_no, PaymentState.PAYING, EventKind.FACE_CAPTURED
-            )
-        # Refused (WrongState) unless PAYING and never attempted: the at-most-once guard.
-        # Stamped with our clock: the reverse timers are measured from it.
-        payment = await self._journal.mark_pay_sent(self._out_trade_no, at=self._clock.time())
-        self._anchor(payment)
-        self._seen(payment)
-        outcome = await self._send_micropay(payment, code)
-        del code  # the code is needed for exactly one request
+        try:
+            payment = await self._journal.get(self._out_trade_no)
+            if payment.state is PaymentState.CAPTURING:
+                await self._journal.append(
+                    self._out_trade_no, PaymentState.PAYING, EventKind.FACE_CAPTURED
+                )
+            # Refused (WrongState) unless PAYING and never attempted: the at-most-once guard.
+            # Stamped with our clock: the reverse timers are measured from it.
+            payment = await self._journal.mark_pay_sent(self._out_trade_no, at=self._clock.time())
+            self._anchor(payment)
+            self._seen(payment)
+            outcome = await self._send_micropay(payment, code.take())
+        finally:
+            code.clear()
         return await self._run(await self._after_micropay(payment, outcome))
 
     async def resume(self, reason: str = DAEMON_RESTARTED) -> Payment:

@@ -14,6 +14,7 @@ from facepayd.payments.machine import (
     DAEMON_RESTARTED,
     INTERNAL_ERROR,
     MANUAL,
+    OneShotCode,
     PaymentMachine,
     PaymentTimings,
     history,
@@ -109,7 +110,9 @@ class PaymentService:
                 return payment, False
             # Journaled PAYING with pay_sent_at unset: a restart before the task sends micropay
             # resumes it as CANCELLED (the code is gone), as for a face payment.
-            self._spawn(order.out_trade_no, lambda machine: machine.pay(auth_code))
+            code = OneShotCode(auth_code)
+            del auth_code  # from here on only the holder has it, until micropay empties it
+            self._spawn(order.out_trade_no, lambda machine: machine.pay(code))
             return payment, True
 
     async def begin(self, order: PaymentOrder, session_id: str = "") -> tuple[Payment, bool]:
@@ -169,8 +172,10 @@ class PaymentService:
         self._owned.check_open()
         if out_trade_no in self._owned.tasks:
             raise WrongState(f"payment {out_trade_no} is already in progress")
-        # The face code lives only in this coroutine, for the one micropay request.
-        self._spawn(out_trade_no, lambda machine: machine.pay(face_code))
+        # The face code lives only in the holder, until the one micropay request empties it.
+        code = OneShotCode(face_code)
+        del face_code
+        self._spawn(out_trade_no, lambda machine: machine.pay(code))
 
     async def reverse(self, out_trade_no: str) -> Payment:
         """Reverse a paid or unfinished payment; returns it once final or NEEDS_ATTENTION."""
