@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import json
 import math
 import os
@@ -811,10 +812,7 @@ async def _cmd_pay(client: TerminalClient, args: argparse.Namespace, out: _Outpu
 
 
 async def _cmd_code_pay(client: TerminalClient, args: argparse.Namespace, out: _Output) -> int:
-    auth_code = args.auth_code
-    if auth_code == "-":
-        # A scanner that types into the terminal: read one line, never echo it.
-        auth_code = sys.stdin.readline().strip()
+    auth_code = _read_auth_code()
     out_trade_no = args.out_trade_no or _new_out_trade_no()
     args.following.out_trade_no = out_trade_no
     if out.json_mode:
@@ -825,6 +823,24 @@ async def _cmd_code_pay(client: TerminalClient, args: argparse.Namespace, out: _
         out_trade_no, args.amount, args.body, auth_code, **_order_fields(args)
     )
     return await _follow_payment(out, args, _code_part(out, args.following, responses))
+
+
+def _stdin_only(value: str) -> str:
+    """--auth-code's one accepted value: "-" (a literal code is refused, and never echoed)."""
+    if value != "-":
+        raise argparse.ArgumentTypeError(
+            "must be - (the code is then read from stdin): a code on the command line is"
+            " visible to other users in ps and kept in the shell's history"
+        )
+    return value
+
+
+def _read_auth_code() -> str:
+    """The scanned code from stdin: unechoed on a terminal, one line when piped."""
+    if sys.stdin.isatty():
+        # A scanner that types into the terminal: the code must not show on the screen.
+        return getpass.getpass("scan the payment code: ").strip()
+    return sys.stdin.readline().strip()
 
 
 async def _code_part(
@@ -1372,9 +1388,10 @@ def _build_parser() -> argparse.ArgumentParser:
     _order_arguments(code_pay).add_argument(
         "--auth-code",
         required=True,
-        metavar="CODE",
-        help="the scanned code (18 digits), or - to read it from stdin (a command line is"
-        " visible to other users of this machine)",
+        type=_stdin_only,
+        metavar="-",
+        help="must be -: the scanned code (18 digits) is read from stdin, unechoed on a"
+        " terminal (a code on the command line would be visible in ps and shell history)",
     )
 
     payment = command("payment", None, "payments in the journal")

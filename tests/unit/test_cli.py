@@ -132,6 +132,17 @@ class FakeTerminal(terminal_pb2_grpc.TerminalServiceServicer):
             if self.session_ended is not None and n == self.session_ended_after:
                 yield terminal_pb2.StartFacePayResponse(session_ended=self.session_ended)
 
+    async def StartCodePay(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        await self._enter("StartCodePay", request, context)
+        received = terminal_pb2.CodeReceived(source=terminal_pb2.PAYMENT_SOURCE_CODE)
+        paid = terminal_pb2.PaymentSucceeded(transaction_id="4200002", total_fee=1)
+        for item in (
+            event(1, terminal_pb2.PAYMENT_STATE_PAYING, code_received=received),
+            event(2, terminal_pb2.PAYMENT_STATE_SUCCEEDED, succeeded=paid),
+        ):
+            item.out_trade_no = request.out_trade_no
+            yield terminal_pb2.StartCodePayResponse(event=item)
+
     async def WatchStatus(self, request: Any, context: Any) -> AsyncIterator[Any]:
         await self._enter("WatchStatus", request, context)
         for state in (terminal_pb2.LIFECYCLE_STATE_READY, terminal_pb2.LIFECYCLE_STATE_IN_SESSION):
@@ -938,3 +949,63 @@ def test_zsh_completion_runs_the_same_function_through_bashcompinit(
     script = capsys.readouterr().out
     assert script.startswith("#compdef facepay\nautoload -U +X bashcompinit && bashcompinit\n")
     assert "complete -F _facepay facepay" in script
+
+
+_AUTH_CODE = "134567890123456789"
+_CODE_ORDER = ("--out-trade-no", "CP1", "--amount", "1", "--body", "tea")
+
+
+async def test_code_pay_refuses_a_code_on_the_command_line_saying_why(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = await daemon.run("code-pay", "--auth-code", _AUTH_CODE, *_CODE_ORDER)
+    err = capsys.readouterr().err
+    assert code == ExitCode.USAGE
+    assert "--auth-code: must be -" in err
+    assert "visible to other users in ps and kept in the shell's history" in err
+    assert _AUTH_CODE not in err
+    assert "StartCodePay" not in daemon.fake.requests
+
+
+async def test_code_pay_reads_a_piped_code_with_readline(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_getpass(prompt: str = "") -> str:
+        raise AssertionError("getpass on a pipe")
+
+    monkeypatch.setattr("getpass.getpass", no_getpass)
+    monkeypatch.setattr("sys.stdin", io.StringIO(_AUTH_CODE + "\n"))
+    assert await daemon.run("code-pay", "--auth-code", "-", *_CODE_ORDER) == ExitCode.OK
+    [request] = daemon.fake.requests["StartCodePay"]
+    assert request.auth_code == _AUTH_CODE
+    captured = capsys.readouterr()
+    assert _AUTH_CODE not in captured.out + captured.err
+
+
+class _Tty(io.StringIO):
+    """A terminal's stdin: reading it directly would echo the code."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def readline(self, size: int | None = -1) -> str:
+        raise AssertionError("an echoing read on a terminal")
+
+
+async def test_code_pay_reads_the_code_unechoed_on_a_terminal(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompts: list[str] = []
+
+    def getpass(prompt: str = "") -> str:
+        prompts.append(prompt)
+        return _AUTH_CODE
+
+    monkeypatch.setattr("getpass.getpass", getpass)
+    monkeypatch.setattr("sys.stdin", _Tty())
+    assert await daemon.run("code-pay", "--auth-code", "-", *_CODE_ORDER) == ExitCode.OK
+    assert len(prompts) == 1
+    [request] = daemon.fake.requests["StartCodePay"]
+    assert request.auth_code == _AUTH_CODE
+    captured = capsys.readouterr()
+    assert _AUTH_CODE not in captured.out + captured.err
