@@ -273,3 +273,26 @@ async def test_an_order_with_at_sign_from_an_older_release_stays_reachable_but_n
     with pytest.raises(InvalidArgument) as refused:
         rules.check()
     assert refused.value.violations == [("out_trade_no", "must match [0-9A-Za-z_-|*@]{1,32}")]
+
+
+@pytest.mark.parametrize(
+    "text", ["[" * 6000, '{"a":' * 1200, '{"a":NaN}', '{"a":Infinity}', '{"a":[-Infinity]}']
+)
+def test_json_too_deep_or_with_nan_is_a_violation_of_the_field(text: str) -> None:
+    rules = Rules()
+    rules.json_object("detail", text, 6000)
+    with pytest.raises(InvalidArgument) as caught:
+        rules.check()
+    assert caught.value.violations == [("detail", "must be a JSON object")]
+
+
+async def test_a_detail_nested_past_the_parser_stack_is_invalid_argument_not_internal(
+    tmp_path: Path,
+) -> None:
+    request = pb.StartCodePayRequest(
+        out_trade_no="T1", total_fee=1, body="x", auth_code="134567890123456789", detail="[" * 6000
+    )
+    async with channel(tmp_path) as ch:
+        error = await _stream_refusal(ch, "StartCodePay", request.SerializeToString())
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == "detail: must be a JSON object"

@@ -43,6 +43,11 @@ _NANOS = (0, 999_999_999)
 MAX_VIOLATIONS = 10
 
 
+def _no_json_constant(name: str) -> None:
+    """Refuse json's NaN, Infinity and -Infinity: JSON (RFC 8259) has no such values."""
+    raise ValueError(f"{name} is not JSON")
+
+
 class Rules:
     """Collects every violation of one request, then raises them together."""
 
@@ -127,8 +132,9 @@ class Rules:
             return
         self.max_bytes(field, value, limit)
         try:
-            parsed = json.loads(value)
-        except ValueError:
+            parsed = json.loads(value, parse_constant=_no_json_constant)
+        except (ValueError, RecursionError):
+            # RecursionError: nesting deeper than the parser's stack ('[' * 6000).
             parsed = None
         if not isinstance(parsed, dict):
             self.fail(field, "must be a JSON object")
