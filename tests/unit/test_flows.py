@@ -12,10 +12,16 @@ import pytest
 
 from facepay.terminal.v1 import terminal_pb2 as pb
 from facepay_client import InvalidArgumentError, TerminalBusyError, TerminalClient
-from facepayd.errors import BackendUnavailable, FacepayError, JournalError, TerminalBusy
+from facepayd.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    FacepayError,
+    JournalError,
+    TerminalBusy,
+)
 from facepayd.face.flows import CaptureCancelled, FaceCode, FacePayStep, SessionStartedStep
 from facepayd.face.sessions import EndReason, FaceOptions, SessionEnd
-from facepayd.payments.models import PaymentEvent, PaymentOrder, PaymentState
+from facepayd.payments.models import Payment, PaymentEvent, PaymentOrder, PaymentState
 from facepayd.payscore.service import PayScoreOutcome
 from facepayd.sim.terminal import FaceOutcome, SimUser
 from facepayd.wxpay.models import AuthinfoGrant
@@ -418,3 +424,40 @@ async def test_a_flow_error_before_the_journal_never_leaves_the_stream_waiting(
                 pass
         assert await world.payments.find("E1") is None
         assert world.sessions.active is None
+
+
+@pytest.mark.parametrize("other", ["code", "face"])
+async def test_an_order_journaled_by_another_request_meanwhile_is_not_captured_for(
+    tmp_path: Path, other: str
+) -> None:
+    async with face_world(tmp_path) as world:
+        real_begin = world.payments.begin
+        theirs = order("R1")
+
+        async def begin(wanted: PaymentOrder, session_id: str = "") -> tuple[Payment, bool]:
+            # The other request journals the same number between the lookup and our insert.
+            if other == "code":
+                await world.payments.start_code_pay(theirs, "134567890123456789")
+            else:
+                await real_begin(theirs, session_id="fs_00000000000000ff")
+            return await real_begin(wanted, session_id)
+
+        world.payments.begin = begin  # type: ignore[method-assign]
+        handle = await world.flows.start_face_pay(order("R1"), OPTIONS)
+        steps: list[FacePayStep] = []
+        stream = asyncio.ensure_future(collect(handle.steps(), steps))
+        await until(stream.done, 10, "the stream's end, without a face shown")
+        with pytest.raises(AlreadyExists) as refused:
+            await stream
+        assert "WatchPayment" in str(refused.value)
+        await until(lambda: world.sessions.active is None, 10, "the camera freed")
+        assert world.sim.calls["quitWxpayface"] == 1
+        assert world.sim.calls.get("getWxpayfaceCode", 0) <= 1
+        events = await world.journal.payments.events("R1")
+        # Only the other request's events: nothing of this capture is journaled on its order.
+        mine = [e for e in events if e.kind.value in ("session_started", "face_captured")]
+        if other == "code":
+            assert mine == []
+        else:
+            assert [e.data.get("session_id") for e in mine] == ["fs_00000000000000ff"]
+        assert all(e.kind.value != "cancelled" for e in events)

@@ -18,6 +18,7 @@ import structlog
 from facepayd.clock import Clock, wait_for
 from facepayd.device.sdk import FaceCode, UiResult, UserInfo
 from facepayd.errors import (
+    AlreadyExists,
     ConfigError,
     DeviceError,
     FacepayError,
@@ -311,7 +312,7 @@ class FaceFlows:
                 )
                 try:
                     await _camera_requested(session, capture)
-                    await self._payments.begin(order, session_id=session.id)
+                    await self._begin_own(order, session)
                 except asyncio.CancelledError:
                     capture.cancel()
                     raise
@@ -377,6 +378,17 @@ class FaceFlows:
             self._paying.pop(out_trade_no, None)
             _resolve(journaled, FlowCrashed())
             structlog.contextvars.unbind_contextvars("out_trade_no")
+
+    async def _begin_own(self, order: PaymentOrder, session: Session) -> None:
+        """Journal this capture's order; AlreadyExists when another request journaled it first."""
+        _, created = await self._payments.begin(order, session_id=session.id)
+        if not created:
+            # Journaled after our re-attach lookup (a StartCodePay, a waiting StartFacePay):
+            # its sale, not ours, so this capture must not go on.
+            raise AlreadyExists(
+                f"payment {order.out_trade_no} was started by another request meanwhile;"
+                " follow it with WatchPayment"
+            )
 
     async def _abandon_capture(
         self,
