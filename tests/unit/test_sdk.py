@@ -66,8 +66,11 @@ class FakeRaw:
         *,
         timeout: float,
         on_update_result: Callable[[dict[str, str]], None] | None = None,
+        on_sent: Callable[[int], None] | None = None,
     ) -> dict[str, str]:
         self.sent.append(Sent(method, dict(params), timeout, on_update_result))
+        if on_sent is not None:
+            on_sent(len(self.sent))  # the call id, as the bridge reports it once written
         return self.answers.pop(0) if self.answers else dict(OK)
 
     @property
@@ -299,6 +302,30 @@ async def test_without_a_ui_listener_none_is_passed() -> None:
     sdk, raw = make("2.22.0", FACE_OK)
     await sdk.get_face_code(face_request())
     assert raw.last.on_update_result is None
+
+
+async def test_below_2_13_no_ui_listener_is_registered_the_sdk_never_sends_one() -> None:
+    sdk, raw = make("2.12.0", FACE_OK)
+    await sdk.get_face_code(face_request(), on_ui_result=lambda _: None)
+    assert raw.last.on_update_result is None
+
+
+async def test_the_ui_listener_can_be_stopped_once_the_call_is_sent() -> None:
+    raw = FakeRaw(FACE_OK)
+    forgotten: list[int] = []
+    sdk = Sdk(
+        raw,
+        SdkVersion.parse("2.22.0"),
+        call_timeout=CALL_TIMEOUT,
+        face_timeout=FACE_TIMEOUT_S,
+        forget_update=forgotten.append,
+    )
+    stops: list[Callable[[], None]] = []
+    await sdk.get_face_code(face_request(), on_ui_result=lambda _: None, on_listening=stops.append)
+    assert forgotten == []
+    [stop] = stops
+    stop()
+    assert forgotten == [1]  # the call id the bridge reported
 
 
 async def test_get_user_info_params_and_result() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
+import weakref
 from pathlib import Path
 
 import pytest
@@ -190,3 +192,25 @@ async def test_a_lost_peripheral_ends_a_result_page_as_device_lost(tmp_path: Pat
             await until(session.ended.done, 10, "the session's end")
         assert session.end is not None
         assert session.end.reason is EndReason.DEVICE_LOST
+
+
+async def test_captures_quit_after_their_code_leave_no_result_listener_behind(
+    tmp_path: Path,
+) -> None:
+    async with face_world(tmp_path) as world:
+        ended: list[weakref.ref[Session]] = []
+        for _ in range(5):
+            session = world.sessions.claim_now("pay")
+            async with world.sessions.hold(session):
+                await (await _capture(world, session))
+                await world.result_page_shown()
+                # The POS quits before the SDK's own result callback: none will come.
+                assert await world.sessions.quit_if_open(session, "POS_CANCEL")
+            assert session.end is not None
+            ended.append(weakref.ref(session))
+            del session
+        await world.clock.advance(UPDATE_RESULT * 2)
+        await settle()
+        gc.collect()
+        # Nothing (a bridge listener among them) still holds a session that ended.
+        assert [ref() for ref in ended] == [None] * 5

@@ -74,6 +74,7 @@ class RawCall(Protocol):
         *,
         timeout: float,
         on_update_result: Callable[[Info], None] | None = None,
+        on_sent: Callable[[int], None] | None = None,
     ) -> Info: ...
 
 
@@ -306,9 +307,17 @@ class Sdk:
     """WxPayFace over one raw call function (the bridge, or the lifecycle's retrying caller)."""
 
     def __init__(
-        self, call: RawCall, version: SdkVersion, *, call_timeout: float, face_timeout: float
+        self,
+        call: RawCall,
+        version: SdkVersion,
+        *,
+        call_timeout: float,
+        face_timeout: float,
+        forget_update: Callable[[int], None] | None = None,
     ) -> None:
         self._call = call
+        # Drops a call's UPDATE_RESULT listener (the bridge's forget_update, on its connection).
+        self._forget_update = forget_update
         self.version = version
         self._call_timeout = call_timeout
         self._face_timeout = face_timeout
@@ -347,8 +356,13 @@ class Sdk:
         request: FaceCodeRequest,
         *,
         on_ui_result: Callable[[UiResult], None] | None = None,
+        on_listening: Callable[[Callable[[], None]], None] | None = None,
     ) -> FaceCode:
-        """getWxpayfaceCode; on_ui_result hears updateResultWxpayfaceCallBack (the UI closed)."""
+        """getWxpayfaceCode; on_ui_result hears updateResultWxpayfaceCallBack (the UI closed).
+
+        on_listening gets, once the call is sent, a function that stops that listening (the
+        caller's session may end before the SDK's second callback, or without one).
+        """
         m, ui = request.merchant, request.ui
         params = {
             **_merchant_params(m),
@@ -368,17 +382,27 @@ class Sdk:
             # Below 2.13 the UI waits for updateWxpayfacePayResult; from 2.13 the key is ignored.
             params["ignore_update_pay_result"] = request.ignore_update_pay_result or "0"
         listener: Callable[[Info], None] | None = None
-        if on_ui_result is not None:
+        on_sent: Callable[[int], None] | None = None
+        # Below 2.13 the SDK never sends updateResultWxpayfaceCallBack: nothing to listen for.
+        if on_ui_result is not None and not self.version.has_update_pay_result:
             callback = on_ui_result
 
             def listener(info: Info) -> None:
                 callback(UiResult(info.get("return_code", ""), info.get("return_msg", "")))
+
+            forget, listening = self._forget_update, on_listening
+            if forget is not None and listening is not None:
+                drop = forget
+
+                def on_sent(call_id: int) -> None:
+                    listening(lambda: drop(call_id))
 
         info = await self._call(
             "getWxpayfaceCode",
             {k: val for k, val in params.items() if val},
             timeout=self._face_timeout,
             on_update_result=listener,
+            on_sent=on_sent,
         )
         if info.get("return_code") != "SUCCESS":
             raise _face_ui_ended("getWxpayfaceCode", info)

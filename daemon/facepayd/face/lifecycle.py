@@ -613,6 +613,7 @@ class Lifecycle:
             self.version,
             call_timeout=self._device.call_timeout,
             face_timeout=self._device.face_timeout,
+            forget_update=self._bridge.forget_update,
         )
 
     def _init_options(self) -> InitOptions:

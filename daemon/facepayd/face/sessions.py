@@ -333,7 +333,9 @@ class FaceSessions:
                 face_code_type=options.face_code_type or "1",
             )
             return await sdk.get_face_code(
-                request, on_ui_result=lambda result: self._on_ui_result(session, result)
+                request,
+                on_ui_result=lambda result: self._on_ui_result(session, result),
+                on_listening=lambda stop: _stop_at_end(session, stop),
             )
 
         code = await self._face_call(session, "getWxpayfaceCode", call)
@@ -553,6 +555,16 @@ class FaceSessions:
                 session._finish(EndReason.NO_FACE_CODE, str(exc))
                 raise
         raise AssertionError("unreachable")
+
+
+def _stop_at_end(session: Session, stop: Callable[[], None]) -> None:
+    """Stop listening for the SDK's result callback when the session ends, heard or not."""
+    # A capture quit after its code, or whose result page times out, never gets the callback:
+    # its listener (holding this session) would otherwise stay for the connection's lifetime.
+    if session.ended.done():
+        stop()
+    else:
+        session.ended.add_done_callback(lambda _: stop())
 
 
 def _require_unopened(session: Session, method: str) -> None:
