@@ -589,3 +589,31 @@ async def test_an_edited_token_or_one_from_another_run_is_refused(
     with pytest.raises(InvalidArgument):
         await rerun.list(page_token=token)
     assert len(token) <= MAX_PAGE_TOKEN
+
+
+async def test_a_stored_coupon_with_a_newer_daemon_s_key_still_reads(tmp_path: Path) -> None:
+    clock = ManualClock()
+    journal = await Journal.open(tmp_path / "j.sqlite3", clock=clock)
+    try:
+        await journal.payments.create_payment(PaymentOrder("NC1", 100, "goods"))
+        stored = (
+            '{"coupon_fee":10,"coupons":[{"coupon_id":"C1","coupon_type":"CASH",'
+            '"coupon_fee":10,"coupon_batch":"B9"}],"rebate":"x"}'
+        )
+        db = journal.database
+
+        def write() -> None:
+            # As a newer daemon (then a downgrade) left it: keys this release does not know.
+            db.connection.execute(
+                "UPDATE payments SET paid_details = ? WHERE out_trade_no = ?", (stored, "NC1")
+            )
+            db.connection.commit()
+
+        await db.run(write)
+        payment = await journal.payments.get("NC1")
+        assert payment.paid.coupon_fee == 10
+        assert [(c.coupon_id, c.coupon_type, c.coupon_fee) for c in payment.paid.coupons] == [
+            ("C1", "CASH", 10)
+        ]
+    finally:
+        await journal.close()

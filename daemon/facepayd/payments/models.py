@@ -252,6 +252,11 @@ def paid_to_json(paid: PaidDetails) -> str:
 def paid_from_json(text: str) -> PaidDetails:
     """PaidDetails from the journal's JSON; unknown keys (a newer daemon's) are ignored."""
     stored: dict[str, Any] = json.loads(text or "{}")
-    names = {f.name for f in fields(PaidDetails)}
-    coupons = tuple(Coupon(**row) for row in stored.pop("coupons", ()))
-    return PaidDetails(coupons=coupons, **{k: v for k, v in stored.items() if k in names})
+    coupons = tuple(Coupon(**_known(Coupon, row)) for row in stored.pop("coupons", ()))
+    return PaidDetails(coupons=coupons, **_known(PaidDetails, stored))
+
+
+def _known(kind: type[Any], stored: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a stored row that kind's dataclass has (a newer daemon may add more)."""
+    names = {f.name for f in fields(kind)}
+    return {k: v for k, v in stored.items() if k in names}
