@@ -136,7 +136,12 @@ async def test_a_scanned_code_pays_through_the_same_journal_streams_and_re_attac
         record = wxpay.order("C1")
         assert record is not None
         assert record.micropay_calls == 1
-        # The code is a secret: in no log event, no journal byte, no answer.
+        # The code is a secret: in no log event, no journal byte, no answer. The capture saw
+        # the payment's own lines, so their lack of the code means something.
+        assert [(e["kind"], e["state"]) for e in logs if e["event"] == "payment_event"] == [
+            ("code_received", "PAYING"),
+            ("succeeded", "SUCCEEDED"),
+        ]
         assert all(CODE not in repr(event) for event in logs)
         journal_bytes = b"".join(
             p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("j.sqlite3")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import ssl
+import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -93,15 +95,23 @@ def make_client(sim: WxPaySimulator, http: WxPayHttpClients, clock: ManualClock)
     return make
 
 
+def code_for(out_trade_no: str) -> str:
+    """A valid payment code of this order alone (WeChat Pay takes each code once)."""
+    return "13" + f"{zlib.crc32(out_trade_no.encode()):016d}"
+
+
 def order(out_trade_no: str, total_fee: int) -> MicropayOrder:
     return MicropayOrder(
-        out_trade_no=out_trade_no, total_fee=total_fee, body="face pay test", auth_code=AUTH_CODE
+        out_trade_no=out_trade_no,
+        total_fee=total_fee,
+        body="face pay test",
+        auth_code=code_for(out_trade_no),
     )
 
 
-def assert_no_secrets(exc: BaseException) -> None:
+def assert_no_secrets(exc: BaseException, *codes: str) -> None:
     text = f"{exc!s} {exc!r}"
-    for secret in (API_KEY, AUTH_CODE, RAWDATA):
+    for secret in (API_KEY, AUTH_CODE, RAWDATA, *codes):
         assert secret not in text
 
 
@@ -271,7 +281,7 @@ async def test_spoiled_micropay_answers_are_never_results(
     client = make_client()
     with pytest.raises(error) as info:
         await client.micropay(order(f"T-{fee}", fee))
-    assert_no_secrets(info.value)
+    assert_no_secrets(info.value, code_for(f"T-{fee}"))
     record = sim.order(f"T-{fee}")
     assert record is not None
     # Only the forged success left the order unpaid; the rest were paid despite the bad answer,
@@ -515,7 +525,7 @@ async def test_connection_refused_is_unavailable(make_client: MakeClient) -> Non
     with pytest.raises(BackendUnavailable) as info:
         await client.micropay(order("T-down", 1))
     assert isinstance(info.value.__cause__, httpx.ConnectError)
-    assert_no_secrets(info.value)
+    assert_no_secrets(info.value, code_for("T-down"))
 
 
 async def test_untrusted_server_certificate_is_refused(
@@ -770,6 +780,24 @@ async def test_micropay_refuses_an_auth_code_that_is_not_a_payment_code(
     assert (result.state, result.err_code) == (TradeState.FAILED, "AUTH_CODE_INVALID")
     assert sim.order("T-ac") is None
     assert (await client.orderquery(out_trade_no="T-ac")).state is TradeState.NOT_EXIST
+
+
+async def test_a_payment_code_pays_once_and_another_order_with_it_is_auth_code_error(
+    make_client: MakeClient, sim: WxPaySimulator
+) -> None:
+    client = make_client()
+    first = MicropayOrder(out_trade_no="T-once", total_fee=5, body="b", auth_code=AUTH_CODE)
+    assert (await client.micropay(first)).state is TradeState.SUCCESS
+    again = dataclasses.replace(first, out_trade_no="T-twice")
+    result = await client.micropay(again)
+    assert (result.state, result.err_code) == (TradeState.FAILED, "AUTH_CODE_ERROR")
+    assert sim.order("T-twice") is None
+    # The same order's repeat is still the documented one, not a code error.
+    repeat = await client.micropay(first)
+    assert repeat.err_code == "ORDERPAID"
+    record = sim.order("T-once")
+    assert record is not None
+    assert record.charge_count == 1
 
 
 @pytest.mark.parametrize("prefix", ["10", "11", "12", "13", "14", "15"])

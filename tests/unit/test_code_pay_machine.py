@@ -51,6 +51,11 @@ async def test_a_code_payment_sends_the_code_once_and_keeps_it_nowhere(tmp_path:
             (S.PAYING, EventKind.CODE_RECEIVED),
             (S.SUCCEEDED, EventKind.SUCCEEDED),
         ]
+        # The capture saw the payment's own lines (so the absence below means something).
+        assert [(e["kind"], e["state"]) for e in logs if e["event"] == "payment_event"] == [
+            ("code_received", "PAYING"),
+            ("succeeded", "SUCCEEDED"),
+        ]
         assert all(CODE not in repr(e) for e in logs)
     finally:
         await service.close(0)

@@ -84,6 +84,8 @@ micropay; a scripted REVERSE_* on the next matching reverse.
 Rules that hold whatever the scenario:
 - The same out_trade_no is never charged twice: a repeated micropay of a paid order answers
   ORDERPAID, one with another total_fee OUT_TRADE_NO_USED.
+- An auth_code is taken once: micropay of another out_trade_no with a code that created an order
+  answers AUTH_CODE_ERROR (nothing created); the same order's repeat answers as above.
 - micropay answers AUTH_CODE_INVALID (nothing created) for an auth_code that is not 18 digits
   starting 10-15, WeChat's payment-code rule; the simulated terminal's face codes ("13" and 16
   digits) pass.
@@ -708,6 +710,8 @@ class WxPaySimulator:
             maxlen=reverse_log_size
         )
         self._orders: dict[str, _Order] = {}
+        # Each auth_code (scanned or face) and the order it paid: WeChat takes a code once.
+        self._used_codes: dict[str, str] = {}
         self._authinfos: dict[str, float] = {}
         self._issued: list[str] = []
         self._authinfo_fetches = 0
@@ -955,6 +959,10 @@ class WxPaySimulator:
             return _result_fail("AUTH_CODE_INVALID", "付款码检验错误")
         by_code = CODE_SCENARIOS.get(fields["auth_code"][:6])
         order = self._orders.get(out_trade_no)
+        used_by = self._used_codes.get(fields["auth_code"])
+        if used_by is not None and used_by != out_trade_no:
+            # WeChat: each payment code pays once; the customer must show a fresh one.
+            return _result_fail("AUTH_CODE_ERROR", "每个付款码只能使用一次")
         refusal_des = _CODE_REFUSALS.get(by_code) if by_code is not None else None
         if order is None and refusal_des is not None:
             return _result_fail(str(by_code), refusal_des)
@@ -975,6 +983,7 @@ class WxPaySimulator:
                 sub_openid="oSub" + secrets.token_hex(12) if fields.get("sub_appid") else "",
             )
             self._orders[out_trade_no] = order
+            self._used_codes[fields["auth_code"]] = out_trade_no
         if order.first_micropay_at is None:
             order.first_micropay_at = self._clock.time()
         order.micropay_calls += 1
