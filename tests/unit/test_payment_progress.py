@@ -183,3 +183,29 @@ async def test_a_notice_waits_for_the_event_of_its_state_and_none_follows_the_en
     assert len(seen) == 4
     assert isinstance(seen[3], PaymentEvent)
     assert seen[3].state is S.SUCCEEDED
+
+
+async def test_a_notice_before_the_first_event_waits_for_it() -> None:
+    events: asyncio.Queue[PaymentEvent | None] = asyncio.Queue()
+
+    async def journaled() -> AsyncIterator[PaymentEvent]:
+        while (event := await events.get()) is not None:
+            yield event
+
+    feed = ProgressFeed()
+    seen: list[PaymentEvent | Progress] = []
+
+    async def consume() -> None:
+        async for item in with_progress(journaled(), feed):
+            seen.append(item)
+
+    consumer = asyncio.ensure_future(consume())
+    # micropay is on its way before the stream has sent code_received.
+    feed.put(_notice(S.PAYING))
+    await settle()
+    assert seen == []
+    events.put_nowait(_event(1, S.PAYING))
+    await until(lambda: len(seen) == 2)
+    assert [type(item) for item in seen] == [PaymentEvent, Progress]
+    events.put_nowait(None)
+    await consumer

@@ -100,9 +100,10 @@ class ProgressHub:
 async def with_progress(items: AsyncIterator[T], feed: ProgressFeed) -> AsyncIterator[T | Progress]:
     """items, with the feed's notices in between, until items ends.
 
-    A notice about a state the watcher has not seen an event for yet is held until that event
-    has gone out (or dropped for a newer notice), so a watcher never reads progress ahead of the
-    event that led to it; notices still unread when items ends are dropped.
+    A notice about a state the watcher has not seen an event for yet (any notice before the
+    first event) is held until that event has gone out (or dropped for a newer notice), so a
+    watcher never reads progress ahead of the event that led to it; notices still unread when
+    items ends are dropped.
     """
     shown: PaymentState | None = None
     held: Progress | None = None
@@ -115,7 +116,9 @@ async def with_progress(items: AsyncIterator[T], feed: ProgressFeed) -> AsyncIte
             if next_notice.done():
                 notice = next_notice.result()
                 next_notice = asyncio.ensure_future(feed.get())
-                if shown is None or notice.state is shown:
+                # Before the first event nothing is shown yet: a StartCodePay's PAYING notice
+                # waits for its code_received, never goes ahead of it.
+                if shown is not None and notice.state is shown:
                     held = None
                     yield notice
                 else:
