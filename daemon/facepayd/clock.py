@@ -91,6 +91,8 @@ class ManualClock:
         self._start = start
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        # Cancelled entries still in the heap; past half of it, the heap is rebuilt without them.
+        self._cancelled = 0
 
     def time(self) -> float:
         return self._now
@@ -99,15 +101,28 @@ class ManualClock:
         return self._now - self._start
 
     async def sleep(self, seconds: float) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self._now + max(seconds, 0.0), next(self._order), future))
-        await future
+        await self._push(seconds)
 
     def call_later(self, seconds: float, callback: Callable[[], None]) -> Timer:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self._now + max(seconds, 0.0), next(self._order), future))
+        future = self._push(seconds)
         future.add_done_callback(lambda done: None if done.cancelled() else callback())
         return future
+
+    def _push(self, seconds: float) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self._now + max(seconds, 0.0), next(self._order), future))
+        future.add_done_callback(self._on_done)
+        return future
+
+    def _on_done(self, future: asyncio.Future[None]) -> None:
+        """Count a cancelled entry; drop them all once they are half the heap (amortised)."""
+        if not future.cancelled():
+            return
+        self._cancelled += 1
+        if self._cancelled * 2 > len(self._sleepers):
+            self._sleepers = [entry for entry in self._sleepers if not entry[2].cancelled()]
+            heapq.heapify(self._sleepers)
+            self._cancelled = 0
 
     @property
     def sleepers(self) -> int:
@@ -120,7 +135,9 @@ class ManualClock:
         while self._sleepers and self._sleepers[0][0] <= target:
             deadline, _, future = heapq.heappop(self._sleepers)
             self._now = max(self._now, deadline)
-            if not future.done():
+            if future.cancelled():
+                self._cancelled = max(self._cancelled - 1, 0)
+            elif not future.done():
                 future.set_result(None)
             # Let the woken task run before waking the next one.
             for _ in range(5):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import weakref
 
 from facepayd.clock import ManualClock, SystemClock
 from tests.helpers import settle, until
@@ -42,3 +45,25 @@ async def test_system_timer_fires_and_cancels() -> None:
     await asyncio.wait_for(fired.wait(), 5)
     await settle()
     assert cancelled == []
+
+
+async def test_cancelled_manual_timers_do_not_stay_until_their_deadline() -> None:
+    clock = ManualClock()
+    kept = clock.call_later(3600.0, lambda: None)  # one live timer beside them
+    gone: list[weakref.ref[object]] = []
+    for _ in range(1000):
+        timer = clock.call_later(3600.0, lambda: None)  # a deadline no advance reaches
+        gone.append(weakref.ref(timer))
+        timer.cancel()
+        del timer
+        sleeper = asyncio.ensure_future(clock.sleep(3600.0))
+        await asyncio.sleep(0)
+        sleeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sleeper
+    await settle()
+    gc.collect()
+    # Dropped without the clock reaching them (lazily: at most as many as are live remain).
+    assert sum(ref() is not None for ref in gone) <= 1
+    assert clock.sleepers == 1
+    assert not kept.cancelled()
