@@ -22,6 +22,7 @@ from facepayd.journal.aggregate import delete_marked, notify, refuse_transition,
 from facepayd.journal.db import Database, canonical, transaction
 from facepayd.journal.health import JournalHealth
 from facepayd.payments.models import (
+    CONDITIONS,
     SCAN_PAYMENT,
     CodeStart,
     EventKind,
@@ -68,6 +69,11 @@ _ROW_UPDATES = frozenset(
 # Kept only while the payment is in NEEDS_ATTENTION; every other state clears them.
 _ATTENTION_COLUMNS = ("attention_reason", "attention_action")
 _INT_COLUMNS = frozenset({"cash_fee"})
+# Columns an edge sets whoever takes it: a face sale continued after SCAN_PAYMENT is a code
+# payment from that very step.
+_EDGE_COLUMNS: dict[tuple[PaymentState, PaymentState], dict[str, str | int]] = {
+    (PaymentState.CANCELLED, PaymentState.PAYING): {"source": PaymentSource.CODE.value},
+}
 _ORDER_FIELDS = frozenset(f.name for f in dataclasses.fields(PaymentOrder))
 _PAYMENT_COLUMNS = (
     "params, state, transaction_id, openid, bank_type, cash_fee, fee_type, time_end, "
@@ -137,8 +143,9 @@ class PaymentStore:
     ) -> PaymentEvent:
         """Move a payment to state and append its event, in one transaction.
 
-        The one check of the transition table: an illegal change is logged at error and
-        refused (WrongState); NEEDS_ATTENTION needs an attention_reason, other states clear it.
+        Through the one setter (_set_state), which checks the transition table and its
+        CONDITIONS: an illegal change is logged at error and refused (WrongState);
+        NEEDS_ATTENTION needs an attention_reason, other states clear it.
         """
         unknown = set(row_updates) - _ROW_UPDATES
         if unknown:
@@ -290,16 +297,17 @@ class PaymentStore:
                     f"payment {no} is a face payment in state {payment.state}{said}; only one"
                     " that ended CANCELLED with reason SCAN_PAYMENT continues as a code payment"
                 )
-            seq = payment.last_seq + 1
-            self._check_transition(no, payment.state, PaymentState.PAYING, reason)
-            self._db.execute(
-                "UPDATE payments SET state = ?, final = 0, last_seq = ?, updated_at = ?,"
-                " source = ? WHERE out_trade_no = ?",
-                (PaymentState.PAYING.value, seq, now, PaymentSource.CODE.value, no),
-            )
             data: dict[str, str | int] = {"source": PaymentSource.CODE.value, "continued": 1}
-            event = PaymentEvent(no, seq, now, PaymentState.PAYING, EventKind.CODE_RECEIVED, data)
-            self._insert_event(event)
+            event = self._set_state(
+                no,
+                payment.state,
+                payment.last_seq,
+                PaymentState.PAYING,
+                EventKind.CODE_RECEIVED,
+                data,
+                row_updates={},
+                now=now,
+            )
             return self._require(no), CodeStart.CONTINUED, event
 
     def _same_order(self, order: PaymentOrder) -> bool:
@@ -360,12 +368,38 @@ class PaymentStore:
         ).fetchone()
         return "" if row is None else str(json.loads(row[0]).get("reason", ""))
 
-    def _check_transition(
-        self, out_trade_no: str, current: PaymentState, wanted: PaymentState, reason: str
-    ) -> None:
-        """The one check of the transition table; an illegal change is logged and refused."""
-        if not transition_allowed(current, wanted, reason):
-            refuse_transition("payment", "out_trade_no", out_trade_no, current, wanted)
+    def _set_state(
+        self,
+        out_trade_no: str,
+        current: PaymentState,
+        last_seq: int,
+        state: PaymentState,
+        kind: EventKind,
+        data: dict[str, str | int],
+        row_updates: Mapping[str, str | int],
+        now: float,
+    ) -> PaymentEvent:
+        """The one setter of a payment's state: the table's check, the row and its event.
+
+        Runs inside the caller's transaction. A conditional edge (CONDITIONS) is taken only
+        when the payment's newest event carries its reason; an illegal change is logged at
+        error and refused.
+        """
+        reason = self._last_reason(out_trade_no) if (current, state) in CONDITIONS else ""
+        if not transition_allowed(current, state, reason):
+            refuse_transition("payment", "out_trade_no", out_trade_no, current, state)
+        seq = last_seq + 1
+        row_updates = {**row_updates, **_EDGE_COLUMNS.get((current, state), {})}
+        assignments, values = set_columns(row_updates, _INT_COLUMNS)
+        # Column names come from allowlists (_ROW_UPDATES, _EDGE_COLUMNS), never from input.
+        self._db.execute(
+            "UPDATE payments SET state = ?, final = ?, last_seq = ?, updated_at = ?"  # noqa: S608
+            f"{assignments} WHERE out_trade_no = ?",
+            (state.value, int(state.final), seq, now, *values, out_trade_no),
+        )
+        event = PaymentEvent(out_trade_no, seq, now, state, kind, data)
+        self._insert_event(event)
+        return event
 
     def _append(
         self,
@@ -382,20 +416,10 @@ class PaymentStore:
             ).fetchone()
             if row is None:
                 raise NotFound(f"no payment with out_trade_no {out_trade_no}")
-            current, seq = PaymentState(row[0]), int(row[1]) + 1
-            # Leaving CANCELLED is only a code payment's continuation, which switches the
-            # source in the same step (begin_code_payment): here it is always refused.
-            self._check_transition(out_trade_no, current, state, "")
-            assignments, values = set_columns(row_updates, _INT_COLUMNS)
-            # Column names come from the _ROW_UPDATES allowlist, never from input.
-            self._db.execute(
-                "UPDATE payments SET state = ?, final = ?, last_seq = ?, updated_at = ?"  # noqa: S608
-                f"{assignments} WHERE out_trade_no = ?",
-                (state.value, int(state.final), seq, now, *values, out_trade_no),
+            current, last_seq = PaymentState(row[0]), int(row[1])
+            return self._set_state(
+                out_trade_no, current, last_seq, state, kind, data, row_updates, now
             )
-            event = PaymentEvent(out_trade_no, seq, now, state, kind, data)
-            self._insert_event(event)
-            return event
 
     def _mark_pay_sent(self, out_trade_no: str, now: float) -> Payment:
         with transaction(self._db):

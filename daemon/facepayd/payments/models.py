@@ -94,21 +94,25 @@ TRANSITIONS: dict[PaymentState, frozenset[PaymentState]] = {
     _S.SUCCEEDED: frozenset({_S.REVERSING}),
     _S.FAILED: frozenset(),
     _S.REVERSED: frozenset(),
-    # Only a face payment the customer cancelled to scan (reason SCAN_PAYMENT: nothing reached
-    # WeChat Pay), continued by StartCodePay as the same sale; its source becomes CODE. Checked
-    # with the cancel reason by transition_allowed.
+    # Only a face payment the customer cancelled to scan (CONDITIONS), continued by StartCodePay
+    # as the same sale; its source becomes CODE.
     _S.CANCELLED: frozenset({_S.PAYING}),
     _S.CLOSED: frozenset(),
 }
 
+# Edges of TRANSITIONS taken only when the payment's newest event carries this reason.
+# CANCELLED -> PAYING: SCAN_PAYMENT says nothing reached WeChat Pay, so the sale may go on.
+CONDITIONS: dict[tuple[PaymentState, PaymentState], str] = {
+    (_S.CANCELLED, _S.PAYING): SCAN_PAYMENT,
+}
 
-def transition_allowed(
-    current: PaymentState, wanted: PaymentState, cancel_reason: str = ""
-) -> bool:
-    """Whether the table allows current -> wanted; leaving CANCELLED needs reason SCAN_PAYMENT."""
+
+def transition_allowed(current: PaymentState, wanted: PaymentState, reason: str = "") -> bool:
+    """Whether the table allows current -> wanted, a conditional edge only with its reason."""
     if wanted not in TRANSITIONS[current]:
         return False
-    return current is not PaymentState.CANCELLED or cancel_reason == SCAN_PAYMENT
+    required = CONDITIONS.get((current, wanted))
+    return required is None or reason == required
 
 
 class EventKind(enum.StrEnum):
