@@ -168,27 +168,6 @@ async def test_an_expired_code_fails_authcodeexpire_and_bad_codes_fail_as_docume
             assert kinds(events) == ["code_received", "failed"], no
             assert events[-1].failed.err_code == err_code
             assert wxpay.order(no) is None  # refused before any order existed
-        # The password scenario: USERPAYING, queried every 5 s, then paid.
-        stream = [
-            e async for e in _with_clock(world, client.start_code_pay("PW", 100, "g", PASSWORD))
-        ]
-        assert kinds(stream) == ["code_received", "pending", "succeeded"]
-        assert stream[1].pending.reason == "USERPAYING"
-
-
-async def _with_clock(
-    world: World, stream: AsyncIterator[pb.PaymentEvent]
-) -> AsyncIterator[pb.PaymentEvent]:
-    """Follow a stream, moving the clock on by a poll whenever the payment waits for it."""
-    async for event in stream:
-        yield event
-        if event.state == S.PAYMENT_STATE_PENDING:
-            for _ in range(4):
-                await until(lambda: world.clock.sleepers > 0, 10, "the machine's poll timer")
-                await world.clock.advance(POLL)
-                payment = await world.payments.get(event.out_trade_no)
-                if payment.settled:
-                    break
 
 
 async def test_invalid_auth_codes_are_refused_naming_the_rule_never_the_value(
