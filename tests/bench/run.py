@@ -209,8 +209,8 @@ class BenchOptions:
 
 
 class Stamps:
-    """When the simulated terminal got a getWxpayfaceCode and sent its code, and WeChat Pay a
-    micropay, in perf_counter seconds, by out_trade_no."""
+    """When the simulated terminal read a getWxpayfaceCode frame and sent its code, and WeChat
+    Pay a micropay, in perf_counter seconds, by out_trade_no."""
 
     def __init__(self, terminal: SimTerminal, wxpay: Any) -> None:
         self.camera: dict[str, float] = {}
@@ -224,13 +224,19 @@ class Stamps:
 
         async def stamped(peer: Any, call_id: int, params: Mapping[str, str]) -> Any:
             key = params.get("out_trade_no", "")
-            self._stamp(self.camera, "camera", key)
             info = await original(peer, call_id, params)
             self._stamp(self.code_sent, "code", key)
             return info
 
         methods["getWxpayfaceCode"] = dataclasses.replace(entry, handler=stamped)
+        # The camera's moment: the call has reached the peripheral (the simulator's own task
+        # and bookkeeping before its handler runs are not the daemon's time).
+        terminal.call_observers.append(self._observe_call)
         wxpay.observers.append(self._observe)
+
+    def _observe_call(self, method: str, params: Mapping[str, str]) -> None:
+        if method == "getWxpayfaceCode":
+            self._stamp(self.camera, "camera", params.get("out_trade_no", ""))
 
     def _observe(self, path: str, fields: Mapping[str, str]) -> None:
         if path == MICROPAY_PATH:

@@ -180,6 +180,11 @@ class PaymentStore:
         payment: Payment | None = await self._database.read(_find_payment, out_trade_no)
         return payment
 
+    async def exists(self, out_trade_no: str) -> bool:
+        """Whether a payment with this out_trade_no is journaled (the re-attach check)."""
+        found: bool = await self._database.read(_payment_exists, out_trade_no)
+        return found
+
     async def events(self, out_trade_no: str, after_seq: int = 0) -> EventList:
         """The payment's events with seq > after_seq, in order."""
         events: EventList = await self._database.run(self._events, out_trade_no, after_seq)
@@ -551,6 +556,12 @@ def _find_payment(db: sqlite3.Connection, out_trade_no: str) -> Payment | None:
         (out_trade_no,),
     ).fetchall()
     return _payment(rows[0]) if rows else None
+
+
+def _payment_exists(db: sqlite3.Connection, out_trade_no: str) -> bool:
+    """Whether the primary key is taken; no row is decoded."""
+    rows = db.execute("SELECT 1 FROM payments WHERE out_trade_no = ?", (out_trade_no,)).fetchall()
+    return bool(rows)
 
 
 def _payment(row: tuple[Any, ...]) -> Payment:

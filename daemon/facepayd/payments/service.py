@@ -217,6 +217,10 @@ class PaymentService:
         """One payment, or None."""
         return await self._journal.find(out_trade_no)
 
+    async def exists(self, out_trade_no: str) -> bool:
+        """Whether a payment with this out_trade_no is journaled."""
+        return await self._journal.exists(out_trade_no)
+
     async def list(
         self,
         states: Iterable[PaymentState] = (),

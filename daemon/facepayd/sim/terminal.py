@@ -165,6 +165,9 @@ class SimTerminal:
         self.requests: collections.deque[tuple[str, dict[str, str]]] = collections.deque(
             maxlen=1000
         )
+        # Called with each Call's method and params as the frame is read, before it is served:
+        # the moment the call reached the peripheral (the benchmark's camera stamp).
+        self.call_observers: list[Callable[[str, Mapping[str, str]], None]] = []
         self.initialized = False
         self.firewall: tuple[str, str] | None = None  # (mchId, subMchId) while enabled
         self.issued_face_codes: list[str] = []
@@ -299,9 +302,10 @@ class SimTerminal:
                         peer, bridge_pb2.Frame(pong=bridge_pb2.Pong(nonce=frame.ping.nonce))
                     )
                 elif kind == "call":
-                    task = asyncio.get_running_loop().create_task(
-                        self._serve_call(peer, frame.call)
-                    )
+                    call = frame.call
+                    for observe in self.call_observers:
+                        observe(call.method, call.params)
+                    task = asyncio.get_running_loop().create_task(self._serve_call(peer, call))
                     peer.tasks.add(task)
                     task.add_done_callback(peer.tasks.discard)
         except DeviceError:
@@ -359,9 +363,10 @@ class SimTerminal:
         method = call.method
         self.calls[method] += 1
         self.timeline.append(method)
-        self.requests.append((method, dict(call.params)))
+        params = dict(call.params)
+        self.requests.append((method, params))
         try:
-            info = await self._dispatch(peer, call.call_id, method, dict(call.params))
+            info = await self._dispatch(peer, call.call_id, method, params)
         except _Refused as exc:
             log.debug("sim_call_refused", method=method, reason=str(exc))
             error = bridge_pb2.CallError(call_id=call.call_id, message=str(exc))
