@@ -261,6 +261,7 @@ class FaceFlows:
         )
         self._paying[order.out_trade_no] = handle
         self._own(self._run_face_pay(session, order, options, handle), session, handle._outcome)
+        await _camera_first()
         return handle
 
     # ------------------------------------------------------------------ code pay
@@ -482,6 +483,7 @@ class FaceFlows:
         self._own(
             self._run_capture(session, options, out_trade_no, total_fee, handle), session, outcome
         )
+        await _camera_first()
         return handle
 
     async def _run_capture(
@@ -652,6 +654,12 @@ class FaceFlows:
     async def close(self) -> None:
         """Stop every flow and journal retry (payments started by flows go on)."""
         await self._tasks.close()
+
+
+async def _camera_first() -> None:
+    """Yield one turn so the flow task just spawned takes its first step (to the face UI call
+    frame, on a warm terminal) before the calling handler builds its stream."""
+    await asyncio.sleep(0)
 
 
 def _requested(session: Session) -> asyncio.Future[None]:
