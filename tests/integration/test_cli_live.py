@@ -1,8 +1,10 @@
 """The `facepay` command as people run it: a child process against the real daemon and simulators.
 
 The simulated WeChat Pay keeps amount 101 in USERPAYING for userpaying_seconds while the daemon
-queries it every poll_interval: long enough to press Ctrl-C during it. The progress lines through
-a 40 s USERPAYING are tested in simulated time (tests/unit/test_cli_progress.py).
+queries it every poll_interval. The Ctrl-C test holds it there until it has pressed Ctrl-C and
+checked the message, then confirms the payment (confirm_now): no race with the machine's load.
+The progress lines through a 40 s USERPAYING are tested in simulated time
+(tests/unit/test_cli_progress.py).
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ import pytest
 
 import facepayd
 from facepayd.sim.daemon_process import DaemonProcess, child_env
+from facepayd.sim.stack import SimStack
 from tests.integration.conftest import DaemonFactory, StackFactory
 
 _USERPAYING_SECONDS = 3.0
+# The Ctrl-C test's payment waits for the test to confirm it, however loaded the machine is.
+_HELD_SECONDS = 600.0
 # Long enough that the daemon never gives up on the payer within these tests.
 _PAYMENTS = {"poll_interval": 0.5, "give_up_after": 30.0}
 _DEADLINE = 60.0
@@ -40,15 +45,17 @@ async def _run(argv: Sequence[str]) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-async def _userpaying_daemon(make_stack: StackFactory, make_daemon: DaemonFactory) -> DaemonProcess:
-    sims = await make_stack(userpaying_seconds=_USERPAYING_SECONDS)
-    return await make_daemon(sims, payments=_PAYMENTS)
+async def _userpaying_daemon(
+    make_stack: StackFactory, make_daemon: DaemonFactory, seconds: float = _USERPAYING_SECONDS
+) -> tuple[SimStack, DaemonProcess]:
+    sims = await make_stack(userpaying_seconds=seconds)
+    return sims, await make_daemon(sims, payments=_PAYMENTS)
 
 
 async def test_ctrl_c_during_pay_prints_how_to_follow_the_payment(
     make_stack: StackFactory, make_daemon: DaemonFactory
 ) -> None:
-    daemon = await _userpaying_daemon(make_stack, make_daemon)
+    sims, daemon = await _userpaying_daemon(make_stack, make_daemon, _HELD_SECONDS)
     process = await asyncio.create_subprocess_exec(
         *_cli("--socket", str(daemon.socket), "pay", "--amount", "101", "--body", "goods"),
         "--out-trade-no",
@@ -74,6 +81,8 @@ async def test_ctrl_c_during_pay_prints_how_to_follow_the_payment(
     assert f"follow it with: {follow}" in err
 
     # The printed command does follow it: the payment was not cancelled, it succeeds.
+    assert sims.wxpay is not None
+    sims.wxpay.confirm_now("LIVE2")
     code, out, err = await _run(_cli(*shlex.split(follow)[1:]))
     assert code == 0, err
     assert [line.split()[2] for line in out.splitlines()] == ["SUCCEEDED"]

@@ -831,6 +831,14 @@ class WxPaySimulator:
         self._settle(order)
         return order.snapshot()
 
+    def confirm_now(self, out_trade_no: str) -> None:
+        """The customer confirms now: a USERPAYING order settles as scripted at once."""
+        order = self._orders.get(out_trade_no)
+        if order is None or order.state is not OrderState.USERPAYING or order.settle_at is None:
+            raise KeyError(f"{out_trade_no}: no USERPAYING order waiting to settle")
+        order.settle_at = self._clock.time()
+        self._settle(order)
+
     def seed_paid_order(
         self,
         out_trade_no: str,
