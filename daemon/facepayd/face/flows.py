@@ -261,7 +261,6 @@ class FaceFlows:
         )
         self._paying[order.out_trade_no] = handle
         self._own(self._run_face_pay(session, order, options, handle), session, handle._outcome)
-        await _camera_first()
         return handle
 
     # ------------------------------------------------------------------ code pay
@@ -304,44 +303,39 @@ class FaceFlows:
         structlog.contextvars.bind_contextvars(out_trade_no=out_trade_no)
         try:
             async with self._sessions.hold(session):
-                # The SDK call goes out first, from this task (no task hop ahead of the frame);
-                # the order is committed while it is on its way (journal-first asks it durable
-                # before micropay, not before the camera).
-                requested = _requested(session)
-                commit = asyncio.get_running_loop().create_task(
-                    self._commit_when_requested(order, session, requested, journaled),
-                    name=f"journal {session.id}",
+                # The SDK call goes out first; the order is committed while it is on its way
+                # (journal-first asks it durable before micropay, not before the camera).
+                capture = asyncio.ensure_future(
+                    self._sessions.capture(
+                        session, options, out_trade_no=out_trade_no, total_fee=order.total_fee
+                    )
                 )
                 try:
-                    try:
-                        code = await self._sessions.capture(
-                            session, options, out_trade_no=out_trade_no, total_fee=order.total_fee
-                        )
-                    finally:
-                        _set_done(requested)
+                    await _camera_requested(session, capture)
+                    await self._begin_own(order, session)
                 except asyncio.CancelledError:
-                    commit.cancel()
+                    capture.cancel()
                     raise
                 except Exception as exc:
-                    if not await commit:
-                        await self._after_abandoned(session)
-                        if not isinstance(exc, FacepayError):
-                            raise
-                        return
-                    # Journaled and no code.
-                    if isinstance(exc, FaceSessionEnded):
-                        await self._record_cancelled(out_trade_no, exc.return_code, exc.return_msg)
-                        return
-                    # A device, authinfo fetch or bug: CANCELLED, never left CAPTURING with
-                    # nobody to end it.
+                    # Nothing journaled: close the UI, pay nothing, end the stream with why.
+                    error = exc if isinstance(exc, FacepayError) else FlowCrashed()
+                    if error is not exc:
+                        log.exception("face_pay_begin_crashed")
+                    reason = exc.reason if isinstance(exc, FacepayError) else INTERNAL_ERROR
+                    await self._abandon_capture(session, capture, reason, journaled, error)
+                    return
+                journaled.set_result(None)
+                try:
+                    code = await capture
+                except FaceSessionEnded as exc:
+                    await self._record_cancelled(out_trade_no, exc.return_code, exc.return_msg)
+                    return
+                except Exception as exc:
+                    # Journaled and no code (device, authinfo fetch, a bug): CANCELLED, never
+                    # left CAPTURING with nobody to end it.
                     await self._record_cancelled(out_trade_no, *_why(exc))
                     if not isinstance(exc, FacepayError):
                         raise
-                    return
-                if not await commit:
-                    # Nothing journaled: the code is never paid; the UI was quit (or is left to
-                    # the SDK below 2.22).
-                    await self._after_abandoned(session)
                     return
                 handle._face_code.set_result(code.face_code)
                 try:
@@ -396,34 +390,22 @@ class FaceFlows:
                 " follow it with WatchPayment"
             )
 
-    async def _commit_when_requested(
+    async def _abandon_capture(
         self,
-        order: PaymentOrder,
         session: Session,
-        requested: asyncio.Future[None],
+        capture: asyncio.Future[FaceCode],
+        reason: str,
         journaled: asyncio.Future[None],
-    ) -> bool:
-        """Journal the order once the face UI call is on its way; False (UI quit) if it failed."""
-        await requested
-        try:
-            await self._begin_own(order, session)
-        except Exception as exc:
-            # Nothing journaled: close the UI, pay nothing, end the stream with why.
-            error = exc if isinstance(exc, FacepayError) else FlowCrashed()
-            if error is not exc:
-                log.exception("face_pay_begin_crashed")
-            reason = exc.reason if isinstance(exc, FacepayError) else INTERNAL_ERROR
-            quit_sent = await self._sessions.quit_if_open(session, reason)
-            # The stream ends now (within the face deadline), whatever the SDK does next.
-            _resolve(journaled, error)
-            if not quit_sent:
-                log.info("capture_left_to_the_sdk", session_id=session.id)
-            return False
-        journaled.set_result(None)
-        return True
-
-    async def _after_abandoned(self, session: Session) -> None:
-        """The end of a capture that can never be paid: its result page closed, its UI's end."""
+        error: FacepayError,
+    ) -> None:
+        """Quit a capture that can never be paid; below 2.22 wait for the SDK's own end."""
+        quit_sent = await self._sessions.quit_if_open(session, reason)
+        # The stream ends now (within the face deadline), whatever the SDK does next.
+        _resolve(journaled, error)
+        if not quit_sent:
+            log.info("capture_left_to_the_sdk", session_id=session.id)
+        with contextlib.suppress(FacepayError):
+            await capture
         await self._close_result_page(session, success=False)
         await self._sessions.wait_end(session)
 
@@ -483,7 +465,6 @@ class FaceFlows:
         self._own(
             self._run_capture(session, options, out_trade_no, total_fee, handle), session, outcome
         )
-        await _camera_first()
         return handle
 
     async def _run_capture(
@@ -495,26 +476,26 @@ class FaceFlows:
         handle: CaptureHandle,
     ) -> None:
         async with self._sessions.hold(session):
-            # The POS hears of the session once the face UI call is on its way, not before: the
-            # capture runs in this task (no hop ahead of the frame), the notice goes by callback.
-            announce = _announcer(handle, session)
-            session.ui_requested.add_done_callback(lambda _: announce())
-            try:
-                code = await self._sessions.capture(
+            capture = asyncio.ensure_future(
+                self._sessions.capture(
                     session, options, out_trade_no=out_trade_no, total_fee=total_fee
                 )
+            )
+            try:
+                # The POS hears of the session once the face UI call is on its way, not before.
+                await _camera_requested(session, capture)
+            except BaseException:
+                capture.cancel()
+                raise
+            handle._put(SessionStartedStep(session.id))
+            try:
+                code = await capture
             except FaceSessionEnded as exc:
-                announce()
                 handle._put(CaptureCancelled(exc.return_code, exc.return_msg))
             except DeviceError:
-                announce()
                 handle._put(await self._sessions.wait_end(session))
                 raise
-            except Exception:
-                announce()
-                raise
             else:
-                announce()
                 handle._put(code)
                 # Below 2.13 the UI waits for ReportPayResult; from 2.13 for its own callback.
                 await self._sessions.wait_end(session)
@@ -656,39 +637,14 @@ class FaceFlows:
         await self._tasks.close()
 
 
-async def _camera_first() -> None:
-    """Yield one turn so the flow task just spawned takes its first step (to the face UI call
-    frame, on a warm terminal) before the calling handler builds its stream."""
-    await asyncio.sleep(0)
+async def _camera_requested(session: Session, capture: asyncio.Future[FaceCode]) -> None:
+    """Until the capture's face UI call has been written (or the capture ended without one).
 
-
-def _requested(session: Session) -> asyncio.Future[None]:
-    """Resolves once the session's face UI call is on its way (or the capture ended without).
-
-    The capture resolves ui_requested in the same step that writes the call frame, so what
-    waits for this (the journal commit) runs behind the frame.
+    The capture task resolves ui_requested in the same step that writes the call frame, so
+    whatever runs after this (the journal commit, session_started to the POS) goes behind it.
     """
-    requested: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    session.ui_requested.add_done_callback(lambda _: _set_done(requested))
-    return requested
-
-
-def _set_done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _announcer(handle: CaptureHandle, session: Session) -> Callable[[], None]:
-    """Put SessionStartedStep once: when the UI call is on its way, or the capture ended."""
-    announced = False
-
-    def announce() -> None:
-        nonlocal announced
-        if not announced:
-            announced = True
-            handle._put(SessionStartedStep(session.id))
-
-    return announce
+    if not session.ui_requested.done() and not capture.done():
+        await asyncio.wait((session.ui_requested, capture), return_when=asyncio.FIRST_COMPLETED)
 
 
 def _resolve(outcome: asyncio.Future[Any] | None, error: BaseException) -> None:
