@@ -12,11 +12,11 @@ import itertools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from facepay.bridge.v1 import bridge_pb2
 from facepayd.clock import Clock, Timer, race
-from facepayd.device.framing import FrameReader, write_frame
+from facepayd.device.framing import FrameBuffer, FrameReader, encode_frame, write_frame
 from facepayd.device.transport import Transport
 from facepayd.errors import DeviceError, DeviceLost, DeviceTimeout
 from facepayd.ops.logs import get_logger
@@ -68,7 +68,6 @@ class _Pending:
 class _Connection:
     """One bridge stream and everything that dies with it."""
 
-    reader: FrameReader
     writer: asyncio.StreamWriter
     lost: asyncio.Future[BaseException]
     pending: dict[int, _Pending] = field(default_factory=dict)
@@ -117,17 +116,16 @@ class BridgeClient:
         if self._conn is not None:
             await self._shutdown(self._conn, DeviceLost("bridge reconnecting"), notify=False)
         stream, writer = await self._transport.open(self._open_timeout)
-        reader = FrameReader(stream)
         try:
-            hello = await self._await_hello(reader)
+            hello, feed = await self._await_hello(FrameReader(stream), writer)
         except BaseException:
             writer.close()
             raise
         loop = asyncio.get_running_loop()
-        conn = _Connection(reader=reader, writer=writer, lost=loop.create_future())
+        conn = _Connection(writer=writer, lost=loop.create_future())
         self._conn = conn
         self.hello = hello
-        conn.tasks.append(loop.create_task(self._read_loop(conn), name="bridge-reader"))
+        feed.attach(lambda frame: self._on_frame(conn, frame), lambda exc: self._lose(conn, exc))
         conn.tasks.append(loop.create_task(self._heartbeat(conn), name="bridge-heartbeat"))
         log.info(
             "bridge_connected",
@@ -266,12 +264,14 @@ class BridgeClient:
 
     # ------------------------------------------------------------------ private
 
-    async def _await_hello(self, reader: FrameReader) -> BridgeHello:
-        read = asyncio.ensure_future(reader.read())
+    async def _await_hello(
+        self, reader: FrameReader, writer: asyncio.StreamWriter
+    ) -> tuple[BridgeHello, _FrameFeed]:
+        read = asyncio.ensure_future(_read_first(reader, writer))
         try:
             if not await race(self._clock, read, self._hello_timeout):
                 raise DeviceTimeout(f"no hello from the bridge within {self._hello_timeout:g}s")
-            frame = read.result()
+            frame, feed = read.result()
         finally:
             if not read.done():
                 read.cancel()
@@ -287,32 +287,31 @@ class BridgeClient:
                 f"bridge protocol {hello.protocol_version!r} is not supported "
                 f"(this daemon speaks {PROTOCOL_MAJOR})"
             )
-        return BridgeHello(
-            protocol_version=hello.protocol_version,
-            bridge_version=hello.bridge_version,
-            sdk_version=hello.sdk_version,
-            device_serial=hello.device_serial,
-            device_model=hello.device_model,
-            face_app_version=hello.face_app_version,
+        assert feed is not None  # taken over with the hello
+        return (
+            BridgeHello(
+                protocol_version=hello.protocol_version,
+                bridge_version=hello.bridge_version,
+                sdk_version=hello.sdk_version,
+                device_serial=hello.device_serial,
+                device_model=hello.device_model,
+                face_app_version=hello.face_app_version,
+            ),
+            feed,
         )
 
-    async def _read_loop(self, conn: _Connection) -> None:
+    def _on_frame(self, conn: _Connection, frame: bridge_pb2.Frame) -> None:
+        """One frame from the bridge, handled as it is parsed (no reader task in between)."""
         try:
-            while (frame := await conn.reader.read()) is not None:
-                if frame.HasField("callback"):
-                    self._on_callback(conn, frame.callback)  # the common case, without a coroutine
-                else:
-                    await self._dispatch(conn, frame)
-        except DeviceError as exc:
-            self._lose(conn, exc)
-            return
+            if frame.HasField("callback"):
+                self._on_callback(conn, frame.callback)  # the common case first
+            else:
+                self._dispatch(conn, frame)
         except Exception as exc:
             log.exception("bridge_reader_failed")
             self._lose(conn, DeviceError(f"bridge reader failed: {type(exc).__name__}"))
-            return
-        self._lose(conn, DeviceLost("the bridge closed the stream"))
 
-    async def _dispatch(self, conn: _Connection, frame: bridge_pb2.Frame) -> None:
+    def _dispatch(self, conn: _Connection, frame: bridge_pb2.Frame) -> None:
         kind = frame.WhichOneof("body")
         if kind == "callback":
             self._on_callback(conn, frame.callback)
@@ -328,8 +327,10 @@ class BridgeClient:
                 )
             )
         elif kind == "ping":
-            pong = bridge_pb2.Frame(pong=bridge_pb2.Pong(nonce=frame.ping.nonce))
-            await write_frame(conn.writer, pong)
+            # A few bytes: written without waiting for the buffer to drain.
+            if not conn.writer.is_closing():
+                pong = bridge_pb2.Frame(pong=bridge_pb2.Pong(nonce=frame.ping.nonce))
+                conn.writer.write(encode_frame(pong))
         elif kind == "pong":
             waiter = conn.pongs.get(frame.pong.nonce)
             if waiter is not None and not waiter.done():
@@ -444,6 +445,99 @@ class BridgeClient:
             await asyncio.gather(*others, return_exceptions=True)
         with contextlib.suppress(ConnectionError, OSError):
             await conn.writer.wait_closed()
+
+
+async def _read_first(
+    reader: FrameReader, writer: asyncio.StreamWriter
+) -> tuple[bridge_pb2.Frame | None, _FrameFeed | None]:
+    """The stream's first frame; with it, in the same step, the stream's reading taken over.
+
+    The read that completed the frame emptied the StreamReader (a read takes all it holds, up
+    to its chunk), and nothing runs between it and set_protocol: every later byte reaches the
+    feed, and what the FrameReader read past the first frame goes with it.
+    """
+    frame = await reader.read()
+    if frame is None:
+        return None, None
+    transport = writer.transport
+    feed = _FrameFeed(transport.get_protocol(), reader.frames)
+    transport.set_protocol(feed)
+    return frame, feed
+
+
+class _FrameFeed(asyncio.Protocol):
+    """Reads a bridge stream once its hello is in: each frame is handled in data_received.
+
+    The StreamReader's protocol it replaces still gets the rest (write flow control, the
+    connection's end), so the StreamWriter's drain(), close() and wait_closed() keep working.
+    Frames and a loss that come before attach() are held until then.
+    """
+
+    def __init__(self, inner: asyncio.BaseProtocol, frames: FrameBuffer) -> None:
+        self._inner = cast(asyncio.Protocol, inner)
+        self._frames = frames
+        self._on_frame: Callable[[bridge_pb2.Frame], None] | None = None
+        self._on_lost: Callable[[BaseException], None] | None = None
+        self._held: list[bridge_pb2.Frame] = []
+        self._lost: BaseException | None = None
+
+    def attach(
+        self,
+        on_frame: Callable[[bridge_pb2.Frame], None],
+        on_lost: Callable[[BaseException], None],
+    ) -> None:
+        """Deliver frames and the loss from now on, beginning with what came meanwhile."""
+        self._on_frame, self._on_lost = on_frame, on_lost
+        held, self._held = self._held, []
+        for frame in held:
+            on_frame(frame)
+        self._parse()
+        if self._lost is not None:
+            on_lost(self._lost)
+
+    def data_received(self, data: bytes) -> None:
+        self._frames.feed(data)
+        self._parse()
+
+    def eof_received(self) -> bool | None:
+        reason: BaseException = DeviceLost("the bridge closed the stream")
+        if self._frames.pending:
+            reason = DeviceLost("bridge stream ended inside a frame")
+        self._lose(reason)
+        return self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lose(
+            DeviceLost("the bridge closed the stream")
+            if exc is None
+            else DeviceLost("bridge stream broke while reading")
+        )
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def _parse(self) -> None:
+        if self._lost is not None:
+            return
+        try:
+            while (frame := self._frames.next()) is not None:
+                if self._on_frame is None:
+                    self._held.append(frame)
+                else:
+                    self._on_frame(frame)
+        except DeviceError as exc:
+            self._lose(exc)
+
+    def _lose(self, reason: BaseException) -> None:
+        if self._lost is not None:
+            return
+        self._lost = reason
+        if self._on_lost is not None:
+            self._on_lost(reason)
 
 
 def _outcome(exc: BaseException) -> str:

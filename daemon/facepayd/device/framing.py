@@ -11,6 +11,7 @@ from facepayd.errors import DeviceError, DeviceLost
 
 __all__ = [
     "MAX_FRAME_SIZE",
+    "FrameBuffer",
     "FrameReader",
     "decode_varint",
     "encode_frame",
@@ -119,37 +120,26 @@ async def _read_length(reader: asyncio.StreamReader) -> int | None:
     raise DeviceError("bridge frame length prefix is not a valid varint")
 
 
-class FrameReader:
-    """Frames from one stream, read buffered: one read of what has arrived, every frame parsed.
+class FrameBuffer:
+    """Frames parsed off the front of the bytes received so far (a reader's or a protocol's)."""
 
-    read_frame() reads the length prefix a byte at a time so it never takes bytes past its
-    frame; a long-lived reader (the bridge client, the simulated bridge) owns its stream and
-    parses frames out of one buffer instead.
-    """
+    __slots__ = ("_buffer", "_max_size")
 
-    __slots__ = ("_buffer", "_max_size", "_reader")
-
-    def __init__(self, reader: asyncio.StreamReader, *, max_size: int = MAX_FRAME_SIZE) -> None:
-        self._reader = reader
+    def __init__(self, *, max_size: int = MAX_FRAME_SIZE) -> None:
         self._max_size = max_size
         self._buffer = bytearray()
 
-    async def read(self) -> bridge_pb2.Frame | None:
-        """The next frame: None at a clean end, DeviceLost mid-frame, DeviceError if invalid."""
-        while (frame := self._parse()) is None:
-            try:
-                data = await self._reader.read(_READ_CHUNK)
-            except (ConnectionError, OSError) as exc:
-                raise DeviceLost("bridge stream broke while reading") from exc
-            if not data:
-                if not self._buffer:
-                    return None
-                raise DeviceLost("bridge stream ended inside a frame")
-            self._buffer += data
-        return frame
+    @property
+    def pending(self) -> bool:
+        """Whether bytes of an unfinished frame are held."""
+        return bool(self._buffer)
 
-    def _parse(self) -> bridge_pb2.Frame | None:
-        """One whole frame off the front of the buffer, or None until more has arrived."""
+    def feed(self, data: bytes) -> None:
+        """Append bytes as they arrived."""
+        self._buffer += data
+
+    def next(self) -> bridge_pb2.Frame | None:
+        """One whole frame off the front, or None until more has arrived; DeviceError if invalid."""
         buffer = self._buffer
         value = 0
         used = 0
@@ -176,4 +166,33 @@ class FrameReader:
             frame.ParseFromString(body)
         except DecodeError as exc:
             raise DeviceError("bridge frame is not a valid Frame message") from exc
+        return frame
+
+
+class FrameReader:
+    """Frames from one stream, read buffered: one read of what has arrived, every frame parsed.
+
+    read_frame() reads the length prefix a byte at a time so it never takes bytes past its
+    frame; a long-lived reader (the bridge client, the simulated bridge) owns its stream and
+    parses frames out of one buffer instead (``frames``: what was read past the last frame).
+    """
+
+    __slots__ = ("_reader", "frames")
+
+    def __init__(self, reader: asyncio.StreamReader, *, max_size: int = MAX_FRAME_SIZE) -> None:
+        self._reader = reader
+        self.frames = FrameBuffer(max_size=max_size)
+
+    async def read(self) -> bridge_pb2.Frame | None:
+        """The next frame: None at a clean end, DeviceLost mid-frame, DeviceError if invalid."""
+        while (frame := self.frames.next()) is None:
+            try:
+                data = await self._reader.read(_READ_CHUNK)
+            except (ConnectionError, OSError) as exc:
+                raise DeviceLost("bridge stream broke while reading") from exc
+            if not data:
+                if not self.frames.pending:
+                    return None
+                raise DeviceLost("bridge stream ended inside a frame")
+            self.frames.feed(data)
         return frame
