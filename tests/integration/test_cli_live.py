@@ -32,6 +32,10 @@ _PAYMENTS = {"poll_interval": 0.5, "give_up_after": 30.0}
 _DEADLINE = 60.0
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*argv: str) -> list[str]:
     return [sys.executable, "-m", "facepay_client.cli", *argv]
 
@@ -63,6 +67,9 @@ async def test_ctrl_c_during_pay_prints_how_to_follow_the_payment(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=child_env(),
+        # As a terminal's foreground job has it: a test run started in the background (`make
+        # test &`) inherits SIGINT ignored, and the CLI would rightly keep ignoring it.
+        preexec_fn=_default_sigint,
     )
     assert process.stdout is not None
     seen: list[str] = []
