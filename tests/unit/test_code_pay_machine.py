@@ -125,7 +125,7 @@ async def test_the_code_is_referenced_by_nothing_once_micropay_was_sent(
             await service.start_code_pay(ORDER, code)
         else:
             await service.begin(ORDER)
-            service.pay("C1", code)
+            await service.pay_captured("C1", code, "o-user", "", 1)
         await until(lambda: backend.count("micropay") == 1, 10, "micropay")
         # Settling: the machine sleeps on the clock before its first query.
         await until(lambda: clock.sleepers > 0, 10, "the settle wait")

@@ -127,8 +127,7 @@ class Rig:
         )
         assert created
         assert payment.state is PaymentState.CAPTURING
-        await self.service.record_face_captured(out_trade_no, "o-user", "", 1)
-        self.service.pay(out_trade_no, FACE_CODE)
+        await self.service.pay_captured(out_trade_no, FACE_CODE, "o-user", "", 1)
 
     async def run_until(self, predicate: Callable[[], bool], step: float = 1.0) -> None:
         """Advance the clock step by step whenever the payment sleeps, until predicate holds."""
@@ -708,18 +707,35 @@ async def test_a_state_that_cannot_be_journaled_never_sends_its_call(rig: Rig) -
 
 async def test_micropay_is_not_sent_when_pay_sent_cannot_be_journaled(rig: Rig) -> None:
     await rig.service.begin(PaymentOrder("T1", FEE, "goods"))
-    await rig.service.record_face_captured("T1", "o-user", "", 1)
     await _writes(rig, allowed=False)
     with pytest.raises(JournalError):
-        await rig.journal.payments.mark_pay_sent("T1")
-    rig.service.pay("T1", FACE_CODE)
+        await rig.service.pay_captured("T1", FACE_CODE, "o-user", "", 1)
+    # The payment task settles it from the journal once it writes again; it never pays.
     await until(lambda: rig.clock.sleepers > 0)
     await rig.clock.advance(4)
     assert rig.backend.count("micropay") == 0
     await _writes(rig, allowed=True)
     payment = await rig.final()
     assert payment.state is S.CANCELLED
+    assert payment.pay_sent_at is None
     assert rig.backend.calls == []
+
+
+async def test_the_face_capture_and_the_pay_sent_mark_are_one_commit(rig: Rig) -> None:
+    rig.backend.micropay_gate = asyncio.Event()  # micropay hangs: look at what came before it
+    await rig.service.begin(PaymentOrder("T1", FEE, "goods"))
+    db = rig.journal.database
+    statements: list[str] = []
+    await db.run(lambda: db.connection.set_trace_callback(statements.append))
+    await rig.service.pay_captured("T1", FACE_CODE, "o-user", "", 1)
+    await until(lambda: rig.backend.count("micropay") == 1)
+    await db.run(lambda: db.connection.set_trace_callback(None))
+    assert [x for x in statements if x.startswith("COMMIT")] == ["COMMIT"]
+    payment = await rig.journal.payments.get("T1")
+    assert (payment.state, payment.pay_sent_at, payment.openid) == (S.PAYING, rig.t0, "o-user")
+    events = await rig.journal.payments.events("T1")
+    assert [e.kind for e in events][-1] is EventKind.FACE_CAPTURED
+    rig.backend.micropay_gate.set()
 
 
 async def test_reverse_recall_repeats_with_backoff(rig: Rig) -> None:
@@ -770,10 +786,11 @@ async def test_unexpected_error_after_send_resumes_by_query(rig: Rig) -> None:
 async def test_pay_twice_sends_micropay_once(rig: Rig) -> None:
     rig.backend.micropay_answers = [_paid(), _paid()]
     await rig.start()
-    with pytest.raises(WrongState):
-        rig.service.pay("T1", FACE_CODE)
+    with pytest.raises(WrongState):  # its task still runs
+        await rig.service.pay_captured("T1", FACE_CODE, "o-user", "", 1)
     assert (await rig.final()).state is S.SUCCEEDED
-    rig.service.pay("T1", FACE_CODE)  # the journal refuses: micropay was already attempted
+    with pytest.raises(WrongState):  # the journal refuses: it is no longer CAPTURING
+        await rig.service.pay_captured("T1", FACE_CODE, "o-user", "", 1)
     await until(lambda: rig.service.unfinished_count() == 0)
     assert rig.backend.count("micropay") == 1
 

@@ -283,8 +283,7 @@ class PaymentProperties(RuleBasedStateMachine):
         else:
             await self.service.begin(order, session_id="s")
             if how == "face":
-                await self.service.record_face_captured(no, f"o-user-{no}", "", 1)
-                self.service.pay(no, code)
+                await self.service.pay_captured(no, code, f"o-user-{no}", "", 1)
             else:
                 await self.service.record_cancelled(no, "SCAN_PAYMENT", "the customer scans")
                 await self.service.start_code_pay(order, code)

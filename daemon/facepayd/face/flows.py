@@ -339,8 +339,11 @@ class FaceFlows:
                     return
                 handle._face_code.set_result(code.face_code)
                 try:
-                    await self._payments.record_face_captured(
+                    # One commit between the face code and micropay: the face's record and the
+                    # at-most-once mark together; the payment task sends micropay after it.
+                    await self._payments.pay_captured(
                         out_trade_no,
+                        code.face_code,
                         code.openid,
                         code.sub_openid,
                         code.underage_state,
@@ -357,7 +360,6 @@ class FaceFlows:
                     if not isinstance(exc, FacepayError):
                         raise
                     return
-                self._payments.pay(out_trade_no, code.face_code)
                 if self._lifecycle.version.has_update_pay_result:
                     # Old SDKs keep their UI open until told the result; the camera is not held
                     # past the face deadline for it (the payment goes on without the UI).

@@ -162,6 +162,22 @@ class PaymentStore:
         self._notify(event)
         return event
 
+    async def capture_and_mark_sent(
+        self, out_trade_no: str, data: Mapping[str, str | int], openid: str, at: float
+    ) -> tuple[PaymentEvent, Payment]:
+        """FACE_CAPTURED (CAPTURING → PAYING) and pay_sent_at (at: wall time), one transaction.
+
+        The face's record and the at-most-once mark become durable with one commit, the last
+        write before micropay; refused (WrongState) unless the payment is CAPTURING.
+        """
+        row_updates = {"openid": openid, **dict.fromkeys(_ATTENTION_COLUMNS, "")}
+        now = self._clock.time()
+        event, payment = await self._database.run(
+            self._capture_and_mark_sent, out_trade_no, dict(data), row_updates, now, at
+        )
+        self._notify(event)
+        return event, payment
+
     async def mark_pay_sent(self, out_trade_no: str, at: float | None = None) -> Payment:
         """Record that micropay is about to be sent (at: wall time); refused if it ever was."""
         now = self._clock.time() if at is None else at
@@ -416,32 +432,64 @@ class PaymentStore:
         now: float,
     ) -> PaymentEvent:
         with transaction(self._db):
-            row = self._db.execute(
-                "SELECT state, last_seq FROM payments WHERE out_trade_no = ?", (out_trade_no,)
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"no payment with out_trade_no {out_trade_no}")
-            current, last_seq = PaymentState(row[0]), int(row[1])
+            current, last_seq = self._current(out_trade_no)
             return self._set_state(
                 out_trade_no, current, last_seq, state, kind, data, row_updates, now
             )
 
+    def _capture_and_mark_sent(
+        self,
+        out_trade_no: str,
+        data: dict[str, str | int],
+        row_updates: Mapping[str, str | int],
+        now: float,
+        at: float,
+    ) -> tuple[PaymentEvent, Payment]:
+        with transaction(self._db):
+            current, last_seq = self._current(out_trade_no)
+            if current is not PaymentState.CAPTURING:
+                raise WrongState(f"payment {out_trade_no} is {current}, not CAPTURING")
+            event = self._set_state(
+                out_trade_no,
+                current,
+                last_seq,
+                PaymentState.PAYING,
+                EventKind.FACE_CAPTURED,
+                data,
+                row_updates,
+                now,
+            )
+            return event, self._set_pay_sent(out_trade_no, at)
+
+    def _current(self, out_trade_no: str) -> tuple[PaymentState, int]:
+        """The payment's state and last seq, inside the caller's transaction."""
+        row = self._db.execute(
+            "SELECT state, last_seq FROM payments WHERE out_trade_no = ?", (out_trade_no,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no payment with out_trade_no {out_trade_no}")
+        return PaymentState(row[0]), int(row[1])
+
     def _mark_pay_sent(self, out_trade_no: str, now: float) -> Payment:
         with transaction(self._db):
-            updated = self._db.execute(
-                "UPDATE payments SET pay_sent_at = ?, updated_at = ?"
-                " WHERE out_trade_no = ? AND state = ? AND pay_sent_at IS NULL",
-                (now, now, out_trade_no, PaymentState.PAYING.value),
-            ).rowcount
-            payment = self._require(out_trade_no)
-            if updated != 1:
-                why = (
-                    "micropay was already attempted"
-                    if payment.pay_sent_at is not None
-                    else f"payment is {payment.state}, not PAYING"
-                )
-                raise WrongState(f"{out_trade_no}: {why}")
-            return payment
+            return self._set_pay_sent(out_trade_no, now)
+
+    def _set_pay_sent(self, out_trade_no: str, now: float) -> Payment:
+        """pay_sent_at, only if PAYING and never set, inside the caller's transaction."""
+        updated = self._db.execute(
+            "UPDATE payments SET pay_sent_at = ?, updated_at = ?"
+            " WHERE out_trade_no = ? AND state = ? AND pay_sent_at IS NULL",
+            (now, now, out_trade_no, PaymentState.PAYING.value),
+        ).rowcount
+        payment = self._require(out_trade_no)
+        if updated != 1:
+            why = (
+                "micropay was already attempted"
+                if payment.pay_sent_at is not None
+                else f"payment is {payment.state}, not PAYING"
+            )
+            raise WrongState(f"{out_trade_no}: {why}")
+        return payment
 
     def _find(self, out_trade_no: str) -> Payment | None:
         return _find_payment(self._db, out_trade_no)

@@ -264,6 +264,14 @@ class PaymentMachine:
             # Refused (WrongState) unless PAYING and never attempted: the at-most-once guard.
             # Stamped with our clock: the reverse timers are measured from it.
             payment = await self._journal.mark_pay_sent(self._out_trade_no, at=self._clock.time())
+        except BaseException:
+            code.clear()
+            raise
+        return await self.send_marked(payment, code)
+
+    async def send_marked(self, payment: Payment, code: OneShotCode) -> Payment:
+        """Send micropay once for an order whose pay_sent_at was just journaled, then settle it."""
+        try:
             self._anchor(payment)
             self._seen(payment)
             outcome = await self._send_micropay(payment, code.take())

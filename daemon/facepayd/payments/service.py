@@ -121,29 +121,53 @@ class PaymentService:
         data: dict[str, str | int] = {"session_id": session_id} if session_id else {}
         return await self._journal.create_payment(order, data=data)
 
-    async def record_face_captured(
+    async def pay_captured(
         self,
         out_trade_no: str,
+        face_code: str,
         openid: str,
         sub_openid: str,
         underage_state: int,
         telephone_used: int = 0,
     ) -> PaymentEvent:
-        """The face was captured: PAYING (the face code itself is never journaled)."""
+        """The face was captured: PAYING and marked sent in one commit, then paid once by a
+        daemon-owned task (the face code itself is never journaled)."""
+        code = OneShotCode(face_code)
+        del face_code  # from here on only the holder has it, until micropay empties it
+        data: dict[str, str | int] = {
+            "openid": openid,
+            "sub_openid": sub_openid,
+            "underage_state": underage_state,
+        }
+        if telephone_used:
+            data["telephone_used"] = telephone_used
+        try:
+            return await self._capture_then_pay(out_trade_no, data, openid, code)
+        except BaseException:
+            code.clear()
+            raise
+
+    async def _capture_then_pay(
+        self, out_trade_no: str, data: dict[str, str | int], openid: str, code: OneShotCode
+    ) -> PaymentEvent:
+        self._owned.check_open()
         async with self._lock:
-            payment = await self._journal.get(out_trade_no)
-            if payment.state is not PaymentState.CAPTURING:
-                raise WrongState(f"payment {out_trade_no} is {payment.state}, not CAPTURING")
-            data: dict[str, str | int] = {
-                "openid": openid,
-                "sub_openid": sub_openid,
-                "underage_state": underage_state,
-            }
-            if telephone_used:
-                data["telephone_used"] = telephone_used
-            return await self._journal.append(
-                out_trade_no, PaymentState.PAYING, EventKind.FACE_CAPTURED, data, openid=openid
-            )
+            if out_trade_no in self._owned.tasks:
+                raise WrongState(f"payment {out_trade_no} is already in progress")
+            try:
+                # Stamped with the machine's clock: the reverse timers are measured from it.
+                event, payment = await self._journal.capture_and_mark_sent(
+                    out_trade_no, data, openid, at=self._clock.time()
+                )
+            except JournalError as exc:
+                # Whether the commit landed is not known here: the payment task settles the
+                # order from the journal once it writes again (CANCELLED without the mark,
+                # queried as any sent order with it); micropay is never sent from here.
+                reason = exc.reason
+                self._spawn(out_trade_no, lambda machine: machine.resume(reason))
+                raise
+            self._spawn(out_trade_no, lambda machine: machine.send_marked(payment, code))
+        return event
 
     async def record_cancelled(
         self, out_trade_no: str, reason: str, description: str
@@ -166,16 +190,6 @@ class PaymentService:
             return await self._journal.append(
                 out_trade_no, PaymentState.CANCELLED, EventKind.CANCELLED, data
             )
-
-    def pay(self, out_trade_no: str, face_code: str) -> None:
-        """Start the daemon-owned task that sends micropay once and settles the order."""
-        self._owned.check_open()
-        if out_trade_no in self._owned.tasks:
-            raise WrongState(f"payment {out_trade_no} is already in progress")
-        # The face code lives only in the holder, until the one micropay request empties it.
-        code = OneShotCode(face_code)
-        del face_code
-        self._spawn(out_trade_no, lambda machine: machine.pay(code))
 
     async def reverse(self, out_trade_no: str) -> Payment:
         """Reverse a paid or unfinished payment; returns it once final or NEEDS_ATTENTION."""
