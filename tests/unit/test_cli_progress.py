@@ -191,9 +191,9 @@ async def test_pay_through_a_40_s_userpaying_shows_the_queries_counting_up(
     assert len(set(attempts)) >= 5, err
     assert set(attempts) <= set(range(1, 9)), err
     assert max(attempts) >= 7, err
-    # Each wait counts down to its query (a tick may still show the wait before, if this
-    # process's stream is slower than the watcher the clock waits for).
-    for attempt in range(2, 9):
+    # Each wait shown counts down to its query (a tick may still show the wait before, if this
+    # process's stream is slower than the watcher the clock waits for; a skipped one has none).
+    for attempt in sorted(set(attempts) - {1}):
         left = [int(w["left"]) for w in waiting if int(w["attempt"]) == attempt]
         assert left == sorted(left, reverse=True), (attempt, left)
         assert max(left) <= _POLL, (attempt, left)
