@@ -154,7 +154,7 @@ class PaymentStore:
             if not row_updates.get("attention_reason"):
                 raise ValueError("NEEDS_ATTENTION needs an attention_reason")
         else:
-            row_updates = {**row_updates, **dict.fromkeys(_ATTENTION_COLUMNS, "")}
+            row_updates = _attention_cleared(row_updates)
         now = self._clock.time()
         event: PaymentEvent = await self._database.run(
             self._append, out_trade_no, state, kind, dict(data or {}), row_updates, now
@@ -170,7 +170,7 @@ class PaymentStore:
         The face's record and the at-most-once mark become durable with one commit, the last
         write before micropay; refused (WrongState) unless the payment is CAPTURING.
         """
-        row_updates = {"openid": openid, **dict.fromkeys(_ATTENTION_COLUMNS, "")}
+        row_updates = _attention_cleared({"openid": openid})
         now = self._clock.time()
         event, payment = await self._database.run(
             self._capture_and_mark_sent, out_trade_no, dict(data), row_updates, now, at
@@ -604,6 +604,11 @@ def _find_payment(db: sqlite3.Connection, out_trade_no: str) -> Payment | None:
         (out_trade_no,),
     ).fetchall()
     return _payment(rows[0]) if rows else None
+
+
+def _attention_cleared(row_updates: Mapping[str, str | int]) -> dict[str, str | int]:
+    """The row updates of a state other than NEEDS_ATTENTION: its reason and action cleared."""
+    return {**row_updates, **dict.fromkeys(_ATTENTION_COLUMNS, "")}
 
 
 def _payment_exists(db: sqlite3.Connection, out_trade_no: str) -> bool:

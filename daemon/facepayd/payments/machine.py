@@ -249,18 +249,13 @@ class PaymentMachine:
         self._attempts: dict[Activity, int] = {}
 
     async def pay(self, code: OneShotCode) -> Payment:
-        """Send micropay once with code (a face code or a scanned one), then settle the order.
+        """Mark a code payment sent and send micropay once with its code, then settle it.
 
-        A face payment arrives CAPTURING and is moved to PAYING here; a code payment was
-        journaled PAYING by begin_code_payment. The holder is emptied before the order is
+        The payment was journaled PAYING by begin_code_payment (a face payment is marked with
+        its capture and comes through send_marked). The holder is emptied before the order is
         settled (queries and reverses may take days), whatever happens to the one request.
         """
         try:
-            payment = await self._journal.get(self._out_trade_no)
-            if payment.state is PaymentState.CAPTURING:
-                await self._journal.append(
-                    self._out_trade_no, PaymentState.PAYING, EventKind.FACE_CAPTURED
-                )
             # Refused (WrongState) unless PAYING and never attempted: the at-most-once guard.
             # Stamped with our clock: the reverse timers are measured from it.
             payment = await self._journal.mark_pay_sent(self._out_trade_no, at=self._clock.time())
