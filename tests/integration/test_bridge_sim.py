@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import logging
 import socket
@@ -14,8 +15,10 @@ from typing import Any
 import pytest
 import structlog
 
+from facepay.bridge.v1 import bridge_pb2
 from facepayd.clock import Clock, ManualClock, SystemClock
 from facepayd.device.bridge import BridgeClient
+from facepayd.device.framing import FrameReader, encode_frame
 from facepayd.device.tcp import TcpTransport
 from facepayd.errors import (
     SDK_INITIALIZING,
@@ -356,6 +359,49 @@ async def test_concurrent_calls_are_matched_by_id(rig: Rig) -> None:
     info = await asyncio.wait_for(face, _DEADLINE)
     assert info["return_code"] == "SUCCESS"
     assert "face_code" in info
+
+
+async def test_instant_calls_answer_in_turn_and_waiting_ones_beside_the_stream(rig: Rig) -> None:
+    sim_clock = ManualClock()
+    sim, port = await rig.sim(clock=sim_clock)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    frames = FrameReader(reader)
+    try:
+        hello = await asyncio.wait_for(frames.read(), _DEADLINE)
+        assert hello is not None
+        assert hello.HasField("hello")
+
+        def call(call_id: int, method: str) -> bytes:
+            return encode_frame(
+                bridge_pb2.Frame(call=bridge_pb2.Call(call_id=call_id, method=method))
+            )
+
+        def ping(nonce: int) -> bytes:
+            return encode_frame(bridge_pb2.Frame(ping=bridge_pb2.Ping(nonce=nonce)))
+
+        async def answers(count: int) -> list[str]:
+            seen = []
+            for _ in range(count):
+                frame = await asyncio.wait_for(frames.read(), _DEADLINE)
+                assert frame is not None
+                if frame.HasField("callback"):
+                    seen.append(f"callback {frame.callback.call_id}")
+                else:
+                    seen.append(f"{frame.WhichOneof('body')} {frame.pong.nonce}")
+            return seen
+
+        # Instant calls are answered as they are read: before the ping that followed them.
+        writer.write(call(1, "initWxpayface") + call(2, "getWxpayfaceRawdata") + ping(7))
+        assert await answers(3) == ["callback 1", "callback 2", "pong 7"]
+
+        # A call that waits does so beside the stream: the ping behind it is answered first.
+        sim.latencies = dataclasses.replace(sim.latencies, rawdata=5.0)
+        writer.write(call(3, "getWxpayfaceRawdata") + ping(8))
+        assert await answers(1) == ["pong 8"]
+        await sim_clock.advance(5.0)
+        assert await answers(1) == ["callback 3"]
+    finally:
+        writer.close()
 
 
 # ---------------------------------------------------------------------------- secondary codes

@@ -129,6 +129,9 @@ class _Method:
     handler: _Handler
     since: tuple[int, ...] = ()
     before: tuple[int, ...] | None = None
+    # The SimLatencies field that is all the handler ever waits for ("" when it also waits for
+    # the face UI or a quit): at zero the call is answered without a task of its own.
+    latency: str = ""
 
 
 class SimTerminal:
@@ -191,18 +194,20 @@ class SimTerminal:
         self._server: asyncio.Server | None = None
         self._rng = random.Random()
         self._methods: dict[str, _Method] = {
-            "initWxpayface": _Method(self._init),
-            "getWxpayfaceRawdata": _Method(self._rawdata),
+            "initWxpayface": _Method(self._init, latency="init"),
+            "getWxpayfaceRawdata": _Method(self._rawdata, latency="rawdata"),
             "getWxpayfaceCode": _Method(self._face_code),
             "getWxpayfaceUserInfo": _Method(self._user_info),
             "getUserPayScoreStatus": _Method(self._payscore_status),
             "updateWxpayfacePayResult": _Method(
-                self._update_pay_result, before=_NO_UPDATE_PAY_RESULT_FROM
+                self._update_pay_result, before=_NO_UPDATE_PAY_RESULT_FROM, latency="other"
             ),
             "quitWxpayface": _Method(self._quit, since=_QUIT_FROM),
-            "enableFirewall": _Method(self._enable_firewall, since=_FIREWALL_FROM),
-            "disableFirewall": _Method(self._disable_firewall, since=_FIREWALL_FROM),
-            "releaseWxpayface": _Method(self._release),
+            "enableFirewall": _Method(self._enable_firewall, since=_FIREWALL_FROM, latency="other"),
+            "disableFirewall": _Method(
+                self._disable_firewall, since=_FIREWALL_FROM, latency="other"
+            ),
+            "releaseWxpayface": _Method(self._release, latency="release"),
         }
 
     # ------------------------------------------------------------------ scenarios
@@ -305,9 +310,13 @@ class SimTerminal:
                     call = frame.call
                     for observe in self.call_observers:
                         observe(call.method, call.params)
-                    task = asyncio.get_running_loop().create_task(self._serve_call(peer, call))
-                    peer.tasks.add(task)
-                    task.add_done_callback(peer.tasks.discard)
+                    if self._answers_at_once(call.method):
+                        # As the SDK answers it: in this turn, with no task to schedule first.
+                        await self._serve_call(peer, call)
+                    else:
+                        task = asyncio.get_running_loop().create_task(self._serve_call(peer, call))
+                        peer.tasks.add(task)
+                        task.add_done_callback(peer.tasks.discard)
         except DeviceError:
             pass  # the daemon left mid-frame or sent garbage: drop the stream as the app would
         finally:
@@ -328,6 +337,13 @@ class SimTerminal:
             device_model=self.model,
             face_app_version=self.face_app_version,
         )
+
+    def _answers_at_once(self, method: str) -> bool:
+        """Whether a call waits for nothing (an instant latency, or a refusal)."""
+        entry = self._methods.get(method)
+        if entry is None:
+            return True
+        return bool(entry.latency) and getattr(self.latencies, entry.latency) <= 0
 
     async def _gate(self, peer: _Peer) -> bool:
         """Wait while frozen; False when the peer closed meanwhile."""
