@@ -26,7 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from facepayd.clock import SystemClock
 from facepayd.daemon import Daemon, build_outside
 from facepayd.device.adb import AdbSettings, AdbTransport, bundled_adb_path
 from facepayd.device.bridge import BridgeClient
-from facepayd.device.framing import encode_frame
+from facepayd.device.framing import FrameReader, encode_frame
 from facepayd.device.sdk import FaceCodeRequest, FaceMerchant, InitOptions, Sdk, SdkVersion
 from facepayd.device.tcp import TcpTransport
 from facepayd.ops import logs
@@ -55,6 +55,7 @@ PRODUCTION_SITE = Path(__file__).resolve().parent / "production_site"
 DISTRIBUTION = "facepay-terminal"
 SERVICE = "/facepay.terminal.v1.TerminalService/"
 BARE_METHOD = "/bench.Bare/Empty"
+STUB_METHOD = "/bench.Stub/Capture"
 ECHO_SERVICE = "localabstract:facepay-echo"
 ECHO_SOCKET = "facepay-echo"  # what AdbSettings.bridge_socket names it
 BRIDGE_SOCKET = "facepay-bridge"
@@ -271,8 +272,10 @@ class World:
         self.daemon.extra_env = production_env()
         self.bare_socket = Path(tempfile.mkdtemp(prefix="fpb", dir="/tmp")) / "bare.sock"
         self.bare: asyncio.subprocess.Process | None = None
+        self.stub: asyncio.subprocess.Process | None = None
         self.channel: grpc.aio.Channel | None = None
         self.bare_channel: grpc.aio.Channel | None = None
+        self.stub_channel: grpc.aio.Channel | None = None
         self.stamps: Stamps | None = None
         self._numbers = itertools.count(1)
         self._run = secrets.token_hex(3).upper()
@@ -295,13 +298,34 @@ class World:
         await asyncio.wait_for(self.bare_channel.channel_ready(), 20)
         await asyncio.wait_for(self.channel.channel_ready(), 20)
 
+    async def start_stub(self) -> None:
+        """The do-nothing server of P1's limit row, with its own stream to the terminal."""
+        stack = self.stack
+        assert stack.adb_server is not None
+        assert stack.adbd is not None
+        socket = self.bare_socket.with_name("stub.sock")
+        env = child_env()
+        env["PYTHONPATH"] += os.pathsep + str(REPO)
+        self.stub = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--stub-camera",
+            str(socket),
+            str(stack.adb_server.port),
+            stack.adbd.address,
+            env=env,
+        )
+        self.stub_channel = grpc.aio.insecure_channel(f"unix:{socket}")
+        await asyncio.wait_for(self.stub_channel.channel_ready(), 20)
+
     async def stop(self) -> None:
-        for channel in (self.channel, self.bare_channel):
+        for channel in (self.channel, self.bare_channel, self.stub_channel):
             if channel is not None:
                 await channel.close()
-        if self.bare is not None:
-            self.bare.terminate()
-            await self.bare.wait()
+        for child in (self.bare, self.stub):
+            if child is not None:
+                child.terminate()
+                await child.wait()
         try:
             await self.daemon.stop()
         finally:
@@ -435,6 +459,21 @@ async def time_to_camera(world: World, rpc: str) -> float:
 
 async def camera_round(world: World, rpc: str, count: int) -> float:
     return statistics.median([await time_to_camera(world, rpc) for _ in range(count)]) * 1000
+
+
+async def stub_camera_round(world: World, count: int) -> float:
+    """Time-to-camera of the do-nothing server (stub_camera_server), ms."""
+    assert world.stamps is not None
+    assert world.stub_channel is not None
+    call = world.stub_channel.unary_stream(STUB_METHOD)
+    samples = []
+    for _ in range(count):
+        number = world.next_number()
+        start = time.perf_counter()
+        async for _ in call(number.encode()):
+            pass
+        samples.append(await world.stamps.wait("camera", number) - start)
+    return median_ms(samples)
 
 
 async def floor_round(world: World, count: int) -> float:
@@ -636,6 +675,25 @@ async def run(options: BenchOptions, workdir: Path, *, log: Callable[[str], None
                     row,
                 )
                 rows.append(row)
+            # What the goal leaves a daemon: a server that does nothing between the call and the
+            # frame, on the same UDS, adb server and terminal.
+            limit = Row(
+                "P1",
+                "time-to-camera of a server that only writes a ready frame",
+                "bare gRPC unary RTT + bare bridge echo RTT",
+                "ms",
+                "(a figure to read)",
+                lambda _ratio: True,
+            )
+            await world.start_stub()
+            await stub_camera_round(world, 2)  # warm-up
+            await interleave(
+                o.rounds,
+                lambda: stub_camera_round(world, o.camera_calls),
+                lambda: floor_round(world, o.calls),
+                limit,
+            )
+            rows.append(limit)
 
         if o.wants("P2"):
             log("P2 naive per-sale flow")
@@ -835,6 +893,49 @@ async def memory_rows(world: World, o: BenchOptions) -> list[Row]:
 # ---------------------------------------------------------------- the bare server (child)
 
 
+async def stub_camera_server(socket: str, adb_port: int, address: str) -> None:
+    """A grpc.aio server whose one method writes a ready getWxpayfaceCode frame and returns.
+
+    Nothing between the call and the frame: no checks, no claim, no task, no SDK layer; its
+    stream to the terminal is opened and its hello read before the first call.
+    """
+    transport = AdbTransport(
+        AdbSettings(server_port=adb_port, address=address, bridge_socket=BRIDGE_SOCKET)
+    )
+    reader, writer = await transport.open(10.0)
+    frames = FrameReader(reader)
+    await frames.read()  # the hello
+    call_ids = itertools.count(1)
+
+    async def discard() -> None:
+        while await frames.read() is not None:
+            pass  # the terminal's answers (a PARAM_ERROR: the frame carries no order)
+
+    draining = asyncio.get_running_loop().create_task(discard())
+
+    async def capture(request: bytes, _context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        frame = bridge_pb2.Frame()
+        frame.call.call_id = next(call_ids)
+        frame.call.method = "getWxpayfaceCode"
+        frame.call.params["out_trade_no"] = request.decode()
+        writer.write(encode_frame(frame))
+        yield b""
+
+    server = grpc.aio.server()
+    handler = grpc.unary_stream_rpc_method_handler(capture)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("bench.Stub", {"Capture": handler}),)
+    )
+    server.add_insecure_port(f"unix:{socket}")
+    await server.start()
+    try:
+        await server.wait_for_termination()
+    finally:
+        draining.cancel()
+        writer.close()
+        await transport.close()
+
+
 async def bare_server(socket: str) -> None:
     """A grpc.aio server with one empty unary method: the floor every RPC is compared with."""
 
@@ -864,9 +965,14 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated figures to run, e.g. P1 or P1,P6 (default: all)",
     )
     parser.add_argument("--bare-server", metavar="SOCKET", help=argparse.SUPPRESS)
+    parser.add_argument("--stub-camera", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.bare_server:
         asyncio.run(bare_server(args.bare_server))
+        return 0
+    if args.stub_camera:
+        socket, adb_port, address = args.stub_camera
+        asyncio.run(stub_camera_server(socket, int(adb_port), address))
         return 0
     logs.configure_logging(level="warning")  # the simulators' per-call lines, in this process
     options = BenchOptions.tiny() if args.tiny else BenchOptions(rounds=args.rounds)
