@@ -5,8 +5,9 @@ Each figure's subject (A) and baseline (B) are measured in alternating order ove
 in the same run, so a machine that is busy for a while slows both; the table shows the median of
 the per-round ratios and their spread (min-max). The daemon runs as a child process
 (DaemonProcess) against the simulators living in this process; the bare gRPC server (the
-baselines of P1 and P3) and P1's do-nothing server (its limit) are child processes too. Timings are wall time (perf_counter) in this
-process: the simulated terminal and WeChat Pay stamp when a frame or request reaches them.
+baselines of P1 and P3) and P1's do-nothing server (its limit) are child processes too.
+Timings are wall time (perf_counter) in this process: the simulated terminal and WeChat Pay
+stamp when a frame or request reaches them.
 """
 
 from __future__ import annotations
