@@ -922,15 +922,8 @@ async def stub_camera_server(socket: str, adb_port: int, address: str) -> None:
         writer.write(encode_frame(frame))
         yield b""
 
-    server = grpc.aio.server()
-    handler = grpc.unary_stream_rpc_method_handler(capture)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("bench.Stub", {"Capture": handler}),)
-    )
-    server.add_insecure_port(f"unix:{socket}")
-    await server.start()
     try:
-        await server.wait_for_termination()
+        await serve_one(socket, STUB_METHOD, grpc.unary_stream_rpc_method_handler(capture))
     finally:
         draining.cancel()
         writer.close()
@@ -943,10 +936,15 @@ async def bare_server(socket: str) -> None:
     async def empty(_request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
         return b""
 
+    await serve_one(socket, BARE_METHOD, grpc.unary_unary_rpc_method_handler(empty))
+
+
+async def serve_one(socket: str, path: str, handler: grpc.RpcMethodHandler) -> None:
+    """A plain grpc.aio server on a Unix socket with the one method at path, until terminated."""
+    service, method = path.strip("/").split("/")
     server = grpc.aio.server()
-    handler = grpc.unary_unary_rpc_method_handler(empty)
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("bench.Bare", {"Empty": handler}),)
+        (grpc.method_handlers_generic_handler(service, {method: handler}),)
     )
     server.add_insecure_port(f"unix:{socket}")
     await server.start()
