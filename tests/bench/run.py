@@ -680,7 +680,7 @@ async def run(options: BenchOptions, workdir: Path, *, log: Callable[[str], None
             # frame, on the same UDS, adb server and terminal.
             limit = Row(
                 "P1",
-                "time-to-camera of a server that only writes a ready frame",
+                "time-to-camera of a server that only frames and writes the call",
                 "bare gRPC unary RTT + bare bridge echo RTT",
                 "ms",
                 "(a figure to read)",
@@ -895,7 +895,7 @@ async def memory_rows(world: World, o: BenchOptions) -> list[Row]:
 
 
 async def stub_camera_server(socket: str, adb_port: int, address: str) -> None:
-    """A grpc.aio server whose one method writes a ready getWxpayfaceCode frame and returns.
+    """A grpc.aio server whose one method frames a getWxpayfaceCode call, writes it and returns.
 
     Nothing between the call and the frame: no checks, no claim, no task, no SDK layer; its
     stream to the terminal is opened and its hello read before the first call.
