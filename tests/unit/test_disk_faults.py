@@ -70,6 +70,10 @@ class FaultyDisk:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
+    async def failed(self) -> None:
+        """Until a fail_soon() has taken effect: the journal's thread refuses writes."""
+        await until(lambda: self.failing and not self._pending, 10, "the disk to fail")
+
     def _deny(self, action: int, *_: object) -> int:
         if action in _WRITES:
             self.refused += 1
@@ -279,6 +283,10 @@ async def test_a_disk_failing_mid_payment_keeps_the_last_state_and_finishes_afte
         else:
             rig.wxpay.disk = rig.disk  # the micropay answer cannot be recorded
         _, stream = await _start(rig, no)
+        if step == "face_captured":
+            # The face comes once the disk is down: the capture's own commit is the one refused
+            # (were the code back before the order's commit, the capture would commit first).
+            await rig.disk.failed()
         await world.show_face()
         # Down at the step (for reversing: once give-up comes, 30 s on): health follows.
         await rig.run_clock_until(lambda: not world.journal.health.writable, "the failed write")
